@@ -1,0 +1,11 @@
+//! cxl-lab's pipeline, one module a stage:
+//! profiles are loaded ([`profile`]) into the typed model (`cxl-lab-model`), rendered into a QEMU
+//! argv ([`render`]); artifacts come from the cache; VMs are spawned and controlled.
+//! See `docs/ARCHITECTURE.md` for the map and the invariants.
+
+pub mod paths;
+pub mod runner;
+pub mod shell;
+
+pub use paths::LabPaths;
+pub use shell::Shell;

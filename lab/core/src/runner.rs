@@ -1,0 +1,139 @@
+//! The one way cxl-lab runs an external program.
+//!
+//! Every command is logged exactly as it runs (argv, quoted for a shell) into its step's log file,
+//! together with everything it prints. A failure names the step, the command, the last lines it
+//! printed and the path of the whole log, so nobody has to rerun anything to see what went wrong.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fs_err as fs;
+
+/// How many lines of a failed command's output an error message quotes.
+const TAIL_LINES: usize = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("step `{step}` could not start `{command}`: {source}\n  log: {log}")]
+    Spawn { step: String, command: String, log: PathBuf, source: std::io::Error },
+    #[error("step `{step}` failed ({status}): `{command}`\n{tail}\n  full log: {log}")]
+    Failed { step: String, command: String, status: std::process::ExitStatus, tail: String, log: PathBuf },
+    #[error("step `{step}` could not write its log {log}: {source}")]
+    Log { step: String, log: PathBuf, source: std::io::Error },
+}
+
+/// Runs commands for named steps, each step appending to `<log_dir>/<step>.log`.
+#[derive(Clone, Debug)]
+pub struct CommandRunner {
+    log_dir: PathBuf,
+}
+
+impl CommandRunner {
+    pub fn new(log_dir: impl Into<PathBuf>) -> CommandRunner {
+        CommandRunner { log_dir: log_dir.into() }
+    }
+
+    pub fn log_path(&self, step: &str) -> PathBuf {
+        self.log_dir.join(format!("{}.log", step.replace(['/', ' '], "-")))
+    }
+
+    /// Runs `command` to completion with its stdout and stderr going to the step log.
+    pub fn run(&self, step: &str, command: &mut Command) -> Result<(), RunError> {
+        self.run_inner(step, command, false).map(|_| ())
+    }
+
+    /// Runs `command` and returns its stdout; stderr goes to the step log.
+    pub fn run_capture(&self, step: &str, command: &mut Command) -> Result<String, RunError> {
+        self.run_inner(step, command, true)
+    }
+
+    fn run_inner(&self, step: &str, command: &mut Command, capture: bool) -> Result<String, RunError> {
+        let log = self.log_path(step);
+        let log_error = |source| RunError::Log { step: step.to_owned(), log: log.clone(), source };
+        fs::create_dir_all(&self.log_dir).map_err(log_error)?;
+        let mut log_file =
+            fs::OpenOptions::new().create(true).append(true).open(&log).map_err(log_error)?.into_parts().0;
+        let shown = display_command(command);
+        writeln!(log_file, "$ {shown}").map_err(log_error)?;
+        tracing_line(step, &shown);
+
+        let stderr = log_file.try_clone().map_err(log_error)?;
+        let stdout = if capture { Stdio::piped() } else { Stdio::from(log_file.try_clone().map_err(log_error)?) };
+        let output = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::from(stderr))
+            .output()
+            .map_err(|source| RunError::Spawn { step: step.to_owned(), command: shown.clone(), log: log.clone(), source })?;
+        let captured = String::from_utf8_lossy(&output.stdout).into_owned();
+        if capture && !captured.is_empty() {
+            // Keep captured output in the log too: the log is the whole story of the step.
+            log_file.write_all(captured.as_bytes()).map_err(log_error)?;
+        }
+        if output.status.success() {
+            return Ok(captured);
+        }
+        Err(RunError::Failed { step: step.to_owned(), command: shown, status: output.status, tail: tail_of(&log), log })
+    }
+}
+
+/// A command as a user could paste it into a shell: environment additions, program, arguments.
+pub fn display_command(command: &Command) -> String {
+    let mut words: Vec<String> = command
+        .get_envs()
+        .filter_map(|(key, value)| Some(format!("{}={}", key.to_string_lossy(), value?.to_string_lossy())))
+        .map(|assignment| quote(&assignment))
+        .collect();
+    words.push(quote(&command.get_program().to_string_lossy()));
+    words.extend(command.get_args().map(|arg| quote(&arg.to_string_lossy())));
+    words.join(" ")
+}
+
+/// Quotes one word for a POSIX shell, leaving plain words as they are.
+pub fn quote(word: &str) -> String {
+    shlex::try_quote(word).map(|quoted| quoted.into_owned()).unwrap_or_else(|_| format!("{word:?}"))
+}
+
+/// The last lines of a log file, indented, for an error message.
+pub fn tail_of(log: &Path) -> String {
+    let text = std::fs::read(log).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(TAIL_LINES);
+    lines[start..].iter().map(|line| format!("  | {line}")).collect::<Vec<_>>().join("\n")
+}
+
+fn tracing_line(step: &str, shown: &str) {
+    if std::env::var_os("CXL_LAB_VERBOSE").is_some() {
+        eprintln!("[{step}] $ {shown}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_names_step_command_tail_and_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = CommandRunner::new(dir.path());
+        let error = runner
+            .run("demo step", Command::new("sh").args(["-c", "echo first; echo last-words >&2; exit 3"]))
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("step `demo step` failed"), "{message}");
+        assert!(message.contains("sh -c 'echo first; echo last-words >&2; exit 3'"), "{message}");
+        assert!(message.contains("  | last-words"), "{message}");
+        assert!(message.contains(&dir.path().join("demo-step.log").display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn capture_returns_stdout_and_logs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = CommandRunner::new(dir.path());
+        let out = runner.run_capture("echo", Command::new("echo").arg("hello world")).unwrap();
+        assert_eq!(out, "hello world\n");
+        let log = std::fs::read_to_string(runner.log_path("echo")).unwrap();
+        assert_eq!(log, "$ echo 'hello world'\nhello world\n");
+    }
+}

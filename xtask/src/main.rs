@@ -1,0 +1,51 @@
+//! `cargo xtask`: the cxl-lab command line. Thin dispatch: each command group is a module whose
+//! `run` does the work through `cxl-lab-core`.
+
+
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cxl_lab_core::{LabPaths, Shell};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "cxl-lab: reproducible CXL labs on QEMU, from YAML profiles")]
+struct Cli {
+    /// Say more: commands as they run, extra notes.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the version.
+    Version,
+}
+
+/// What every command gets: where things are and how to talk to the user.
+pub struct Context {
+    pub paths: LabPaths,
+    pub shell: Shell,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.verbose {
+        // SAFETY: set before any thread is spawned.
+        unsafe { std::env::set_var("CXL_LAB_VERBOSE", "1") };
+    }
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
+    let _context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
+    let result = match cli.command {
+        Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
