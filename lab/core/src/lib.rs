@@ -6,6 +6,7 @@
 pub mod paths;
 pub mod runner;
 pub mod shell;
+pub mod vm;
 
 pub use paths::LabPaths;
 pub use shell::Shell;
