@@ -42,9 +42,15 @@ pub fn parse_profile(file: &str, source: &str, default_name: &str) -> Result<Top
     }
 }
 
-/// serde-saphyr appends a source snippet after the first line; the location is ours to show.
+/// serde-saphyr says `error: line L column C: <message>` and may append a source snippet; the
+/// location is ours to show, so keep only the message.
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_owned()
+    let line = message.lines().next().unwrap_or(message).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, rest)) => rest.to_owned(),
+        None => line.to_owned(),
+    }
 }
 
 struct Validator<'a> {
