@@ -34,6 +34,9 @@ pub struct Context {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` should end quietly, as for any Unix tool, not panic.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if cli.verbose {
         // SAFETY: set before any thread is spawned.
