@@ -3,10 +3,14 @@
 //! argv ([`render`]); artifacts come from the cache; VMs are spawned and controlled.
 //! See `docs/ARCHITECTURE.md` for the map and the invariants.
 
+pub mod backing;
 pub mod paths;
+pub mod profile;
+pub mod render;
 pub mod runner;
 pub mod shell;
 pub mod vm;
 
+pub use cxl_lab_model as model;
 pub use paths::LabPaths;
 pub use shell::Shell;
