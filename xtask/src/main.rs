@@ -1,6 +1,7 @@
 //! `cargo xtask`: the cxl-lab command line. Thin dispatch: each command group is a module whose
 //! `run` does the work through `cxl-lab-core`.
 
+mod lab_cmd;
 mod profile_cmd;
 
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Boot a lab and use it: up, status, exec, cp, console, ssh, qmp, switch, down.
+    Lab(lab_cmd::LabArgs),
     /// Inspect, validate and render topology profiles.
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
     let context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
     let result = match cli.command {
+        Command::Lab(command) => command.run(&context),
         Command::Profile(command) => command.run(&context),
         Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
     };

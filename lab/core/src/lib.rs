@@ -4,6 +4,7 @@
 //! See `docs/ARCHITECTURE.md` for the map and the invariants.
 
 pub mod backing;
+pub mod lab;
 pub mod paths;
 pub mod profile;
 pub mod render;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cxl_lab_core::paths::MachineRunDir;
-use cxl_lab_core::vm::accel::{resolve_accel, AccelChoice, ResolvedAccel};
+use cxl_lab_core::model::schema::AccelRequest;
+use cxl_lab_core::render::Accel;
+use cxl_lab_core::vm::accel::resolve_accel;
 use cxl_lab_core::vm::qmp::QmpError;
 use cxl_lab_core::vm::supervisor::{process_runs_program, wait_until_gone, MachineSpec, RunningMachine};
 use serde_json::json;
@@ -155,12 +157,12 @@ fn accel_auto_picks_tcg_on_this_host() {
     // closed to us, or hangs. On a host where KVM works, set CXL_LAB_TEST_KVM_WORKS=1.
     let kvm_expected = std::env::var_os("CXL_LAB_TEST_KVM_WORKS").is_some();
     let probe_dir = tempfile::tempdir().unwrap();
-    let decision = resolve_accel(AccelChoice::Auto, false, Path::new(&qemu_binary()), probe_dir.path());
-    let expected = if kvm_expected { ResolvedAccel::Kvm } else { ResolvedAccel::Tcg };
+    let decision = resolve_accel(AccelRequest::Auto, false, Path::new(&qemu_binary()), probe_dir.path());
+    let expected = if kvm_expected { Accel::Kvm } else { Accel::Tcg };
     assert_eq!(decision.accel, expected, "{}", decision.reason);
     assert!(!decision.reason.is_empty());
     // The second decision comes from the per-boot cache and agrees.
-    let cached = resolve_accel(AccelChoice::Auto, false, Path::new(&qemu_binary()), probe_dir.path());
+    let cached = resolve_accel(AccelRequest::Auto, false, Path::new(&qemu_binary()), probe_dir.path());
     assert_eq!(cached.accel, decision.accel);
     assert!(cached.reason.contains("probed earlier"), "{}", cached.reason);
 }

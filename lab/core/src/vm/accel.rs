@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::vm::supervisor::{prepare_run_dir, MachineSpec, RunningMachine};
+use cxl_lab_model::schema::AccelRequest;
+
 use crate::paths::MachineRunDir;
+use crate::render::Accel;
+use crate::vm::supervisor::{prepare_run_dir, MachineSpec, RunningMachine};
 
 /// How long the probe guest may take to print its marker. Firmware plus one boot sector takes
 /// well under a second under a working KVM.
@@ -27,36 +30,20 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the probe guest writes to the serial port.
 const PROBE_MARKER: &[u8] = b"CXLLAB-KVM-OK";
 
-/// What the profile asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccelChoice {
-    Auto,
-    Kvm,
-    Tcg,
-}
-
-/// The accelerator a machine runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResolvedAccel {
-    Kvm,
-    Tcg,
-}
-
-impl std::fmt::Display for ResolvedAccel {
+/// The accelerator's name as `-accel` takes it and as messages show it.
+impl std::fmt::Display for Accel {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
-            ResolvedAccel::Kvm => "kvm",
-            ResolvedAccel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
         })
     }
 }
 
 /// The chosen accelerator and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccelDecision {
-    pub accel: ResolvedAccel,
+    pub accel: Accel,
     pub reason: String,
 }
 
@@ -74,21 +61,21 @@ struct ProbeCacheEntry {
 /// `probe_dir` holds the probe's scratch files and its cache; `online_cxl_as_ram` comes from the
 /// profile.
 pub fn resolve_accel(
-    requested: AccelChoice,
+    requested: AccelRequest,
     online_cxl_as_ram: bool,
     qemu_binary: &Path,
     probe_dir: &Path,
 ) -> AccelDecision {
     if online_cxl_as_ram {
         let reason = "the profile onlines CXL memory as system RAM; under KVM CXL windows are emulated I/O and a guest running from them dies";
-        return AccelDecision { accel: ResolvedAccel::Tcg, reason: reason.to_owned() };
+        return AccelDecision { accel: Accel::Tcg, reason: reason.to_owned() };
     }
     match requested {
-        AccelChoice::Tcg => AccelDecision { accel: ResolvedAccel::Tcg, reason: "the profile asks for TCG".to_owned() },
-        AccelChoice::Kvm => AccelDecision { accel: ResolvedAccel::Kvm, reason: "the profile asks for KVM".to_owned() },
-        AccelChoice::Auto => {
+        AccelRequest::Tcg => AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() },
+        AccelRequest::Kvm => AccelDecision { accel: Accel::Kvm, reason: "the profile asks for KVM".to_owned() },
+        AccelRequest::Auto => {
             let (kvm_works, reason) = kvm_usable_cached(qemu_binary, probe_dir);
-            let accel = if kvm_works { ResolvedAccel::Kvm } else { ResolvedAccel::Tcg };
+            let accel = if kvm_works { Accel::Kvm } else { Accel::Tcg };
             AccelDecision { accel, reason }
         }
     }
@@ -227,8 +214,8 @@ mod tests {
 
     #[test]
     fn cxl_memory_as_ram_forces_tcg_whatever_was_asked() {
-        let decision = resolve_accel(AccelChoice::Kvm, true, Path::new("/nonexistent/qemu"), Path::new("/nonexistent"));
-        assert_eq!(decision.accel, ResolvedAccel::Tcg);
+        let decision = resolve_accel(AccelRequest::Kvm, true, Path::new("/nonexistent/qemu"), Path::new("/nonexistent"));
+        assert_eq!(decision.accel, Accel::Tcg);
         assert!(decision.reason.contains("emulated I/O"), "{}", decision.reason);
     }
 }

@@ -216,10 +216,9 @@ impl GuestAgent {
             }
             if Instant::now() >= deadline {
                 // The agent has no command to kill what it started, so ask the guest's own kill.
-                let kill = vec!["kill".to_owned(), "-9".to_owned(), guest_pid.to_string()];
                 let _ = self.execute(
                     "guest-exec",
-                    Some(json!({ "path": kill[0], "arg": kill[1..], "capture-output": false })),
+                    Some(json!({ "path": "kill", "arg": ["-9", guest_pid.to_string()], "capture-output": false })),
                     AGENT_COMMAND_TIMEOUT,
                 );
                 return Err(AgentError::ExecTimeout { command: argv.join(" "), timeout });

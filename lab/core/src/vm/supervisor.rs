@@ -42,30 +42,72 @@ pub enum SupervisorError {
     EmptyArgv,
     #[error("cannot start QEMU `{program}`: {source}\n  logs: {log}")]
     Spawn { program: String, log: PathBuf, source: std::io::Error },
-    #[error("QEMU of `{machine}` exited with {status} {during}\n  last QEMU output:\n{qemu_tail}\n  last serial lines:\n{serial_tail}\n  logs: {qemu_log} and {serial_log}")]
-    Exited {
-        machine: String,
-        status: String,
-        during: String,
-        qemu_tail: String,
-        serial_tail: String,
-        qemu_log: PathBuf,
-        serial_log: PathBuf,
-    },
-    #[error("`{machine}`: {what} not ready within {timeout:?}: {detail}\n  last serial lines:\n{serial_tail}\n  logs: {qemu_log} and {serial_log}")]
-    NotReady {
-        machine: String,
-        what: String,
-        timeout: Duration,
-        detail: String,
-        serial_tail: String,
-        qemu_log: PathBuf,
-        serial_log: PathBuf,
-    },
+    #[error(
+        "QEMU of `{}` exited with {} {}\n  last QEMU output:\n{}\n  last serial lines:\n{}\n  logs: {} and {}",
+        .0.machine, .0.status, .0.during, .0.qemu_tail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
+    )]
+    Exited(Box<MachineExited>),
+    #[error(
+        "`{}`: {} not ready within {:?}: {}\n  last serial lines:\n{}\n  logs: {} and {}",
+        .0.machine, .0.what, .0.timeout, .0.detail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
+    )]
+    NotReady(Box<MachineNotReady>),
     #[error(transparent)]
     Qmp(#[from] QmpError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+}
+
+/// QEMU ended while the tool still needed it.
+#[derive(Debug)]
+pub struct MachineExited {
+    pub machine: String,
+    pub status: String,
+    pub during: String,
+    pub qemu_tail: String,
+    pub serial_tail: String,
+    pub qemu_log: PathBuf,
+    pub serial_log: PathBuf,
+}
+
+/// A machine's QMP or guest agent did not answer in time.
+#[derive(Debug)]
+pub struct MachineNotReady {
+    pub machine: String,
+    pub what: String,
+    pub timeout: Duration,
+    pub detail: String,
+    pub serial_tail: String,
+    pub qemu_log: PathBuf,
+    pub serial_log: PathBuf,
+}
+
+impl SupervisorError {
+    /// QEMU of `machine` is gone; quotes the tails of its own log and of the serial log.
+    pub fn exited(machine: &str, run_dir: &MachineRunDir, status: &str, during: &str) -> SupervisorError {
+        SupervisorError::Exited(Box::new(MachineExited {
+            machine: machine.to_owned(),
+            status: status.to_owned(),
+            during: during.to_owned(),
+            qemu_tail: tail_of(&qemu_log_path(run_dir)),
+            serial_tail: tail_of(&run_dir.serial_log()),
+            qemu_log: qemu_log_path(run_dir),
+            serial_log: run_dir.serial_log(),
+        }))
+    }
+
+    /// `what` (QMP, the guest agent) did not answer in time; quotes the serial log's tail.
+    pub fn not_ready(machine: &str, run_dir: &MachineRunDir, what: &str, timeout: Duration, detail: String) -> SupervisorError {
+        SupervisorError::NotReady(Box::new(MachineNotReady {
+            machine: machine.to_owned(),
+            what: what.to_owned(),
+            timeout,
+            detail,
+            serial_tail: tail_of(&run_dir.serial_log()),
+            qemu_log: qemu_log_path(run_dir),
+            serial_log: run_dir.serial_log(),
+        }))
+    }
 }
 
 /// Everything needed to start one machine.
@@ -171,29 +213,11 @@ impl RunningMachine {
     }
 
     fn exited_error(&self, status: ExitStatus, during: &str) -> SupervisorError {
-        let run_dir = &self.spec.run_dir;
-        SupervisorError::Exited {
-            machine: self.spec.name.clone(),
-            status: status.to_string(),
-            during: during.to_owned(),
-            qemu_tail: tail_of(&qemu_log_path(run_dir)),
-            serial_tail: tail_of(&run_dir.serial_log()),
-            qemu_log: qemu_log_path(run_dir),
-            serial_log: run_dir.serial_log(),
-        }
+        SupervisorError::exited(&self.spec.name, &self.spec.run_dir, &status.to_string(), during)
     }
 
     fn not_ready_error(&self, what: &str, timeout: Duration, detail: String) -> SupervisorError {
-        let run_dir = &self.spec.run_dir;
-        SupervisorError::NotReady {
-            machine: self.spec.name.clone(),
-            what: what.to_owned(),
-            timeout,
-            detail,
-            serial_tail: tail_of(&run_dir.serial_log()),
-            qemu_log: qemu_log_path(run_dir),
-            serial_log: run_dir.serial_log(),
-        }
+        SupervisorError::not_ready(&self.spec.name, &self.spec.run_dir, what, timeout, detail)
     }
 
     /// Waits for QEMU's QMP socket and completes the handshake.
