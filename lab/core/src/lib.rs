@@ -7,5 +7,16 @@ pub mod paths;
 pub mod runner;
 pub mod shell;
 
+pub mod apt;
+pub mod build;
+pub mod cache;
+pub mod debian;
+pub mod host;
+pub mod images;
+pub mod lock;
+pub mod secrets;
+pub mod source;
+pub mod stack;
+
 pub use paths::LabPaths;
 pub use shell::Shell;
