@@ -1,7 +1,9 @@
 //! `cargo xtask`: the cxl-lab command line. Thin dispatch: each command group is a module whose
 //! `run` does the work through `cxl-lab-core`.
 
-
+mod build_cmd;
+mod cache_cmd;
+mod host_cmd;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,14 @@ struct Cli {
 enum Command {
     /// Print the version.
     Version,
+    /// Build or download what a stack needs (kernel, initramfs, root filesystem).
+    Build(build_cmd::BuildCommand),
+    /// The artifact cache: `ls`, `gc`.
+    #[command(subcommand)]
+    Cache(cache_cmd::CacheCommand),
+    /// Host programs: `check`, `setup`.
+    #[command(subcommand)]
+    Host(host_cmd::HostCommand),
 }
 
 /// What every command gets: where things are and how to talk to the user.
@@ -37,9 +47,12 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("CXL_LAB_VERBOSE", "1") };
     }
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
-    let _context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
+    let context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
     let result = match cli.command {
         Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
+        Command::Build(command) => command.run(&context),
+        Command::Cache(command) => command.run(&context),
+        Command::Host(command) => command.run(&context),
     };
     match result {
         Ok(code) => code,

@@ -108,6 +108,28 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// The path of `program` if found, else its bare name (the runner's error then says it is missing).
+pub fn program(program: &str) -> PathBuf {
+    find_program(program).unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// Makes sure every host tool is there: installs the missing ones as root, otherwise fails with
+/// the exact `apt-get install` line. Costs a few `stat`s when nothing is missing.
+pub fn ensure_tools(apt_dir: &Path, archive: &ArchiveRecipe, runner: &CommandRunner, shell: &crate::Shell) -> anyhow::Result<()> {
+    let report = check(&archive.keyring);
+    if report.is_ready() {
+        return Ok(());
+    }
+    let codename = crate::apt::host_codename()?;
+    if !is_root() {
+        anyhow::bail!("host programs are missing; install them with:\n  {}", report.install_line(&codename));
+    }
+    let progress = shell.step(&format!("installing host packages: {}", report.install_arguments(&codename).join(" ")));
+    install(&report, apt_dir, archive, runner)?;
+    progress.done("installed");
+    Ok(())
+}
+
 pub fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
     *ROOT.get_or_init(|| {

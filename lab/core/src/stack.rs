@@ -183,11 +183,14 @@ impl<'a> Session<'a> {
         if options.locked && lock_on_disk.is_none() {
             bail!("--locked, but there is no lock file {}: run once without --locked", lock_path.display());
         }
+        let cache = Cache::new(&paths.cache);
+        let runner = CommandRunner::new(paths.build_logs_dir());
+        host::ensure_tools(&cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
         Ok(Session {
             shell,
             options,
-            cache: Cache::new(&paths.cache),
-            runner: CommandRunner::new(paths.build_logs_dir()),
+            cache,
+            runner,
             lock: lock_on_disk.clone().unwrap_or_else(|| StackLock::empty("distro")),
             lock_on_disk,
             recipe,
@@ -218,19 +221,8 @@ impl<'a> Session<'a> {
 
     /// The host QEMU, installing it when missing and root.
     fn qemu(&mut self) -> anyhow::Result<QemuBinary> {
-        let binary = match host::find_program("qemu-system-x86_64") {
-            Some(path) => path,
-            None => {
-                let report = host::check(&self.recipe.recipe.archive.keyring);
-                if !host::is_root() {
-                    bail!("qemu-system-x86_64 is missing; install it with:\n  {}", report.install_line(&crate::apt::host_codename()?));
-                }
-                let progress = self.shell.step("installing host packages");
-                host::install(&report, &self.cache.apt_dir(), &self.recipe.recipe.archive, &self.runner)?;
-                progress.done("from the host release's backports");
-                host::find_program("qemu-system-x86_64").context("qemu-system-x86_64 is still missing after installing it")?
-            }
-        };
+        // Session::open installed it if it was missing.
+        let binary = host::find_program("qemu-system-x86_64").context("qemu-system-x86_64 is missing")?;
         let version = match probe_cached(&self.cache, &binary) {
             Some(version) if self.lock.qemu.is_some() => version,
             _ => self.probe_qemu(&binary)?,

@@ -60,7 +60,7 @@ pub fn build(staging: &Path, debs: &[PathBuf], release: &str, runner: &CommandRu
     // depmod reads <base>/lib/modules/<release>; the packages ship no modules.dep of their own.
     runner.run(
         &format!("depmod-{release}"),
-        Command::new("depmod").arg("-b").arg(staging.join("modules")).arg(release),
+        Command::new(crate::host::program("depmod")).arg("-b").arg(staging.join("modules")).arg(release),
     )?;
     if !modules.join("modules.dep").is_file() {
         anyhow::bail!("depmod wrote no modules.dep in {}", modules.display());
