@@ -149,21 +149,28 @@ impl PrivateApt {
         let step = format!("apt-update-{}", self.suites.join("+"));
         let mut command = self.command("apt-get");
         command.arg("update");
-        let output = runner.run_capture(&step, &mut command).map_err(classify)?;
+        let unverifiable = |log: &Path| {
+            SourceError::Fatal(anyhow::anyhow!(
+                "the archive's signature for {} cannot be checked with {} (log: {}); a newer debian-archive-keyring \
+                 (from the host release's updates or backports) has the keys",
+                self.suites.join(", "),
+                self.keyring.display(),
+                log.display()
+            ))
+        };
+        let output = match runner.run_capture(&step, &mut command) {
+            Ok(output) => output,
+            Err(RunError::Failed { tail, log, .. }) if is_unverifiable(&tail) => return Err(unverifiable(&log)),
+            Err(error) => return Err(classify(error)),
+        };
+        if is_unverifiable(&output) {
+            return Err(unverifiable(&runner.log_path(&step)));
+        }
         // apt-get update exits 0 when a source fails with a warning; it must not pass silently.
         if output.lines().any(|line| line.starts_with("Err:") || line.starts_with("W: Failed to fetch")) {
-            let log = runner.log_path(&step);
             return Err(SourceError::Unavailable(format!(
                 "apt-get update of {} could not fetch every list (log: {})",
                 self.suites.join(", "),
-                log.display()
-            )));
-        }
-        if output.contains("NO_PUBKEY") || output.contains("not signed") {
-            return Err(SourceError::Fatal(anyhow::anyhow!(
-                "the archive's signature for {} cannot be checked with {} (log: {}); `cargo xtask host setup` installs a newer debian-archive-keyring",
-                self.suites.join(", "),
-                self.keyring.display(),
                 runner.log_path(&step).display()
             )));
         }
@@ -258,6 +265,10 @@ fn is_unreachable(output: &str) -> bool {
     ["404", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
         .iter()
         .any(|needle| output.contains(needle))
+}
+
+fn is_unverifiable(output: &str) -> bool {
+    output.contains("NO_PUBKEY") || output.contains("is not signed") || output.contains("EXPKEYSIG")
 }
 
 /// Parses deb822 stanzas as `apt-cache show` prints them.
@@ -392,5 +403,6 @@ mod tests {
     fn unreachable_is_recognised() {
         assert!(is_unreachable("  | Err:1 http://x/y.deb\n  |   404  Not Found"));
         assert!(!is_unreachable("  | Hash Sum mismatch"));
+        assert!(is_unverifiable("W: GPG error: http://deb.debian.org/debian forky InRelease: NO_PUBKEY 762F67A0B2C39DE4"));
     }
 }

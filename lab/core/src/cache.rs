@@ -124,11 +124,17 @@ impl Cache {
         path.join(MANIFEST).is_file().then_some(path)
     }
 
-    /// Takes the build lock of `name`, waiting for another process that holds it.
-    fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
+    /// The lock file of entry `name` (created empty; only its flock matters).
+    fn lock_file(&self, name: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
         fs::create_dir_all(self.locks_dir())?;
         let path = self.locks_dir().join(format!("{name}.lock"));
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?.into_parts().0;
+        Ok((file, path))
+    }
+
+    /// Takes the build lock of `name`, waiting for another process that holds it.
+    fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
+        let (file, path) = self.lock_file(name)?;
         FileExt::lock_exclusive(&file).with_context(|| format!("locking {}", path.display()))?;
         Ok(file)
     }
@@ -212,9 +218,7 @@ impl Cache {
     }
 
     fn remove_unless_busy(&self, name: &str, path: &Path, report: &mut GcReport) -> anyhow::Result<()> {
-        fs::create_dir_all(self.locks_dir())?;
-        let lock_path = self.locks_dir().join(format!("{name}.lock"));
-        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?.into_parts().0;
+        let (lock, _) = self.lock_file(name)?;
         if !FileExt::try_lock_exclusive(&lock)? {
             report.busy.push(name.to_owned());
             return Ok(());
