@@ -1,6 +1,9 @@
 //! `cargo xtask`: the cxl-lab command line. Thin dispatch: each command group is a module whose
 //! `run` does the work through `cxl-lab-core`.
 
+mod build_cmd;
+mod cache_cmd;
+mod host_cmd;
 mod lab_cmd;
 mod profile_cmd;
 
@@ -28,6 +31,14 @@ enum Command {
     Profile(profile_cmd::ProfileCommand),
     /// Print the version.
     Version,
+    /// Build or download what a stack needs (kernel, initramfs, root filesystem).
+    Build(build_cmd::BuildCommand),
+    /// The artifact cache: `ls`, `gc`.
+    #[command(subcommand)]
+    Cache(cache_cmd::CacheCommand),
+    /// Host programs: `check`, `setup`.
+    #[command(subcommand)]
+    Host(host_cmd::HostCommand),
 }
 
 /// What every command gets: where things are and how to talk to the user.
@@ -51,6 +62,9 @@ fn main() -> ExitCode {
         Command::Lab(command) => command.run(&context),
         Command::Profile(command) => command.run(&context),
         Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
+        Command::Build(command) => command.run(&context),
+        Command::Cache(command) => command.run(&context),
+        Command::Host(command) => command.run(&context),
     };
     match result {
         Ok(code) => code,

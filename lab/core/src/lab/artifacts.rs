@@ -1,9 +1,7 @@
-//! Where the lab meets the stack and secrets layers (built on the `artifacts` branch): the only
-//! module that calls them, so the lab code depends on two functions only.
-//!
-//! Until that branch is merged, both functions say so instead of booting anything.
+//! Where the lab meets the stack and secrets layers: the only module that calls them, so the lab
+//! code depends on two functions and one plain record ([`BootStack`]) only.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::bail;
 
@@ -11,20 +9,32 @@ use crate::lab::state::BootStack;
 use crate::lab::up::StackKind;
 use crate::lab::LabContext;
 
-/// The lab's root password and SSH key pair.
-pub struct LabCredentials {
-    pub root_password: String,
-    pub ssh_private_key: PathBuf,
-    /// The `ssh-ed25519 AAAA... comment` line.
-    pub ssh_public_key: String,
-}
+pub use crate::secrets::LabSecrets;
 
 /// The stack's artifacts, resolved and built as needed.
-pub fn resolve_boot_stack(_context: &LabContext, kind: StackKind) -> anyhow::Result<BootStack> {
-    bail!("the {} stack is not available on this branch yet (it comes with the artifacts branch)", kind.name())
+pub fn resolve_boot_stack(context: &LabContext, kind: StackKind) -> anyhow::Result<BootStack> {
+    let options = crate::stack::StackOptions::default();
+    let artifacts = match kind {
+        StackKind::Distro => crate::stack::ensure_distro_stack(&context.paths, &context.shell, &options)?,
+        StackKind::Source => bail!("the source stack cannot boot a lab yet; use `--stack distro`"),
+    };
+    for note in &artifacts.source_notes {
+        context.shell.verbose(note);
+    }
+    Ok(BootStack {
+        stack: kind.name().to_owned(),
+        qemu_binary: artifacts.qemu.path,
+        qemu_version: artifacts.qemu.version,
+        kernel: artifacts.kernel,
+        initrd: Some(artifacts.initrd),
+        modules_dir: artifacts.modules_dir,
+        kernel_release: artifacts.kernel_release,
+        rootfs_image: artifacts.rootfs_image,
+    })
 }
 
-/// The lab's credentials, generated on first use and kept 0600 in the lab directory.
-pub fn ensure_credentials(_lab_dir: &Path) -> anyhow::Result<LabCredentials> {
-    bail!("lab secrets are not available on this branch yet (they come with the artifacts branch)")
+/// The lab's root password and SSH key pair, generated on first use and kept 0600 in the lab
+/// directory.
+pub fn ensure_credentials(lab_dir: &Path) -> anyhow::Result<LabSecrets> {
+    crate::secrets::ensure_lab_secrets(lab_dir)
 }

@@ -340,7 +340,7 @@ fn wait_for_state(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<La
 fn wait_until_ready_and_configure(
     state: &LabState,
     supervisor: &mut Child,
-    secrets: &crate::lab::artifacts::LabCredentials,
+    secrets: &crate::lab::artifacts::LabSecrets,
     timeout: Duration,
     progress: &crate::shell::StepProgress,
 ) -> anyhow::Result<()> {

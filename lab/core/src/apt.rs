@@ -1,0 +1,408 @@
+//! The Debian archive through apt with a private state directory.
+//!
+//! Each (mirror, suite) gets its own directory under the cache with its own sources list, package
+//! lists and archive cache; apt is pointed at it with `-o Dir::...` options, so the host's apt
+//! configuration (`/etc/apt/sources.list*`, preferences, lists) is never read for sources nor
+//! written. The host's `apt.conf.d` is still read: a proxy configured there keeps working.
+//!
+//! One suite a directory keeps "candidate" simple: the newest version that suite offers, with no
+//! pinning priorities in between (a backports suite alone is not outranked by its base release).
+//!
+//! Downloads go through `apt-helper download-file` with the sha256 from the signed package lists
+//! (or from the lock file), so a pinned .deb is fetched again without refreshing any list.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use fs_err as fs;
+
+use crate::runner::{CommandRunner, RunError};
+use crate::source::{DebPin, SourceError};
+
+/// Lists older than this are refreshed before a package is resolved against them.
+const LISTS_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// Index targets apt would fetch besides `Packages`; none of them is needed to download a package.
+const SKIPPED_INDEX_TARGETS: &[&str] =
+    &["DEP-11", "DEP-11-icons-small", "DEP-11-icons", "DEP-11-icons-hidpi", "CNF", "Contents-deb", "Translations"];
+
+/// apt for one suite of one mirror, all of its state below `root`.
+#[derive(Clone, Debug)]
+pub struct PrivateApt {
+    pub root: PathBuf,
+    pub mirror: String,
+    /// Concrete suites (`trixie-backports`), never the `host` words.
+    pub suites: Vec<String>,
+    pub keyring: PathBuf,
+    /// When set, apt sees the host's dpkg status: used only by `host setup` to install packages.
+    pub host_status: bool,
+}
+
+/// One stanza of `apt-cache show`: the fields cxl-lab needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackageRecord {
+    pub package: String,
+    pub version: String,
+    pub depends: String,
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl PrivateApt {
+    /// The state directory for `suites` of `mirror`, below `apt_dir` (`<cache>/apt`).
+    pub fn new(apt_dir: &Path, mirror: &str, suites: &[String], keyring: &Path) -> PrivateApt {
+        let mirror_hash = blake3::hash(mirror.as_bytes()).to_hex();
+        let name = format!("{}-{}", suites.join("+"), &mirror_hash[..8]);
+        PrivateApt {
+            root: apt_dir.join(name),
+            mirror: mirror.to_owned(),
+            suites: suites.to_vec(),
+            keyring: keyring.to_path_buf(),
+            host_status: false,
+        }
+    }
+
+    pub fn sources_list_path(&self) -> PathBuf {
+        self.root.join("sources.list")
+    }
+
+    pub fn sources_list(&self) -> String {
+        self.suites
+            .iter()
+            .map(|suite| format!("deb [signed-by={}] {} {suite} main\n", self.keyring.display(), self.mirror))
+            .collect()
+    }
+
+    /// The `-o` options that confine apt to this directory.
+    pub fn options(&self) -> Vec<String> {
+        let root = self.root.display();
+        let mut options = vec![
+            format!("Dir::Etc::SourceList={}", self.sources_list_path().display()),
+            "Dir::Etc::SourceParts=/dev/null".to_owned(),
+            "Dir::Etc::Preferences=/dev/null".to_owned(),
+            "Dir::Etc::PreferencesParts=/dev/null".to_owned(),
+            format!("Dir::Cache={root}/cache"),
+            "APT::Architecture=amd64".to_owned(),
+            "APT::Architectures=amd64".to_owned(),
+            "Acquire::Languages=none".to_owned(),
+        ];
+        if self.host_status {
+            // Installing for real: only the lists are private; dpkg's status and apt's
+            // auto-installed marks (extended_states) stay the host's own.
+            options.push(format!("Dir::State::Lists={root}/state/lists"));
+        } else {
+            options.push(format!("Dir::State={root}/state"));
+            options.push(format!("Dir::State::status={root}/state/status"));
+        }
+        if crate::host::is_root() {
+            // apt drops to `_apt` for downloads, which cannot write into root's private cache.
+            options.push("APT::Sandbox::User=root".to_owned());
+        }
+        options.extend(
+            SKIPPED_INDEX_TARGETS
+                .iter()
+                .map(|target| format!("Acquire::IndexTargets::deb::{target}::DefaultEnabled=false")),
+        );
+        options
+    }
+
+    /// `program` with this directory's options.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        for option in self.options() {
+            command.arg("-o").arg(option);
+        }
+        command
+    }
+
+    /// Creates the directory layout and writes the sources list.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        fs::create_dir_all(self.root.join("state/lists/partial"))?;
+        fs::create_dir_all(self.root.join("cache/archives/partial"))?;
+        fs::write(self.sources_list_path(), self.sources_list())?;
+        let status = self.root.join("state/status");
+        if !status.exists() {
+            fs::write(status, "")?;
+        }
+        Ok(())
+    }
+
+    fn lists_stamp(&self) -> PathBuf {
+        self.root.join("state/updated")
+    }
+
+    /// Whether the package lists were fetched less than [`LISTS_MAX_AGE`] ago.
+    pub fn lists_fresh(&self) -> bool {
+        fs::metadata(self.lists_stamp())
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+            .is_some_and(|age| age < LISTS_MAX_AGE)
+    }
+
+    /// `apt-get update` into the private lists. An unreachable mirror is `Unavailable`; a
+    /// signature apt cannot check is fatal, with the keyring named.
+    pub fn update(&self, runner: &CommandRunner) -> Result<(), SourceError> {
+        self.prepare().map_err(|error| SourceError::Fatal(error.into()))?;
+        let step = format!("apt-update-{}", self.suites.join("+"));
+        let mut command = self.command("apt-get");
+        command.arg("update");
+        let unverifiable = |log: &Path| {
+            SourceError::Fatal(anyhow::anyhow!(
+                "the archive's signature for {} cannot be checked with {} (log: {}); a newer debian-archive-keyring \
+                 (from the host release's updates or backports) has the keys",
+                self.suites.join(", "),
+                self.keyring.display(),
+                log.display()
+            ))
+        };
+        let output = match runner.run_capture(&step, &mut command) {
+            Ok(output) => output,
+            Err(RunError::Failed { tail, log, .. }) if is_unverifiable(&tail) => return Err(unverifiable(&log)),
+            Err(error) => return Err(classify(error)),
+        };
+        if is_unverifiable(&output) {
+            return Err(unverifiable(&runner.log_path(&step)));
+        }
+        // apt-get update exits 0 when a source fails with a warning; it must not pass silently.
+        if output.lines().any(|line| line.starts_with("Err:") || line.starts_with("W: Failed to fetch")) {
+            return Err(SourceError::Unavailable(format!(
+                "apt-get update of {} could not fetch every list (log: {})",
+                self.suites.join(", "),
+                runner.log_path(&step).display()
+            )));
+        }
+        fs::write(self.lists_stamp(), "").map_err(|error| SourceError::Fatal(error.into()))?;
+        Ok(())
+    }
+
+    /// Refreshes the lists when they are missing or old.
+    pub fn ensure_lists(&self, runner: &CommandRunner) -> Result<(), SourceError> {
+        if self.lists_fresh() {
+            return Ok(());
+        }
+        self.update(runner)
+    }
+
+    /// The candidate version of `package` (the newest the suites offer).
+    pub fn candidate(&self, runner: &CommandRunner, package: &str) -> Result<PackageRecord, SourceError> {
+        self.show(runner, package, &["--no-all-versions", package])
+    }
+
+    /// `package` at exactly `version`.
+    pub fn exact(&self, runner: &CommandRunner, package: &str, version: &str) -> Result<PackageRecord, SourceError> {
+        self.show(runner, package, &["--no-all-versions", &format!("{package}={version}")])
+    }
+
+    fn show(&self, runner: &CommandRunner, package: &str, arguments: &[&str]) -> Result<PackageRecord, SourceError> {
+        let mut command = self.command("apt-cache");
+        command.arg("show").args(arguments);
+        let step = format!("apt-show-{}", self.suites.join("+"));
+        let output = runner.run_capture(&step, &mut command).map_err(|error| match error {
+            RunError::Failed { .. } => SourceError::Unavailable(format!(
+                "{} does not offer {}",
+                self.suites.join(", "),
+                arguments.last().copied().unwrap_or(package)
+            )),
+            other => SourceError::Fatal(other.into()),
+        })?;
+        parse_records(&output)
+            .into_iter()
+            .find(|record| record.package == package)
+            .ok_or_else(|| SourceError::Unavailable(format!("{} does not offer {package}", self.suites.join(", "))))
+    }
+
+    /// The pin of a resolved record from this mirror.
+    pub fn pin(&self, record: &PackageRecord) -> DebPin {
+        DebPin {
+            package: record.package.clone(),
+            version: record.version.clone(),
+            mirror: self.mirror.clone(),
+            filename: record.filename.clone(),
+            sha256: record.sha256.clone(),
+            size: record.size,
+        }
+    }
+}
+
+/// Downloads `pin` into `dir` (kept there: a second call costs a stat) and returns its path.
+/// A 404 or an unreachable mirror is `Unavailable`; a hash mismatch is fatal.
+pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<PathBuf, SourceError> {
+    let destination = dir.join(pin.file_name());
+    if fs::metadata(&destination).is_ok_and(|metadata| metadata.len() == pin.size) {
+        return Ok(destination);
+    }
+    fs::create_dir_all(dir).map_err(|error| SourceError::Fatal(error.into()))?;
+    // Download beside the destination and rename: a killed download leaves no file that looks whole.
+    let partial = dir.join(format!("{}.partial", pin.file_name()));
+    let mut command = Command::new("/usr/lib/apt/apt-helper");
+    if crate::host::is_root() {
+        command.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    command.arg("download-file").arg(pin.url()).arg(&partial).arg(format!("SHA256:{}", pin.sha256));
+    runner.run(&format!("download-{}", pin.package), &mut command).map_err(classify)?;
+    fs::rename(&partial, &destination).map_err(|error| SourceError::Fatal(error.into()))?;
+    Ok(destination)
+}
+
+/// `dpkg-deb -x`: unpacks a .deb's files (not its scripts) into `dir`.
+pub fn extract(runner: &CommandRunner, deb: &Path, dir: &Path) -> Result<(), RunError> {
+    let step = format!("extract-{}", deb.file_stem().unwrap_or_default().to_string_lossy());
+    runner.run(&step, Command::new("dpkg-deb").arg("-x").arg(deb).arg(dir))
+}
+
+/// Network trouble and 404s fall through to the next source; anything else is fatal.
+fn classify(error: RunError) -> SourceError {
+    match &error {
+        RunError::Failed { tail, .. } if is_unreachable(tail) => SourceError::Unavailable(error.to_string()),
+        _ => SourceError::Fatal(error.into()),
+    }
+}
+
+fn is_unreachable(output: &str) -> bool {
+    ["404", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
+        .iter()
+        .any(|needle| output.contains(needle))
+}
+
+fn is_unverifiable(output: &str) -> bool {
+    output.contains("NO_PUBKEY") || output.contains("is not signed") || output.contains("EXPKEYSIG")
+}
+
+/// Parses deb822 stanzas as `apt-cache show` prints them.
+pub fn parse_records(text: &str) -> Vec<PackageRecord> {
+    let mut records = Vec::new();
+    let mut record = PackageRecord::default();
+    for line in text.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if !record.package.is_empty() {
+                records.push(std::mem::take(&mut record));
+            }
+            continue;
+        }
+        let Some((field, value)) = line.split_once(':') else { continue };
+        if line.starts_with([' ', '\t']) {
+            continue;
+        }
+        let value = value.trim().to_owned();
+        match field {
+            "Package" => record.package = value,
+            "Version" => record.version = value,
+            "Depends" => record.depends = value,
+            "Filename" => record.filename = value,
+            "SHA256" => record.sha256 = value,
+            "Size" => record.size = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    records
+}
+
+/// The names in a `Depends` field, alternatives included, versions dropped.
+pub fn dependency_names(depends: &str) -> Vec<String> {
+    depends
+        .split([',', '|'])
+        .filter_map(|item| item.split_whitespace().next())
+        .map(|name| name.split(':').next().unwrap_or(name).to_owned())
+        .collect()
+}
+
+/// The host's release codename (`bookworm`), from `/etc/os-release`.
+pub fn host_codename() -> anyhow::Result<String> {
+    let text = fs::read_to_string("/etc/os-release")?;
+    codename_from_os_release(&text).ok_or_else(|| anyhow::anyhow!("/etc/os-release names no VERSION_CODENAME"))
+}
+
+pub fn codename_from_os_release(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))
+        .map(|value| value.trim_matches('"').to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Turns the recipe words `host` and `host-backports` into real suite names.
+pub fn concrete_suite(suite: &str, host_codename: &str) -> String {
+    match suite {
+        crate::images::HOST_RELEASE => host_codename.to_owned(),
+        crate::images::HOST_BACKPORTS => format!("{host_codename}-backports"),
+        other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apt() -> PrivateApt {
+        PrivateApt::new(
+            Path::new("/c/apt"),
+            "http://deb.debian.org/debian",
+            &["trixie-backports".to_owned()],
+            Path::new("/usr/share/keyrings/debian-archive-keyring.gpg"),
+        )
+    }
+
+    #[test]
+    fn options_confine_apt_to_its_directory() {
+        let apt = apt();
+        let root = apt.root.display().to_string();
+        assert!(root.starts_with("/c/apt/trixie-backports-"), "{root}");
+        let options = apt.options();
+        for expected in [
+            format!("Dir::Etc::SourceList={root}/sources.list"),
+            "Dir::Etc::SourceParts=/dev/null".to_owned(),
+            "Dir::Etc::Preferences=/dev/null".to_owned(),
+            "Dir::Etc::PreferencesParts=/dev/null".to_owned(),
+            format!("Dir::State={root}/state"),
+            format!("Dir::State::status={root}/state/status"),
+            format!("Dir::Cache={root}/cache"),
+        ] {
+            assert!(options.contains(&expected), "missing {expected} in {options:?}");
+        }
+        assert!(options.iter().all(|option| !option.contains("/etc/apt")), "{options:?}");
+        assert_eq!(
+            apt.sources_list(),
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main\n"
+        );
+    }
+
+    #[test]
+    fn host_mode_keeps_the_real_dpkg_status() {
+        let mut apt = apt();
+        apt.host_status = true;
+        let options = apt.options();
+        assert!(options.iter().all(|option| !option.starts_with("Dir::State::status") && !option.starts_with("Dir::State=")));
+        assert!(options.contains(&format!("Dir::State::Lists={}/state/lists", apt.root.display())));
+    }
+
+    #[test]
+    fn parses_show_output_and_dependencies() {
+        let text = "Package: linux-image-amd64\nVersion: 7.3.4-1~bpo13+1\nDepends: linux-base-amd64 (= 7.3.4-1~bpo13+1), linux-image-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1)\nDescription: x\n more\nFilename: pool/main/l/x.deb\nSize: 1476\nSHA256: c91b\n\nPackage: other\nVersion: 1\n";
+        let records = parse_records(text);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].version, "7.3.4-1~bpo13+1");
+        assert_eq!(records[0].size, 1476);
+        assert_eq!(
+            dependency_names(&records[0].depends),
+            ["linux-base-amd64", "linux-image-7.3.4+deb13-amd64"]
+        );
+        assert_eq!(dependency_names("dracut | initramfs-tools (>= 0.120), kmod:any"), ["dracut", "initramfs-tools", "kmod"]);
+    }
+
+    #[test]
+    fn host_words_become_suites() {
+        assert_eq!(concrete_suite("host-backports", "bookworm"), "bookworm-backports");
+        assert_eq!(concrete_suite("host", "bookworm"), "bookworm");
+        assert_eq!(concrete_suite("trixie", "bookworm"), "trixie");
+        assert_eq!(codename_from_os_release("ID=debian\nVERSION_CODENAME=bookworm\n").as_deref(), Some("bookworm"));
+    }
+
+    #[test]
+    fn unreachable_is_recognised() {
+        assert!(is_unreachable("  | Err:1 http://x/y.deb\n  |   404  Not Found"));
+        assert!(!is_unreachable("  | Hash Sum mismatch"));
+        assert!(is_unverifiable("W: GPG error: http://deb.debian.org/debian forky InRelease: NO_PUBKEY 762F67A0B2C39DE4"));
+    }
+}

@@ -1,0 +1,238 @@
+//! What cxl-lab changes in a debootstrapped tree before it becomes an image: rendered as a list of
+//! [`ConfigItem`]s (pure, snapshot-tested) and applied without chroot or mount.
+//!
+//! - hostname, hosts, fstab: root `/dev/vda` ext4; the 9p tags `modshare` at `/lib/modules` and
+//!   `datashare` at `/mnt/share`, both `nofail` (the initramfs may already have mounted modshare);
+//! - networking: systemd-networkd, DHCP on any `en*`/`eth*` link, so the predictable name of the
+//!   virtio NIC does not matter;
+//! - sshd: keys only, `PermitRootLogin prohibit-password`; host keys are removed from the image
+//!   and an ed25519 key is made on each machine's first boot. Trade-off: a second or so of first
+//!   boot under TCG, against every VM of an image sharing one host key;
+//! - root stays locked: the per-lab password and SSH key are set at boot through the guest agent;
+//! - serial getty on ttyS0, qemu-guest-agent enabled (it needs the `org.qemu.guest_agent.0`
+//!   virtio-serial port, which the renderer adds);
+//! - an empty `/etc/machine-id`, so each machine gets its own at first boot;
+//! - the .debs debootstrap left in apt's cache are removed.
+//!
+//! Applying never writes into an existing file: it unlinks and creates. The tree is a hard-link
+//! copy of the cached debootstrap tree, which must stay as it is.
+
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+
+use crate::images::RootfsRecipe;
+
+const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,nofail";
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ConfigItem {
+    File { path: String, mode: u32, contents: String },
+    Symlink { path: String, target: String },
+    Dir { path: String },
+    Remove { path: String },
+    /// Every file in `dir` whose name ends in `suffix`.
+    RemoveMatching { dir: String, suffix: String },
+    /// Replaces root's password field in /etc/shadow with `!` (locked).
+    LockRoot,
+}
+
+fn file(path: &str, contents: &str) -> ConfigItem {
+    ConfigItem::File { path: path.to_owned(), mode: 0o644, contents: contents.to_owned() }
+}
+
+fn enable(wants: &str, unit: &str, unit_path: &str) -> ConfigItem {
+    ConfigItem::Symlink { path: format!("/etc/systemd/system/{wants}.wants/{unit}"), target: unit_path.to_owned() }
+}
+
+pub fn fstab() -> String {
+    format!(
+        "# cxl-lab: root is the VM's virtio disk; modules and data come over 9p\n\
+         /dev/vda\t/\text4\trw,errors=remount-ro\t0\t1\n\
+         modshare\t/lib/modules\t9p\t{NINEP_OPTIONS}\t0\t0\n\
+         datashare\t/mnt/share\t9p\t{NINEP_OPTIONS}\t0\t0\n"
+    )
+}
+
+pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
+    let hostname = &recipe.hostname;
+    let systemd = "/usr/lib/systemd/system";
+    vec![
+        file("/etc/hostname", &format!("{hostname}\n")),
+        file("/etc/hosts", &format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
+        file("/etc/fstab", &fstab()),
+        ConfigItem::Dir { path: "/lib/modules".into() },
+        ConfigItem::Dir { path: "/mnt/share".into() },
+        file("/etc/machine-id", ""),
+        ConfigItem::Remove { path: "/var/lib/dbus/machine-id".into() },
+        file("/etc/systemd/network/20-cxl-lab-wired.network", "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"),
+        enable("multi-user.target", "systemd-networkd.service", &format!("{systemd}/systemd-networkd.service")),
+        enable("sockets.target", "systemd-networkd.socket", &format!("{systemd}/systemd-networkd.socket")),
+        file(
+            "/etc/ssh/sshd_config.d/cxl-lab.conf",
+            "# cxl-lab: keys only; the lab's key is installed at boot through the guest agent\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\nHostKey /etc/ssh/ssh_host_ed25519_key\n",
+        ),
+        ConfigItem::RemoveMatching { dir: "/etc/ssh".into(), suffix: "_key".into() },
+        ConfigItem::RemoveMatching { dir: "/etc/ssh".into(), suffix: "_key.pub".into() },
+        file(
+            "/etc/systemd/system/cxl-lab-ssh-hostkey.service",
+            "[Unit]\nDescription=cxl-lab: make this machine's SSH host key\n\
+             ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key\nBefore=ssh.service\n\n\
+             [Service]\nType=oneshot\nExecStart=/usr/bin/ssh-keygen -q -t ed25519 -N \"\" -f /etc/ssh/ssh_host_ed25519_key\n\n\
+             [Install]\nWantedBy=ssh.service\n",
+        ),
+        enable("ssh.service", "cxl-lab-ssh-hostkey.service", "/etc/systemd/system/cxl-lab-ssh-hostkey.service"),
+        enable("getty.target", "serial-getty@ttyS0.service", &format!("{systemd}/serial-getty@.service")),
+        enable("multi-user.target", "qemu-guest-agent.service", &format!("{systemd}/qemu-guest-agent.service")),
+        ConfigItem::LockRoot,
+        ConfigItem::RemoveMatching { dir: "/var/cache/apt/archives".into(), suffix: ".deb".into() },
+    ]
+}
+
+/// `/etc/shadow` with root's password field set to `!`.
+pub fn lock_root(shadow: &str) -> String {
+    shadow
+        .lines()
+        .map(|line| match line.split_once(':') {
+            Some(("root", rest)) => {
+                let after_password = rest.split_once(':').map_or("", |(_, after)| after);
+                format!("root:!:{after_password}")
+            }
+            _ => line.to_owned(),
+        })
+        .map(|line| line + "\n")
+        .collect()
+}
+
+fn inside(tree: &Path, path: &str) -> PathBuf {
+    tree.join(path.trim_start_matches('/'))
+}
+
+/// Unlinks `path` if it exists (a hard link to the cached tree, a file, or a symlink).
+fn unlink(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+fn write_new(path: &Path, mode: u32, contents: &[u8]) -> anyhow::Result<()> {
+    use fs_err::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    unlink(path)?;
+    let mut new_file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    std::io::Write::write_all(&mut new_file, contents)?;
+    Ok(())
+}
+
+/// Applies `items` to the tree at `tree`.
+pub fn apply(tree: &Path, items: &[ConfigItem]) -> anyhow::Result<()> {
+    for item in items {
+        match item {
+            ConfigItem::File { path, mode, contents } => write_new(&inside(tree, path), *mode, contents.as_bytes())?,
+            ConfigItem::Symlink { path, target } => {
+                let link = inside(tree, path);
+                fs::create_dir_all(link.parent().expect("a unit link has a parent"))?;
+                unlink(&link)?;
+                fs_err::os::unix::fs::symlink(target, &link)?;
+            }
+            ConfigItem::Dir { path } => {
+                // `/lib` is a symlink into `/usr` on a merged-usr root: resolve it inside the tree.
+                let resolved = resolve_in_tree(tree, path);
+                fs::create_dir_all(resolved)?;
+            }
+            ConfigItem::Remove { path } => unlink(&inside(tree, path))?,
+            ConfigItem::RemoveMatching { dir, suffix } => {
+                let Ok(entries) = fs::read_dir(inside(tree, dir)) else { continue };
+                for entry in entries {
+                    let entry = entry?;
+                    if entry.file_name().to_string_lossy().ends_with(suffix.as_str()) {
+                        unlink(&entry.path())?;
+                    }
+                }
+            }
+            ConfigItem::LockRoot => {
+                let shadow_path = inside(tree, "/etc/shadow");
+                let shadow = fs::read_to_string(&shadow_path)?;
+                write_new(&shadow_path, 0o640, lock_root(&shadow).as_bytes())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` inside `tree`, following the tree's own relative top-level symlinks (`lib -> usr/lib`).
+fn resolve_in_tree(tree: &Path, path: &str) -> PathBuf {
+    let relative = path.trim_start_matches('/');
+    let (first, rest) = relative.split_once('/').unwrap_or((relative, ""));
+    match std::fs::read_link(tree.join(first)) {
+        Ok(target) if target.is_relative() => tree.join(target).join(rest),
+        _ => tree.join(relative),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe() -> RootfsRecipe {
+        RootfsRecipe {
+            suite: "trixie".into(),
+            mirror: None,
+            hostname: "cxl-lab".into(),
+            packages: vec![],
+            headroom_mib: 2048,
+        }
+    }
+
+    #[test]
+    fn fstab_snapshot() {
+        insta::assert_snapshot!(fstab(), @r"
+        # cxl-lab: root is the VM's virtio disk; modules and data come over 9p
+        /dev/vda	/	ext4	rw,errors=remount-ro	0	1
+        modshare	/lib/modules	9p	trans=virtio,version=9p2000.L,msize=262144,nofail	0	0
+        datashare	/mnt/share	9p	trans=virtio,version=9p2000.L,msize=262144,nofail	0	0
+        ");
+    }
+
+    #[test]
+    fn rendered_config_snapshot() {
+        insta::assert_json_snapshot!(render(&recipe()));
+    }
+
+    #[test]
+    fn root_is_locked_and_nothing_else_changes() {
+        let shadow = "root:$6$abc$def:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        assert_eq!(lock_root(shadow), "root:!:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n");
+    }
+
+    #[test]
+    fn apply_never_writes_through_hard_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let cached = dir.path().join("cached");
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(cached.join("etc/ssh")).unwrap();
+        fs::create_dir_all(cached.join("usr/lib")).unwrap();
+        fs::write(cached.join("etc/fstab"), "original\n").unwrap();
+        fs::write(cached.join("etc/shadow"), "root:*:1:0:99999:7:::\n").unwrap();
+        fs::write(cached.join("etc/ssh/ssh_host_rsa_key"), "secret").unwrap();
+        std::os::unix::fs::symlink("usr/lib", cached.join("lib")).unwrap();
+        let status = std::process::Command::new("cp").arg("-al").arg(&cached).arg(&tree).status().unwrap();
+        assert!(status.success());
+
+        apply(&tree, &render(&recipe())).unwrap();
+        assert_eq!(fs::read_to_string(cached.join("etc/fstab")).unwrap(), "original\n");
+        assert!(cached.join("etc/ssh/ssh_host_rsa_key").exists());
+        assert_eq!(fs::read_to_string(tree.join("etc/fstab")).unwrap(), fstab());
+        assert!(!tree.join("etc/ssh/ssh_host_rsa_key").exists());
+        assert!(tree.join("usr/lib/modules").is_dir());
+        assert_eq!(fs::read_to_string(tree.join("etc/shadow")).unwrap(), "root:!:1:0:99999:7:::\n");
+        assert_eq!(
+            fs::read_link(tree.join("etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service")).unwrap(),
+            Path::new("/usr/lib/systemd/system/qemu-guest-agent.service")
+        );
+    }
+}

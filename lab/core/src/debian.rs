@@ -1,0 +1,105 @@
+//! Resolving and fetching `debian` candidates (binary packages) through [`PrivateApt`].
+//!
+//! A candidate names a package in a suite. With `parts`, the package is a metapackage whose
+//! dependency names the release (`linux-image-amd64` → `linux-image-7.3.4+deb13-amd64`), and the
+//! parts, with `{release}` filled in, are what is fetched: Debian's split kernel packaging puts
+//! vmlinuz in `linux-binary-*` and the modules in `linux-modules-*`.
+//!
+//! A candidate answers only when its .debs are downloaded: a listed file that 404s falls through
+//! to the next candidate like an unreachable mirror.
+
+use std::path::PathBuf;
+
+use crate::apt::{self, PrivateApt};
+use crate::cache::Cache;
+use crate::images::ArchiveRecipe;
+use crate::runner::CommandRunner;
+use crate::source::{Candidate, Pin, Resolver, SourceError};
+
+pub struct DebianResolver<'a> {
+    pub cache: &'a Cache,
+    pub runner: &'a CommandRunner,
+    pub archive: &'a ArchiveRecipe,
+    pub host_codename: String,
+    /// Set by a candidate with `parts`: the release its metapackage named.
+    pub release: Option<String>,
+}
+
+impl<'a> DebianResolver<'a> {
+    pub fn new(cache: &'a Cache, runner: &'a CommandRunner, archive: &'a ArchiveRecipe) -> anyhow::Result<Self> {
+        Ok(DebianResolver { cache, runner, archive, host_codename: apt::host_codename()?, release: None })
+    }
+}
+
+impl Resolver for DebianResolver<'_> {
+    fn resolve(&mut self, candidate: &Candidate) -> Result<Pin, SourceError> {
+        let Candidate::Debian(debian) = candidate else {
+            return Err(SourceError::Unsupported(format!("{candidate} (the distro stack takes Debian packages)")));
+        };
+        let suite = apt::concrete_suite(&debian.suite, &self.host_codename);
+        let mirror = debian.mirror.as_deref().unwrap_or(&self.archive.mirror);
+        let apt = PrivateApt::new(&self.cache.apt_dir(), mirror, std::slice::from_ref(&suite), &self.archive.keyring);
+        apt.ensure_lists(self.runner)?;
+        let record = apt.candidate(self.runner, &debian.package)?;
+        if debian.parts.is_empty() {
+            let pin = Pin::Debian { suite, packages: vec![apt.pin(&record)] };
+            fetch(self.cache, self.runner, &pin)?;
+            return Ok(pin);
+        }
+        let release = release_from_dependencies(&debian.package, &apt::dependency_names(&record.depends)).ok_or_else(|| {
+            SourceError::Unavailable(format!(
+                "{} {} names no versioned package in its Depends ({})",
+                record.package, record.version, record.depends
+            ))
+        })?;
+        let mut packages = Vec::new();
+        for part in &debian.parts {
+            let name = part.replace("{release}", &release);
+            packages.push(apt.pin(&apt.candidate(self.runner, &name)?));
+        }
+        let pin = Pin::Debian { suite, packages };
+        // The archive lists more than it serves: a candidate answers only once its files are here.
+        fetch(self.cache, self.runner, &pin)?;
+        self.release = Some(release);
+        Ok(pin)
+    }
+}
+
+/// The release a metapackage points at: the dependency that extends one of the metapackage's own
+/// prefixes with a version (`linux-image-amd64` depends on `linux-image-7.3.4+deb13-amd64`).
+pub fn release_from_dependencies(metapackage: &str, dependencies: &[String]) -> Option<String> {
+    let boundaries: Vec<usize> = metapackage.match_indices('-').map(|(index, _)| index + 1).collect();
+    for &end in boundaries.iter().rev() {
+        let prefix = &metapackage[..end];
+        for dependency in dependencies {
+            if let Some(rest) = dependency.strip_prefix(prefix) {
+                if rest.starts_with(|c: char| c.is_ascii_digit()) {
+                    return Some(rest.to_owned());
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Downloads every .deb of a Debian pin into the cache's downloads directory.
+pub fn fetch(cache: &Cache, runner: &CommandRunner, pin: &Pin) -> Result<Vec<PathBuf>, SourceError> {
+    let Pin::Debian { packages, .. } = pin else {
+        return Err(SourceError::Unsupported(format!("fetching {pin}")));
+    };
+    packages.iter().map(|package| apt::download(runner, package, &cache.downloads_dir())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_release_a_metapackage_names() {
+        let dependencies = ["linux-base-amd64".to_owned(), "linux-image-7.3.4+deb13-amd64".to_owned(), "linux-modules-amd64".to_owned()];
+        assert_eq!(release_from_dependencies("linux-image-amd64", &dependencies).as_deref(), Some("7.3.4+deb13-amd64"));
+        let cloud = ["linux-image-7.3.4+deb13-cloud-amd64".to_owned()];
+        assert_eq!(release_from_dependencies("linux-image-cloud-amd64", &cloud).as_deref(), Some("7.3.4+deb13-cloud-amd64"));
+        assert_eq!(release_from_dependencies("busybox-static", &["libc6".to_owned()]), None);
+    }
+}

@@ -1,0 +1,167 @@
+//! The lock file, `images/<stack>.lock`: what each component resolved to, so a later run (and
+//! `--locked`) takes exactly the same thing and a warm run needs no network and no hashing of
+//! big files.
+//!
+//! Each entry remembers a digest of the recipe candidates it was resolved from: when the recipe
+//! changes, the entry no longer applies and the component is resolved again (an error with
+//! `--locked`).
+
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use serde::{Deserialize, Serialize};
+
+use crate::source::{Candidate, Pin};
+
+pub const LOCK_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackLock {
+    pub format: u32,
+    pub stack: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<QemuLock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelLock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busybox: Option<ComponentLock>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<RootfsLock>,
+}
+
+/// A resolved component and the recipe candidates it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentLock {
+    /// [`candidates_digest`] of the recipe entry this was resolved from.
+    pub candidates: String,
+    pub pin: Pin,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelLock {
+    #[serde(flatten)]
+    pub component: ComponentLock,
+    /// `uname -r` of the kernel, e.g. `7.3.4+deb13-amd64`.
+    pub release: String,
+}
+
+/// The host QEMU the distro stack runs: the package version installed and the binary's version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuLock {
+    pub package: String,
+    pub package_version: String,
+    pub suite: String,
+    /// As `qemu-system-x86_64 --version` says, `major.minor.patch`.
+    pub version: String,
+}
+
+/// debootstrap installs the suite's current versions; the lock records what the built image holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsLock {
+    pub suite: String,
+    pub key: String,
+    /// blake3 of the sorted `package version` lines installed in the image.
+    pub packages_digest: String,
+    pub package_count: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lock file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("cannot write lock file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub fn lock_path(images_dir: &Path, stack: &str) -> PathBuf {
+    images_dir.join(format!("{stack}.lock"))
+}
+
+/// A short digest of a candidate list, so a lock entry knows which recipe it answers.
+pub fn candidates_digest(candidates: &[Candidate]) -> String {
+    let json = serde_json::to_vec(candidates).expect("candidates serialize");
+    blake3::hash(&json).to_hex()[..16].to_owned()
+}
+
+impl StackLock {
+    pub fn empty(stack: &str) -> StackLock {
+        StackLock { format: LOCK_FORMAT, stack: stack.to_owned(), ..StackLock::default() }
+    }
+
+    /// The lock at `path`, or `None` when there is none yet.
+    pub fn read(path: &Path) -> Result<Option<StackLock>, LockError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(LockError::Read { path: path.to_path_buf(), message: error.to_string() }),
+        };
+        let lock: StackLock = serde_json::from_str(&text)
+            .map_err(|error| LockError::Read { path: path.to_path_buf(), message: error.to_string() })?;
+        if lock.format != LOCK_FORMAT {
+            return Err(LockError::Read {
+                path: path.to_path_buf(),
+                message: format!("format {} is not {LOCK_FORMAT}: delete it to resolve again", lock.format),
+            });
+        }
+        Ok(Some(lock))
+    }
+
+    /// Writes the lock if its content changed (write beside, then rename).
+    pub fn write(&self, path: &Path) -> Result<bool, LockError> {
+        let mut text = serde_json::to_string_pretty(self).expect("lock serializes");
+        text.push('\n');
+        if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+            return Ok(false);
+        }
+        let write_error = |source| LockError::Write { path: path.to_path_buf(), source };
+        let partial = path.with_extension("lock.partial");
+        fs::write(&partial, &text).map_err(write_error)?;
+        fs::rename(&partial, path).map_err(write_error)?;
+        Ok(true)
+    }
+
+    /// The kernel entry if it answers these candidates.
+    pub fn kernel_for(&self, candidates: &[Candidate]) -> Option<&KernelLock> {
+        self.kernel.as_ref().filter(|kernel| kernel.component.candidates == candidates_digest(candidates))
+    }
+
+    pub fn busybox_for(&self, candidates: &[Candidate]) -> Option<&ComponentLock> {
+        self.busybox.as_ref().filter(|busybox| busybox.candidates == candidates_digest(candidates))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::DebPin;
+
+    #[test]
+    fn round_trips_and_writes_only_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = lock_path(dir.path(), "distro");
+        assert_eq!(StackLock::read(&path).unwrap(), None);
+        let candidates: Vec<Candidate> = serde_saphyr::from_str("- debian: { package: busybox-static, suite: trixie }").unwrap();
+        let mut lock = StackLock::empty("distro");
+        lock.busybox = Some(ComponentLock {
+            candidates: candidates_digest(&candidates),
+            pin: Pin::Debian {
+                suite: "trixie".into(),
+                packages: vec![DebPin {
+                    package: "busybox-static".into(),
+                    version: "1:1.37.0-6+b9".into(),
+                    mirror: "http://deb.debian.org/debian".into(),
+                    filename: "pool/main/b/busybox/busybox-static_1.37.0-6+b9_amd64.deb".into(),
+                    sha256: "598a".into(),
+                    size: 955316,
+                }],
+            },
+        });
+        assert!(lock.write(&path).unwrap());
+        assert!(!lock.write(&path).unwrap());
+        let read = StackLock::read(&path).unwrap().unwrap();
+        assert_eq!(read, lock);
+        assert!(read.busybox_for(&candidates).is_some());
+        let other: Vec<Candidate> = serde_saphyr::from_str("- debian: { package: busybox-static, suite: sid }").unwrap();
+        assert!(read.busybox_for(&other).is_none());
+    }
+}

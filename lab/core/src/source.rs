@@ -1,0 +1,252 @@
+//! Sources: where a component can come from, and picking the first that answers.
+//!
+//! A recipe lists [`Candidate`]s in order of preference (git, tarball, Debian archive, local
+//! path). [`first_available`] asks a [`Resolver`] about each in turn; a candidate that cannot be
+//! reached, answers 404, or is of a kind this build does not handle yet falls through to the next,
+//! and the answer is a [`Pin`]: exactly what was used (a commit, a sha256, package versions), which
+//! the lock file keeps so a later run takes the same thing.
+//!
+//! The distro stack only resolves `debian` (binary packages) and `local` candidates; the source
+//! stack plugs git, tarball and Debian source packages into the same [`Resolver`] trait.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One place a component can come from, as written in a recipe.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Candidate {
+    Git(GitCandidate),
+    Tarball(TarballCandidate),
+    Debian(DebianCandidate),
+    Local(LocalCandidate),
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GitCandidate {
+    pub url: String,
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TarballCandidate {
+    pub url: String,
+    pub sha256: String,
+}
+
+/// A Debian binary package from one suite. `parts`, when given, are the packages actually
+/// fetched, with `{release}` replaced by the release the metapackage `package` depends on
+/// (the kernel: `linux-image-amd64` names `linux-image-<release>`, whose files are split over
+/// `linux-binary-<release>` and `linux-modules-<release>`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianCandidate {
+    pub package: String,
+    /// A suite name, `host` (the host's release) or `host-backports`.
+    pub suite: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
+    /// Overrides the recipe's archive mirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalCandidate {
+    pub path: PathBuf,
+}
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Candidate::Git(git) => write!(f, "git {} ({})", git.url, git.reference),
+            Candidate::Tarball(tarball) => write!(f, "tarball {}", tarball.url),
+            Candidate::Debian(debian) => write!(f, "Debian package {} from {}", debian.package, debian.suite),
+            Candidate::Local(local) => write!(f, "local path {}", local.path.display()),
+        }
+    }
+}
+
+/// Exactly what a candidate resolved to; stored in the lock file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Pin {
+    Git { url: String, commit: String },
+    Tarball { url: String, sha256: String },
+    Debian { suite: String, packages: Vec<DebPin> },
+    Local { path: PathBuf },
+}
+
+/// One downloaded .deb: enough to fetch it again without the archive's package lists.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct DebPin {
+    pub package: String,
+    pub version: String,
+    /// The archive root it came from, e.g. `http://deb.debian.org/debian`.
+    pub mirror: String,
+    /// The path below the mirror (`pool/main/...`).
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl DebPin {
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.mirror.trim_end_matches('/'), self.filename)
+    }
+
+    /// The file name the .deb is kept under: unique per package version and content.
+    pub fn file_name(&self) -> String {
+        format!("{}_{}_{}.deb", self.package, self.version.replace(':', "%3a"), &self.sha256[..16.min(self.sha256.len())])
+    }
+}
+
+impl fmt::Display for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pin::Git { url, commit } => write!(f, "git {url} at {commit}"),
+            Pin::Tarball { url, sha256 } => write!(f, "tarball {url} (sha256 {})", &sha256[..12.min(sha256.len())]),
+            Pin::Debian { suite, packages } => {
+                let names: Vec<String> =
+                    packages.iter().map(|package| format!("{} {}", package.package, package.version)).collect();
+                write!(f, "Debian {suite}: {}", names.join(", "))
+            }
+            Pin::Local { path } => write!(f, "local {}", path.display()),
+        }
+    }
+}
+
+/// Why a candidate did not answer. `Unavailable` and `Unsupported` fall through to the next
+/// candidate; `Fatal` stops resolution (a corrupt download, a full disk).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("not handled by this stack yet: {0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+}
+
+/// Answers for one kind of candidate at a time.
+pub trait Resolver {
+    fn resolve(&mut self, candidate: &Candidate) -> Result<Pin, SourceError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no source of {component} answered:\n{tried}")]
+    NoneAnswered { component: String, tried: String },
+    #[error("resolving {component} from {candidate}: {source:#}")]
+    Fatal { component: String, candidate: String, source: anyhow::Error },
+}
+
+/// What resolution chose: which candidate, what it pinned, and why earlier ones were skipped.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub index: usize,
+    pub pin: Pin,
+    /// One line per skipped candidate and one for the chosen one, for the user.
+    pub notes: Vec<String>,
+}
+
+/// Tries `candidates` in order and returns the first pin.
+pub fn first_available(
+    component: &str,
+    candidates: &[Candidate],
+    resolver: &mut dyn Resolver,
+) -> Result<Resolved, ResolveError> {
+    let mut notes = Vec::new();
+    for (index, candidate) in candidates.iter().enumerate() {
+        match resolver.resolve(candidate) {
+            Ok(pin) => {
+                notes.push(format!("{component}: {pin} (from {candidate})"));
+                return Ok(Resolved { index, pin, notes });
+            }
+            Err(SourceError::Fatal(source)) => {
+                return Err(ResolveError::Fatal {
+                    component: component.to_owned(),
+                    candidate: candidate.to_string(),
+                    source,
+                })
+            }
+            Err(skip) => notes.push(format!("{component}: skipped {candidate}: {skip}")),
+        }
+    }
+    Err(ResolveError::NoneAnswered {
+        component: component.to_owned(),
+        tried: notes.iter().map(|note| format!("  {note}")).collect::<Vec<_>>().join("\n"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Scripted(Vec<Result<Pin, SourceError>>);
+
+    impl Resolver for Scripted {
+        fn resolve(&mut self, _candidate: &Candidate) -> Result<Pin, SourceError> {
+            self.0.remove(0)
+        }
+    }
+
+    fn candidates() -> Vec<Candidate> {
+        serde_saphyr::from_str(
+            "- git: { url: 'https://example.invalid/qemu.git', ref: cxl-2025 }\n\
+             - tarball: { url: 'https://example.invalid/q.tar.xz', sha256: abc }\n\
+             - local: { path: /opt/qemu }\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn falls_through_unreachable_and_unsupported() {
+        let mut resolver = Scripted(vec![
+            Err(SourceError::Unavailable("cannot reach example.invalid".into())),
+            Err(SourceError::Unsupported("tarball".into())),
+            Ok(Pin::Local { path: "/opt/qemu".into() }),
+        ]);
+        let resolved = first_available("qemu", &candidates(), &mut resolver).unwrap();
+        assert_eq!(resolved.index, 2);
+        assert_eq!(
+            resolved.notes,
+            [
+                "qemu: skipped git https://example.invalid/qemu.git (cxl-2025): cannot reach example.invalid",
+                "qemu: skipped tarball https://example.invalid/q.tar.xz: not handled by this stack yet: tarball",
+                "qemu: local /opt/qemu (from local path /opt/qemu)",
+            ]
+        );
+    }
+
+    #[test]
+    fn fatal_stops_and_none_lists_everything() {
+        let mut fatal = Scripted(vec![Err(SourceError::Fatal(anyhow::anyhow!("sha256 mismatch")))]);
+        let error = first_available("kernel", &candidates(), &mut fatal).unwrap_err().to_string();
+        assert!(error.starts_with("resolving kernel from git"), "{error}");
+
+        let mut none = Scripted((0..3).map(|_| Err(SourceError::Unavailable("404".into()))).collect());
+        let error = first_available("kernel", &candidates(), &mut none).unwrap_err().to_string();
+        assert_eq!(error.lines().count(), 4, "{error}");
+    }
+
+    #[test]
+    fn deb_pin_url_and_file_name() {
+        let pin = DebPin {
+            package: "busybox-static".into(),
+            version: "1:1.37.0-6+b9".into(),
+            mirror: "http://deb.debian.org/debian/".into(),
+            filename: "pool/main/b/busybox/busybox-static_1.37.0-6+b9_amd64.deb".into(),
+            sha256: "598a3fd92bdafc34cd81196b2952ad36e910e47a4ecf162f8ce5e8e262598e53".into(),
+            size: 955316,
+        };
+        assert_eq!(pin.url(), "http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.37.0-6+b9_amd64.deb");
+        assert_eq!(pin.file_name(), "busybox-static_1%3a1.37.0-6+b9_598a3fd92bdafc34.deb");
+    }
+}

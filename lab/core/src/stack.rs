@@ -1,0 +1,459 @@
+//! Everything `lab up` needs on disk before QEMU starts, for a stack: [`ensure_distro_stack`].
+//!
+//! Order of work per component: the lock entry (or resolution through `source`, then the lock is
+//! updated), the cache key from the recipe and the pin, a cache lookup, and only on a miss a
+//! download and build. A warm run with a lock reads two small files, hashes a few hundred bytes
+//! and `stat`s one path per artifact: no network, no process except none, no big file read.
+//!
+//! The distro stack's QEMU is the host's `qemu-system-x86_64` (installed from the host release's
+//! backports by `host setup`); its version is remembered in `<cache>/probes/` keyed by the
+//! binary's inode, size and mtime, so the warm path does not spawn it.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use fs_err as fs;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::build::{self, initramfs, kernel, rootfs, rootfs_config};
+use crate::cache::{Cache, CacheKey};
+use crate::debian::{self, DebianResolver};
+use crate::host;
+use crate::images::{self, LoadedRecipe};
+use crate::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
+use crate::paths::LabPaths;
+use crate::runner::CommandRunner;
+use crate::shell::Shell;
+use crate::source::{self, Pin};
+
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Use the lock file as it is: fail rather than resolve anything again.
+    pub locked: bool,
+    /// Write what was resolved back to `images/<stack>.lock` (tests turn this off).
+    pub write_lock: bool,
+}
+
+impl Default for StackOptions {
+    fn default() -> StackOptions {
+        StackOptions { locked: false, write_lock: true }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QemuBinary {
+    pub path: PathBuf,
+    /// From `qemu-system-x86_64 --version`.
+    pub version: (u32, u32, u32),
+}
+
+/// The kernel side of a stack: what `-kernel`, `-initrd` and the `modshare` tag take.
+#[derive(Clone, Debug)]
+pub struct KernelArtifacts {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Served as the 9p tag `modshare`; holds `<kernel_release>/`.
+    pub modules_dir: PathBuf,
+    pub kernel_release: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct StackArtifacts {
+    pub qemu: QemuBinary,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub modules_dir: PathBuf,
+    pub kernel_release: String,
+    /// The ext4 base image; never modified: VMs boot a qcow2 overlay of it.
+    pub rootfs_image: PathBuf,
+    /// Which source each component came from, one line each.
+    pub source_notes: Vec<String>,
+    /// Seconds spent per stage in this run (empty stages left out).
+    pub timings: Vec<(String, f64)>,
+}
+
+/// Makes sure every artifact of the distro stack exists, building what is missing.
+pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<StackArtifacts> {
+    let mut session = Session::open(paths, shell, options)?;
+    let qemu = session.qemu()?;
+    let kernel = session.kernel()?;
+    let rootfs_image = session.rootfs()?;
+    session.save_lock()?;
+    Ok(StackArtifacts {
+        qemu,
+        kernel: kernel.kernel,
+        initrd: kernel.initrd,
+        modules_dir: kernel.modules_dir,
+        kernel_release: kernel.kernel_release,
+        rootfs_image,
+        source_notes: session.notes,
+        timings: session.timings,
+    })
+}
+
+/// The kernel and initramfs only (no root, no debootstrap): `build kernel` and the boot test.
+pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(KernelArtifacts, Vec<(String, f64)>)> {
+    let mut session = Session::open(paths, shell, options)?;
+    let kernel = session.kernel()?;
+    session.save_lock()?;
+    Ok((kernel, session.timings))
+}
+
+/// The root filesystem image only: `build rootfs`.
+pub fn ensure_distro_rootfs(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
+    let mut session = Session::open(paths, shell, options)?;
+    let image = session.rootfs()?;
+    session.save_lock()?;
+    Ok((image, session.timings))
+}
+
+/// Cache entry names the current recipe and lock point at (`cache ls` marks them, `cache gc`
+/// keeps them). Reads no network and builds nothing.
+pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>> {
+    let recipe = images::load(&paths.images_dir(), "distro")?;
+    let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), "distro"))?.unwrap_or_else(|| StackLock::empty("distro"));
+    let mut names = HashSet::new();
+    let (tree_key, image_key) = rootfs_keys(&recipe);
+    names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
+    names.insert(Cache::artifact_name("rootfs", &image_key));
+    if let Some(kernel_lock) = lock.kernel_for(&recipe.recipe.kernel.sources) {
+        let kernel_key = kernel_key(kernel_lock);
+        names.insert(Cache::artifact_name("kernel", &kernel_key));
+        if let Some(busybox) = lock.busybox_for(&recipe.recipe.initramfs.busybox) {
+            names.insert(Cache::artifact_name("initramfs", &initramfs_key(&recipe, &kernel_key, &busybox.pin)));
+        }
+    }
+    Ok(names)
+}
+
+fn kernel_key(kernel: &KernelLock) -> CacheKey {
+    CacheKey::of("kernel", &json!({ "pin": kernel.component.pin, "release": kernel.release }))
+}
+
+fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) -> CacheKey {
+    CacheKey::of(
+        "initramfs",
+        &json!({
+            "kernel": kernel_key,
+            "busybox": busybox,
+            "modules": recipe.recipe.initramfs.modules,
+            "init": blake3::hash(initramfs::INIT_SCRIPT.as_bytes()).to_hex().to_string(),
+        }),
+    )
+}
+
+/// Keys of the debootstrap tree and of the configured image.
+fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
+    let rootfs = &recipe.recipe.rootfs;
+    let mirror = rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror);
+    let tree = CacheKey::of("rootfs-tree", &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
+    let image = CacheKey::of(
+        "rootfs",
+        &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib }),
+    );
+    (tree, image)
+}
+
+/// One run over a stack: the recipe, the lock as it evolves, and what the run did.
+struct Session<'a> {
+    shell: &'a Shell,
+    options: &'a StackOptions,
+    cache: Cache,
+    runner: CommandRunner,
+    recipe: LoadedRecipe,
+    lock_path: PathBuf,
+    lock: StackLock,
+    lock_on_disk: Option<StackLock>,
+    notes: Vec<String>,
+    timings: Vec<(String, f64)>,
+    /// A locked pin was found gone and resolved again; a second time is an error.
+    re_resolved: bool,
+}
+
+impl<'a> Session<'a> {
+    fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions) -> anyhow::Result<Session<'a>> {
+        let recipe = images::load(&paths.images_dir(), "distro")?;
+        let lock_path = lock::lock_path(&paths.images_dir(), "distro");
+        let lock_on_disk = StackLock::read(&lock_path)?;
+        if options.locked && lock_on_disk.is_none() {
+            bail!("--locked, but there is no lock file {}: run once without --locked", lock_path.display());
+        }
+        let cache = Cache::new(&paths.cache);
+        let runner = CommandRunner::new(paths.build_logs_dir());
+        host::ensure_tools(&cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
+        Ok(Session {
+            shell,
+            options,
+            cache,
+            runner,
+            lock: lock_on_disk.clone().unwrap_or_else(|| StackLock::empty("distro")),
+            lock_on_disk,
+            recipe,
+            lock_path,
+            notes: Vec::new(),
+            timings: Vec::new(),
+            re_resolved: false,
+        })
+    }
+
+    fn time(&mut self, stage: &str, started: Instant) {
+        self.timings.push((stage.to_owned(), started.elapsed().as_secs_f64()));
+    }
+
+    fn refuse_if_locked(&self, what: &str) -> anyhow::Result<()> {
+        if self.options.locked {
+            bail!("--locked, but {} has no entry for {what} as the recipe now asks: run once without --locked", self.lock_path.display());
+        }
+        Ok(())
+    }
+
+    fn save_lock(&self) -> anyhow::Result<()> {
+        if self.options.write_lock && self.lock_on_disk.as_ref() != Some(&self.lock) && self.lock.write(&self.lock_path)? {
+            self.shell.status("Locked", self.lock_path.display());
+        }
+        Ok(())
+    }
+
+    /// The host QEMU, installing it when missing and root.
+    fn qemu(&mut self) -> anyhow::Result<QemuBinary> {
+        // Session::open installed it if it was missing.
+        let binary = host::find_program("qemu-system-x86_64").context("qemu-system-x86_64 is missing")?;
+        let version = match probe_cached(&self.cache, &binary) {
+            Some(version) if self.lock.qemu.is_some() => version,
+            _ => self.probe_qemu(&binary)?,
+        };
+        if let Some(minimum) = self.recipe.recipe.qemu.minimum_version.as_deref().and_then(images::parse_major_minor) {
+            if (version.0, version.1) < minimum {
+                bail!("{} is QEMU {}.{}.{}, older than the recipe's minimum {}.{}", binary.display(), version.0, version.1, version.2, minimum.0, minimum.1);
+            }
+        }
+        Ok(QemuBinary { path: binary, version })
+    }
+
+    fn probe_qemu(&mut self, binary: &Path) -> anyhow::Result<(u32, u32, u32)> {
+        let version = host::qemu_version(&self.runner, binary)?;
+        let package = "qemu-system-x86";
+        let package_version = self
+            .runner
+            .run_capture("dpkg-query-qemu", Command::new("dpkg-query").args(["-W", "-f=${Version}", package]))
+            .unwrap_or_else(|_| "not from a package".to_owned());
+        let suite = self.recipe.recipe.qemu.sources.iter().find_map(|candidate| match candidate {
+            source::Candidate::Debian(debian) => Some(debian.suite.clone()),
+            _ => None,
+        });
+        let entry = QemuLock {
+            package: package.to_owned(),
+            package_version,
+            suite: suite.unwrap_or_default(),
+            version: format!("{}.{}.{}", version.0, version.1, version.2),
+        };
+        if self.lock.qemu.as_ref() != Some(&entry) {
+            if self.options.locked {
+                bail!("--locked, but the host QEMU ({} {}) is not the one in {}", entry.package_version, entry.version, self.lock_path.display());
+            }
+            self.lock.qemu = Some(entry.clone());
+        }
+        self.notes.push(format!("qemu: host {} ({} {})", binary.display(), entry.package, entry.package_version));
+        write_probe(&self.cache, binary, version)?;
+        Ok(version)
+    }
+
+    /// Resolves the kernel and busybox (or takes them from the lock), then builds both artifacts.
+    fn kernel(&mut self) -> anyhow::Result<KernelArtifacts> {
+        let recipe = self.recipe.clone();
+        let downloads_started = Instant::now();
+        let kernel_lock = match self.lock.kernel_for(&recipe.recipe.kernel.sources) {
+            Some(entry) => entry.clone(),
+            None => self.resolve_kernel()?,
+        };
+        let busybox_lock = match self.lock.busybox_for(&recipe.recipe.initramfs.busybox) {
+            Some(entry) => entry.clone(),
+            None => self.resolve_busybox()?,
+        };
+        let kernel_key = kernel_key(&kernel_lock);
+        let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox_lock.pin);
+        let release = kernel_lock.release.clone();
+
+        let kernel_artifact = match self.cache.lookup("kernel", &kernel_key) {
+            Some(path) => path,
+            None => {
+                let Some(debs) = self.fetch_or_refuse("kernel", &kernel_lock.component.pin)? else { return self.kernel() };
+                self.time("downloads", downloads_started);
+                let progress = self.shell.step(&format!("unpacking kernel {release}"));
+                let started = Instant::now();
+                let inputs = json!({ "release": release, "pin": kernel_lock.component.pin.to_string() });
+                let path = self.cache.get_or_build("kernel", &kernel_key, inputs, |staging| {
+                    kernel::build(staging, &debs, &release, &self.runner)
+                })?;
+                progress.done(format!("depmod'ed, {}", kernel_key.short()));
+                self.time("kernel", started);
+                path
+            }
+        };
+        let initramfs_artifact = match self.cache.lookup("initramfs", &initramfs_key) {
+            Some(path) => path,
+            None => {
+                let Some(debs) = self.fetch_or_refuse("busybox", &busybox_lock.pin)? else { return self.kernel() };
+                let progress = self.shell.step("building the initramfs");
+                let started = Instant::now();
+                let release_dir = kernel::modules_release_dir(&kernel_artifact, &release);
+                let modules = recipe.recipe.initramfs.modules.clone();
+                let inputs = json!({ "kernel": kernel_key, "busybox": busybox_lock.pin.to_string(), "modules": modules });
+                let path = self.cache.get_or_build("initramfs", &initramfs_key, inputs, |staging| {
+                    initramfs::build(staging, &debs[0], &release_dir, &release, &modules, &self.runner).map(|_| ())
+                })?;
+                progress.done(format!("{} modules, {}", modules.len(), initramfs_key.short()));
+                self.time("initramfs", started);
+                path
+            }
+        };
+        Ok(KernelArtifacts {
+            kernel: kernel::vmlinuz_path(&kernel_artifact),
+            initrd: initramfs_artifact.join("initrd.img"),
+            modules_dir: kernel::modules_share_dir(&kernel_artifact),
+            kernel_release: release,
+        })
+    }
+
+    fn resolve_kernel(&mut self) -> anyhow::Result<KernelLock> {
+        self.refuse_if_locked("the kernel")?;
+        let candidates = self.recipe.recipe.kernel.sources.clone();
+        let progress = self.shell.step("resolving the kernel in the Debian archive");
+        let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
+        let resolved = source::first_available("kernel", &candidates, &mut resolver)?;
+        let release = resolver.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")?;
+        progress.done(&release);
+        self.notes.extend(resolved.notes);
+        let entry = KernelLock {
+            component: ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin },
+            release,
+        };
+        self.lock.kernel = Some(entry.clone());
+        Ok(entry)
+    }
+
+    fn resolve_busybox(&mut self) -> anyhow::Result<ComponentLock> {
+        self.refuse_if_locked("busybox")?;
+        let candidates = self.recipe.recipe.initramfs.busybox.clone();
+        let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
+        let resolved = source::first_available("busybox", &candidates, &mut resolver)?;
+        self.notes.extend(resolved.notes);
+        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin };
+        self.lock.busybox = Some(entry.clone());
+        Ok(entry)
+    }
+
+    /// Downloads a pinned component. When the archive no longer serves it (and not `--locked`),
+    /// drops its lock entry and returns `None`: the caller resolves again.
+    fn fetch_or_refuse(&mut self, component: &str, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
+        let progress = self.shell.step(&format!("downloading {component}"));
+        match debian::fetch(&self.cache, &self.runner, pin) {
+            Ok(debs) => {
+                progress.done(pin);
+                Ok(Some(debs))
+            }
+            Err(source::SourceError::Unavailable(reason)) if !self.options.locked && !self.re_resolved => {
+                drop(progress);
+                self.shell.warn(format!("the locked {component} is no longer served ({reason}); resolving it again"));
+                self.re_resolved = true;
+                if component == "kernel" {
+                    self.lock.kernel = None;
+                } else {
+                    self.lock.busybox = None;
+                }
+                Ok(None)
+            }
+            Err(error) => Err(error).with_context(|| format!("downloading {component} as locked ({pin})")),
+        }
+    }
+
+    /// debootstraps (cached) and makes the image (cached).
+    fn rootfs(&mut self) -> anyhow::Result<PathBuf> {
+        let recipe = self.recipe.clone();
+        let rootfs = &recipe.recipe.rootfs;
+        let (tree_key, image_key) = rootfs_keys(&recipe);
+        if let Some(entry) = &self.lock.rootfs {
+            if self.options.locked && (entry.suite != rootfs.suite || entry.key != image_key.0) {
+                bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
+            }
+        }
+        if let Some(path) = self.cache.lookup("rootfs", &image_key) {
+            return Ok(rootfs::image_path(&path));
+        }
+        let tree = match self.cache.lookup("rootfs-tree", &tree_key) {
+            Some(path) => path,
+            None => {
+                let progress = self.shell.step(&format!("debootstrap {} ({} packages asked)", rootfs.suite, rootfs.packages.len()));
+                let started = Instant::now();
+                let log = self.runner.log_path("debootstrap");
+                let inputs = json!({ "suite": rootfs.suite, "packages": rootfs.packages.len() });
+                let debs_cache = self.cache.root.join("debootstrap-debs");
+                let path = build::follow_log(&progress, &log, || {
+                    self.cache.get_or_build("rootfs-tree", &tree_key, inputs, |staging| {
+                        rootfs::build_tree(staging, rootfs, &recipe.recipe.archive, &debs_cache, &self.runner)
+                    })
+                })?;
+                progress.done(tree_key.short());
+                self.time("debootstrap", started);
+                path
+            }
+        };
+        let progress = self.shell.step("making the root filesystem image");
+        let started = Instant::now();
+        let items = rootfs_config::render(rootfs);
+        let inputs = json!({ "tree": tree_key, "suite": rootfs.suite, "hostname": rootfs.hostname });
+        let image = self.cache.get_or_build("rootfs", &image_key, inputs, |staging| {
+            rootfs::build_image(staging, &tree, &items, rootfs.headroom_mib, &self.runner)
+        })?;
+        progress.done(image_key.short());
+        self.time("image", started);
+
+        let (packages_digest, package_count) = rootfs::packages_digest(&tree)?;
+        if let Some(entry) = &self.lock.rootfs {
+            if entry.packages_digest != packages_digest {
+                self.shell.warn("the root filesystem's packages differ from the lock's: debootstrap installs the suite's current versions");
+            }
+        }
+        self.lock.rootfs = Some(RootfsLock { suite: rootfs.suite.clone(), key: image_key.0.clone(), packages_digest, package_count });
+        self.notes.push(format!("rootfs: debootstrap {} from {}, {package_count} packages", rootfs.suite, rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror)));
+        Ok(rootfs::image_path(&image))
+    }
+}
+
+/// What `<cache>/probes/qemu.json` remembers about a QEMU binary.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+struct QemuProbe {
+    path: PathBuf,
+    inode: u64,
+    size: u64,
+    mtime_ns: i64,
+    version: (u32, u32, u32),
+}
+
+fn probe_path(cache: &Cache) -> PathBuf {
+    cache.root.join("probes/qemu.json")
+}
+
+fn fingerprint(binary: &Path) -> Option<(u64, u64, i64)> {
+    let metadata = std::fs::metadata(binary).ok()?;
+    Some((metadata.ino(), metadata.size(), metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec()))
+}
+
+fn probe_cached(cache: &Cache, binary: &Path) -> Option<(u32, u32, u32)> {
+    let probe: QemuProbe = serde_json::from_slice(&std::fs::read(probe_path(cache)).ok()?).ok()?;
+    let (inode, size, mtime_ns) = fingerprint(binary)?;
+    (probe.path == binary && probe.inode == inode && probe.size == size && probe.mtime_ns == mtime_ns).then_some(probe.version)
+}
+
+fn write_probe(cache: &Cache, binary: &Path, version: (u32, u32, u32)) -> anyhow::Result<()> {
+    let Some((inode, size, mtime_ns)) = fingerprint(binary) else { return Ok(()) };
+    let probe = QemuProbe { path: binary.to_path_buf(), inode, size, mtime_ns, version };
+    fs::create_dir_all(cache.root.join("probes"))?;
+    fs::write(probe_path(cache), serde_json::to_vec(&probe)?)?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask build rootfs|kernel|all [--stack distro] [--locked]`: builds or downloads what is
+//! missing and prints where each artifact is.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use cxl_lab_core::stack::{self, StackOptions};
+
+use crate::Context;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BuildTarget {
+    Kernel,
+    Rootfs,
+    All,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StackName {
+    Distro,
+}
+
+#[derive(Args)]
+pub struct BuildCommand {
+    /// What to build: the kernel (with modules and initramfs), the root filesystem, or both.
+    target: BuildTarget,
+    /// The stack whose recipe (images/<stack>.yaml) is built.
+    #[arg(long, value_enum, default_value = "distro")]
+    stack: StackName,
+    /// Use images/<stack>.lock as it is; fail instead of resolving anything again.
+    #[arg(long)]
+    locked: bool,
+}
+
+impl BuildCommand {
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let StackName::Distro = self.stack;
+        let options = StackOptions { locked: self.locked, ..StackOptions::default() };
+        let (paths, shell) = (&context.paths, &context.shell);
+        let timings = match self.target {
+            BuildTarget::Kernel => {
+                let (kernel, timings) = stack::ensure_distro_kernel(paths, shell, &options)?;
+                print_kernel(&kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);
+                timings
+            }
+            BuildTarget::Rootfs => {
+                let (image, timings) = stack::ensure_distro_rootfs(paths, shell, &options)?;
+                println!("rootfs      {}", image.display());
+                timings
+            }
+            BuildTarget::All => {
+                let artifacts = stack::ensure_distro_stack(paths, shell, &options)?;
+                let (major, minor, patch) = artifacts.qemu.version;
+                println!("qemu        {} ({major}.{minor}.{patch})", artifacts.qemu.path.display());
+                print_kernel(&artifacts.kernel_release, &artifacts.kernel, &artifacts.initrd, &artifacts.modules_dir);
+                println!("rootfs      {}", artifacts.rootfs_image.display());
+                for note in &artifacts.source_notes {
+                    shell.verbose(note);
+                }
+                artifacts.timings
+            }
+        };
+        if timings.is_empty() {
+            shell.status("Fresh", "everything was in the cache");
+        }
+        for (stage, seconds) in timings {
+            shell.status("Timing", format!("{stage}: {seconds:.1} s"));
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print_kernel(release: &str, kernel: &std::path::Path, initrd: &std::path::Path, modules: &std::path::Path) {
+    println!("kernel      {} ({release})", kernel.display());
+    println!("initrd      {}", initrd.display());
+    println!("modules     {}", modules.display());
+}
