@@ -109,18 +109,7 @@ enum LabCommand {
 
 impl LabArgs {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        let invocation_started = process_start_time();
-        let program = std::env::current_exe().context("locating this program to start the lab supervisor")?;
-        let lab_context = LabContext {
-            paths: context.paths.clone(),
-            shell: context.shell.clone(),
-            files: LabFiles::new(&context.paths, &self.lab),
-            supervisor_launcher: SupervisorLauncher {
-                program,
-                arguments: vec!["lab".into(), "--lab".into(), self.lab.clone(), "supervise".into()],
-            },
-            invocation_started,
-        };
+        let lab_context = lab_context(context, &self.lab)?;
         let context = &lab_context;
         match self.command {
             LabCommand::Up { profile, stack, detach, boot } => {
@@ -212,6 +201,23 @@ impl LabArgs {
             }
         }
     }
+}
+
+/// The context of lab commands on lab `lab_name`; the supervisor is this program's hidden
+/// `lab supervise`.
+pub fn lab_context(context: &Context, lab_name: &str) -> anyhow::Result<LabContext> {
+    let invocation_started = process_start_time();
+    let program = std::env::current_exe().context("locating this program to start the lab supervisor")?;
+    Ok(LabContext {
+        paths: context.paths.clone(),
+        shell: context.shell.clone(),
+        files: LabFiles::new(&context.paths, lab_name),
+        supervisor_launcher: SupervisorLauncher {
+            program,
+            arguments: vec!["lab".into(), "--lab".into(), lab_name.to_owned(), "supervise".into()],
+        },
+        invocation_started,
+    })
 }
 
 fn up_options(profile: String, stack: StackKind, detach: bool, boot: &BootArgs) -> UpOptions {
