@@ -21,7 +21,7 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::lab::state::{unix_millis, LabFiles, LabState, MachineState};
 use crate::paths::{LabPaths, MachineRunDir};
-use crate::vm::supervisor::{MachineSpec, RunningMachine};
+use crate::vm::supervisor::{stop_signals, MachineSpec, RunningMachine};
 
 /// Runs the supervisor of lab `lab_name` until the lab ends. Call from the main thread before any
 /// other thread exists: the signal mask set here is what makes `sigwait` see every signal.
@@ -79,11 +79,10 @@ pub fn run_supervisor(paths: &LabPaths, lab_name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stop signals, and SIGCHLD for a QEMU that exits.
 fn supervisor_signals() -> SigSet {
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGCHLD] {
-        signals.add(signal);
-    }
+    let mut signals = stop_signals();
+    signals.add(Signal::SIGCHLD);
     signals
 }
 

@@ -27,7 +27,7 @@ use crate::render::{render_machine, BootMedia, RenderInputs};
 use crate::runner::{tail_of, CommandRunner};
 use crate::vm::accel::resolve_accel;
 use crate::vm::agent::GuestAgent;
-use crate::vm::supervisor::{arm_parent_death_signal, SupervisorError};
+use crate::vm::supervisor::{arm_parent_death_signal, pending_stop_signal, stop_signals, SupervisorError};
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
 /// TCG needs 15–30 s here; the margin is for loaded CI runners.
@@ -180,6 +180,10 @@ fn start_lab(
     };
     files.write_launch_plan(&plan)?;
     let boot_step = shell.step(&format!("boot lab `{}` ({profile_name}, {})", files.name, plan.accel));
+    // From here Ctrl-C must not leave a half-started lab behind: hold the stop signals and check
+    // for them while waiting, then stop the supervisor. (Not earlier: the stack's long-running
+    // builders must stay interruptible, and they would inherit the mask.)
+    stop_signals().thread_block().context("blocking stop signals while the lab starts")?;
     let mut supervisor = spawn_supervisor(context, options.detach)?;
     let state = match wait_for_state(files, &mut supervisor) {
         Ok(state) => state,
@@ -207,7 +211,7 @@ fn start_lab(
 
     if !options.detach {
         // Attached: the supervisor is our child in our process group, so Ctrl-C reaches it and it
-        // stops the lab; we wait for that. Dropping `supervisor` would not kill it, so wait here.
+        // stops the lab; we (stop signals still held) wait for that, then report.
         print_how_to_reach(context, &state, &secrets.ssh_private_key);
         shell.status("Running", "attached; Ctrl-C stops the lab");
         let status = supervisor.wait().context("waiting for the lab supervisor")?;
@@ -317,6 +321,9 @@ fn spawn_supervisor(context: &LabContext, detach: bool) -> anyhow::Result<Child>
 fn wait_for_state(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<LabState> {
     let deadline = Instant::now() + SUPERVISOR_START_TIMEOUT;
     loop {
+        if let Some(signal) = pending_stop_signal() {
+            bail!("interrupted by {signal} while the lab supervisor started");
+        }
         if let Some(status) = supervisor.try_wait()? {
             bail!(
                 "the lab supervisor exited ({status}) before its machines started\n{}\n  log: {}",
@@ -348,6 +355,9 @@ fn wait_until_ready_and_configure(
         progress.set_message(format!("waiting for the guest agent of `{}`", machine.host));
         let run_dir = machine.run_dir();
         let check_alive = || -> Result<(), SupervisorError> {
+            if let Some(signal) = pending_stop_signal() {
+                return Err(SupervisorError::Interrupted { signal: signal.to_string() });
+            }
             let supervisor_status = supervisor.try_wait().ok().flatten();
             if supervisor_status.is_some() || !machine.qemu_runs() {
                 let status = supervisor_status.map(|status| format!("its supervisor ended ({status})")).unwrap_or_else(|| "QEMU is gone".to_owned());

@@ -52,6 +52,8 @@ pub enum SupervisorError {
         .0.machine, .0.what, .0.timeout, .0.detail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
     )]
     NotReady(Box<MachineNotReady>),
+    #[error("interrupted by {signal}")]
+    Interrupted { signal: String },
     #[error(transparent)]
     Qmp(#[from] QmpError),
     #[error(transparent)]
@@ -338,6 +340,29 @@ pub fn process_runs_program(pid: u32, program: &str) -> bool {
     }
     let first = String::from_utf8_lossy(first);
     first == program || Path::new(first.as_ref()).file_name() == Path::new(program).file_name()
+}
+
+/// The stop signals (SIGINT, SIGTERM, SIGHUP) a waiting command blocks, so that it can notice
+/// them between checks and stop what it started instead of dying half way.
+pub fn stop_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals
+}
+
+/// A blocked stop signal waiting for this process, if any (see [`stop_signals`]).
+pub fn pending_stop_signal() -> Option<Signal> {
+    let mut pending = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given; it is read only when the call succeeded.
+    let pending = unsafe {
+        if nix::libc::sigpending(pending.as_mut_ptr()) != 0 {
+            return None;
+        }
+        SigSet::from_sigset_t_unchecked(pending.assume_init())
+    };
+    stop_signals().iter().find(|signal| pending.contains(*signal))
 }
 
 /// Sends `signal` to a process, ignoring one that is already gone.
