@@ -360,7 +360,7 @@ fn wait_until_ready_and_configure(
             }
             let supervisor_status = supervisor.try_wait().ok().flatten();
             if supervisor_status.is_some() || !machine.qemu_runs() {
-                let status = supervisor_status.map(|status| format!("its supervisor ended ({status})")).unwrap_or_else(|| "QEMU is gone".to_owned());
+                let status = supervisor_status.map(|status| format!("its supervisor ended ({status})")).unwrap_or_else(|| "its process is gone".to_owned());
                 return Err(SupervisorError::exited(&machine.host, &run_dir, &status, "during boot"));
             }
             Ok(())

@@ -43,7 +43,7 @@ pub enum SupervisorError {
     #[error("cannot start QEMU `{program}`: {source}\n  logs: {log}")]
     Spawn { program: String, log: PathBuf, source: std::io::Error },
     #[error(
-        "QEMU of `{}` exited with {} {}\n  last QEMU output:\n{}\n  last serial lines:\n{}\n  logs: {} and {}",
+        "QEMU of `{}` exited ({}) {}\n  last QEMU output:\n{}\n  last serial lines:\n{}\n  logs: {} and {}",
         .0.machine, .0.status, .0.during, .0.qemu_tail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
     )]
     Exited(Box<MachineExited>),
