@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::authority::Authority;
 use crate::caveat::Caveat;
 use crate::error::{ConfigError, InstallError, MintError, VerifyError};
 use crate::format::{TokenIdentifier, MAX_CAVEATS};
@@ -158,6 +159,19 @@ impl Device {
                     });
                 }
             }
+        }
+        // Refuse what verification would refuse, so the device never hands out a dead token.
+        if let Err(VerifyError::DelegationLimitExceeded {
+            index,
+            limit,
+            following,
+        }) = Authority::from_caveats(caveats.iter().copied())
+        {
+            return Err(MintError::DelegationLimitExceeded {
+                index,
+                limit,
+                following,
+            });
         }
         let state = self.read_state();
         let identifier = TokenIdentifier {

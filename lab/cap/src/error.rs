@@ -69,6 +69,13 @@ pub enum MintError {
     /// More caveats than the device's policy accepts.
     #[error("{count} caveats exceed the limit of {max}")]
     TooManyCaveats { count: usize, max: usize },
+    /// The caveats break one of their own delegation limits; the device would refuse the token.
+    #[error("caveat {index} allows {limit} further caveats, {following} follow it")]
+    DelegationLimitExceeded {
+        index: usize,
+        limit: u8,
+        following: usize,
+    },
 }
 
 /// Why a holder could not attenuate a token. Attenuation needs no secret; these are the format
