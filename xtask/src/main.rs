@@ -1,6 +1,7 @@
 //! `cargo xtask`: the cxl-lab command line. Thin dispatch: each command group is a module whose
 //! `run` does the work through `cxl-lab-core`.
 
+mod profile_cmd;
 mod build_cmd;
 mod cache_cmd;
 mod host_cmd;
@@ -22,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Inspect, validate and render topology profiles.
+    #[command(subcommand)]
+    Profile(profile_cmd::ProfileCommand),
     /// Print the version.
     Version,
     /// Build or download what a stack needs (kernel, initramfs, root filesystem).
@@ -41,6 +45,9 @@ pub struct Context {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` should end quietly, as for any Unix tool, not panic.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     if cli.verbose {
         // SAFETY: set before any thread is spawned.
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
     let context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
     let result = match cli.command {
+        Command::Profile(command) => command.run(&context),
         Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
         Command::Build(command) => command.run(&context),
         Command::Cache(command) => command.run(&context),

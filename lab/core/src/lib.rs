@@ -3,7 +3,10 @@
 //! argv ([`render`]); artifacts come from the cache; VMs are spawned and controlled.
 //! See `docs/ARCHITECTURE.md` for the map and the invariants.
 
+pub mod backing;
 pub mod paths;
+pub mod profile;
+pub mod render;
 pub mod runner;
 pub mod shell;
 
@@ -18,5 +21,6 @@ pub mod secrets;
 pub mod source;
 pub mod stack;
 
+pub use cxl_lab_model as model;
 pub use paths::LabPaths;
 pub use shell::Shell;

@@ -1,0 +1,202 @@
+//! MAC suites, per-device-and-epoch key derivation, chain values and constant-time comparison
+//!
+//! A token's tag is the end of a chain: `t0 = MAC(epoch key, identifier)`, then
+//! `t(i+1) = MAC(t(i), caveat i)`. Whoever holds `t(i)` can extend the chain (attenuate) but
+//! cannot step back, because that would invert the MAC. Two suites sit behind the algorithm
+//! byte: keyed BLAKE3 (the default: one compression per short caveat) and HMAC-SHA256 (the
+//! macaroon construction, for peers that only trust SHA-2).
+//!
+//! Secrets live in [`RootSecret`] and [`ChainValue`], which zeroize on drop and print redacted.
+//! Copies the compiler makes on the stack are outside our control; the types guarantee only
+//! that the values we own are wiped.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::DecodeError;
+use crate::values::{DeviceId, Epoch};
+
+/// Length of every key, chain value and tag.
+pub const TAG_LEN: usize = 32;
+
+/// Domain-separation context of the keyed-BLAKE3 epoch key derivation. BLAKE3's `derive_key`
+/// wants a hard-coded, globally unique, application-specific string.
+const BLAKE3_EPOCH_KEY_CONTEXT: &str = "cxl-lab-cap 2025 device epoch root key v1";
+
+/// Label prefixed to the HMAC-SHA256 epoch key derivation input, for the same reason.
+const HMAC_EPOCH_KEY_LABEL: &[u8] = b"cxl-lab-cap device epoch root key v1";
+
+/// The MAC suite of a token. Its byte is part of the MACed identifier, so a token cannot be
+/// re-labelled to another suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Algorithm {
+    /// `blake3::keyed_hash` for the chain, `blake3::derive_key` for epoch keys.
+    KeyedBlake3 = 1,
+    /// HMAC-SHA256 for the chain and for epoch keys, as in macaroons.
+    HmacSha256 = 2,
+}
+
+impl Algorithm {
+    /// Every suite this library implements.
+    pub const ALL: [Algorithm; 2] = [Algorithm::KeyedBlake3, Algorithm::HmacSha256];
+
+    /// The suite of a wire byte.
+    pub const fn from_byte(byte: u8) -> Result<Self, DecodeError> {
+        match byte {
+            1 => Ok(Algorithm::KeyedBlake3),
+            2 => Ok(Algorithm::HmacSha256),
+            unknown => Err(DecodeError::UnknownAlgorithm(unknown)),
+        }
+    }
+
+    /// The wire byte.
+    pub const fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// Dense index for per-suite tables.
+    pub(crate) const fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+/// The device's long-term secret, from which every epoch key is derived.
+///
+/// It never leaves the device service, zeroizes on drop and prints as `RootSecret(..)`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct RootSecret([u8; TAG_LEN]);
+
+impl RootSecret {
+    /// Wraps 32 bytes of secret randomness (from the OS or a hardware RNG).
+    pub fn from_bytes(secret_bytes: [u8; TAG_LEN]) -> Self {
+        Self(secret_bytes)
+    }
+}
+
+impl std::fmt::Debug for RootSecret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("RootSecret(..)")
+    }
+}
+
+/// A 32-byte chain key: an epoch key, an intermediate chain value or a tag.
+///
+/// A tag is the bearer secret of a token (it keys the next attenuation step), so it gets the
+/// same care as a key: zeroized on drop, redacted in `Debug`, compared in constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct ChainValue([u8; TAG_LEN]);
+
+impl ChainValue {
+    pub(crate) fn from_bytes(value_bytes: [u8; TAG_LEN]) -> Self {
+        Self(value_bytes)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; TAG_LEN] {
+        &self.0
+    }
+
+    /// Constant-time equality with a tag taken from a token, so that the time to reject a
+    /// forgery says nothing about how many leading bytes were right.
+    pub fn matches(&self, tag_bytes: &[u8; TAG_LEN]) -> bool {
+        bool::from(self.0.ct_eq(tag_bytes))
+    }
+}
+
+impl std::fmt::Debug for ChainValue {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("ChainValue(..)")
+    }
+}
+
+/// Derives the root key of one device, epoch and suite.
+///
+/// The suite is part of the input so that the two suites never share a key, and the device id
+/// so that two devices provisioned with the same secret by mistake still never accept each
+/// other's tokens.
+pub(crate) fn derive_epoch_key(
+    algorithm: Algorithm,
+    root_secret: &RootSecret,
+    device_id: DeviceId,
+    epoch: Epoch,
+) -> ChainValue {
+    let mut derivation_input = [0u8; TAG_LEN + 1 + 8 + 8];
+    derivation_input[..TAG_LEN].copy_from_slice(&root_secret.0);
+    derivation_input[TAG_LEN] = algorithm.byte();
+    derivation_input[TAG_LEN + 1..TAG_LEN + 9].copy_from_slice(&device_id.0.to_le_bytes());
+    derivation_input[TAG_LEN + 9..].copy_from_slice(&epoch.0.to_le_bytes());
+    let key = match algorithm {
+        Algorithm::KeyedBlake3 => blake3::derive_key(BLAKE3_EPOCH_KEY_CONTEXT, &derivation_input),
+        Algorithm::HmacSha256 => {
+            let mut hmac = <Hmac<Sha256> as Mac>::new_from_slice(&root_secret.0)
+                .expect("HMAC accepts any key length");
+            hmac.update(HMAC_EPOCH_KEY_LABEL);
+            hmac.update(&derivation_input[TAG_LEN..]);
+            hmac.finalize().into_bytes().into()
+        }
+    };
+    derivation_input.zeroize();
+    ChainValue(key)
+}
+
+/// One step of the chain: the MAC of `message` under `key`.
+pub(crate) fn chain_step(algorithm: Algorithm, key: &ChainValue, message: &[u8]) -> ChainValue {
+    match algorithm {
+        Algorithm::KeyedBlake3 => ChainValue(*blake3::keyed_hash(&key.0, message).as_bytes()),
+        Algorithm::HmacSha256 => {
+            let mut hmac =
+                <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC accepts any key length");
+            hmac.update(message);
+            ChainValue(hmac.finalize().into_bytes().into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_keys_differ_per_suite_device_and_epoch() {
+        let secret = RootSecret::from_bytes([7; TAG_LEN]);
+        let base = derive_epoch_key(Algorithm::KeyedBlake3, &secret, DeviceId(1), Epoch(1));
+        let other_suite = derive_epoch_key(Algorithm::HmacSha256, &secret, DeviceId(1), Epoch(1));
+        let other_device = derive_epoch_key(Algorithm::KeyedBlake3, &secret, DeviceId(2), Epoch(1));
+        let other_epoch = derive_epoch_key(Algorithm::KeyedBlake3, &secret, DeviceId(1), Epoch(2));
+        for different in [&other_suite, &other_device, &other_epoch] {
+            assert!(!base.matches(different.as_bytes()));
+        }
+        let same = derive_epoch_key(Algorithm::KeyedBlake3, &secret, DeviceId(1), Epoch(1));
+        assert!(base.matches(same.as_bytes()));
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let secret = RootSecret::from_bytes([0xab; TAG_LEN]);
+        let chain_value = ChainValue::from_bytes([0xcd; TAG_LEN]);
+        let printed = format!("{secret:?} {chain_value:?}");
+        assert_eq!(printed, "RootSecret(..) ChainValue(..)");
+    }
+
+    #[test]
+    fn hmac_suite_matches_rfc_4231_test_case_2() {
+        // RFC 4231 case 2 uses a 4-byte key; chain_step takes 32-byte keys, so check the same
+        // HMAC construction through the derivation-free path with a zero-padded key, which
+        // HMAC defines as equal to the short key.
+        let mut padded_key = [0u8; TAG_LEN];
+        padded_key[..4].copy_from_slice(b"Jefe");
+        let mac = chain_step(
+            Algorithm::HmacSha256,
+            &ChainValue::from_bytes(padded_key),
+            b"what do ya want for nothing?",
+        );
+        let expected: [u8; 32] = [
+            0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e, 0x6a, 0x04, 0x24, 0x26, 0x08, 0x95,
+            0x75, 0xc7, 0x5a, 0x00, 0x3f, 0x08, 0x9d, 0x27, 0x39, 0x83, 0x9d, 0xec, 0x58, 0xb9,
+            0x64, 0xec, 0x38, 0x43,
+        ];
+        assert!(mac.matches(&expected));
+    }
+}

@@ -1,0 +1,141 @@
+//! Tokens: minting (device only, crate-private) and attenuation (anyone, no secret)
+//!
+//! A [`Token`] owns its canonical bytes plus the decoded identifier and caveats. Attenuation
+//! appends one caveat and replaces the tag with `MAC(old tag, caveat bytes)`: the old tag is
+//! the key, so the holder needs nothing from the device, and the old tag is gone from the new
+//! token, so nobody downstream can remove the caveat again.
+
+use zeroize::Zeroize;
+
+use crate::caveat::Caveat;
+use crate::error::{AttenuateError, DecodeError};
+use crate::format::{encode_token, ParsedToken, TokenIdentifier, MAX_CAVEATS};
+use crate::mac::{chain_step, ChainValue, TAG_LEN};
+
+/// A capability token: identifier, caveats and tag, with its canonical bytes.
+///
+/// The tag is the bearer secret of the token, so `Debug` leaves it out and the bytes are
+/// zeroized when the token is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    bytes: Vec<u8>,
+    identifier: TokenIdentifier,
+    caveats: Vec<Caveat>,
+}
+
+impl Token {
+    /// Runs the MAC chain from `epoch_key` over the identifier and `caveats`. Only the device
+    /// holds an epoch key, so only the device can call this (through `Device::mint`).
+    pub(crate) fn mint(
+        identifier: TokenIdentifier,
+        epoch_key: &ChainValue,
+        caveats: &[Caveat],
+    ) -> Token {
+        let mut identifier_bytes = Vec::new();
+        identifier.encode(&mut identifier_bytes);
+        let mut chain_value = chain_step(identifier.algorithm, epoch_key, &identifier_bytes);
+        let mut caveat_bytes = Vec::new();
+        for caveat in caveats {
+            caveat_bytes.clear();
+            caveat.encode(&mut caveat_bytes);
+            chain_value = chain_step(identifier.algorithm, &chain_value, &caveat_bytes);
+        }
+        Token {
+            bytes: encode_token(&identifier, caveats, chain_value.as_bytes()),
+            identifier,
+            caveats: caveats.to_vec(),
+        }
+    }
+
+    /// Decodes a canonical token. This checks the encoding only; whether the tag is genuine is
+    /// something only the device can tell.
+    pub fn decode(bytes: &[u8]) -> Result<Token, DecodeError> {
+        let parsed = ParsedToken::parse(bytes)?;
+        Ok(Token {
+            bytes: bytes.to_vec(),
+            identifier: parsed.identifier,
+            caveats: parsed
+                .caveat_spans()
+                .iter()
+                .map(|span| span.caveat)
+                .collect(),
+        })
+    }
+
+    /// The canonical encoding, to hand to another holder or to the device.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Which device, epoch, suite and token id this is.
+    pub fn identifier(&self) -> &TokenIdentifier {
+        &self.identifier
+    }
+
+    /// The caveats in chain order.
+    pub fn caveats(&self) -> &[Caveat] {
+        &self.caveats
+    }
+
+    fn tag(&self) -> ChainValue {
+        let tag_start = self.bytes.len() - TAG_LEN;
+        let tag_bytes: [u8; TAG_LEN] = self.bytes[tag_start..].try_into().expect("tag length");
+        ChainValue::from_bytes(tag_bytes)
+    }
+
+    /// A new token that carries one more caveat. Needs no secret.
+    ///
+    /// Refuses what the verifier would refuse anyway (too many caveats, a delegation limit
+    /// already used up) so that a holder finds out before handing the token on. It does not
+    /// refuse a caveat that is wider than an earlier one: that is harmless, because every
+    /// caveat must hold, and the verifier intersects them.
+    pub fn attenuate(&self, caveat: Caveat) -> Result<Token, AttenuateError> {
+        if self.caveats.len() >= MAX_CAVEATS {
+            return Err(AttenuateError::TooManyCaveats { max: MAX_CAVEATS });
+        }
+        let caveats_after_new = self.caveats.len() + 1;
+        for (index, existing) in self.caveats.iter().enumerate() {
+            if let Caveat::DelegationLimit(limit) = existing {
+                if caveats_after_new - index - 1 > usize::from(*limit) {
+                    return Err(AttenuateError::DelegationLimitReached { index });
+                }
+            }
+        }
+        let mut caveat_bytes = Vec::with_capacity(caveat.encoded_len());
+        caveat.encode(&mut caveat_bytes);
+        let new_tag = chain_step(self.identifier.algorithm, &self.tag(), &caveat_bytes);
+        let mut caveats = self.caveats.clone();
+        caveats.push(caveat);
+        Ok(Token {
+            bytes: encode_token(&self.identifier, &caveats, new_tag.as_bytes()),
+            identifier: self.identifier,
+            caveats,
+        })
+    }
+
+    /// [`Token::attenuate`] with each caveat of `caveats` in turn.
+    pub fn attenuate_all(&self, caveats: &[Caveat]) -> Result<Token, AttenuateError> {
+        let mut token = self.clone();
+        for caveat in caveats {
+            token = token.attenuate(*caveat)?;
+        }
+        Ok(token)
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Token")
+            .field("identifier", &self.identifier)
+            .field("caveats", &self.caveats)
+            .field("length", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,532 @@
+//! From the profile as written to the typed [`Topology`]: every rule QEMU (and the lab) imposes is
+//! checked here, once, before anything starts. Each broken rule becomes a [`ProfileError`] at the
+//! line and column of the value that broke it; all of them are reported, not just the first.
+
+use std::collections::HashMap;
+
+use crate::error::{ProfileError, ProfileErrors};
+use crate::schema::*;
+use crate::size::{ByteSize, KIB, MIB};
+use crate::topology::*;
+
+/// Sizes of CXL memory (windows, static capacity) are multiples of this.
+pub const CXL_SIZE_ALIGN: u64 = 256 * MIB;
+/// Interleave granularities QEMU accepts for a fixed memory window.
+pub const GRANULARITIES: [u64; 7] = [256, 512, KIB, 2 * KIB, 4 * KIB, 8 * KIB, 16 * KIB];
+/// Interleave target counts QEMU supports; 3, 6 and 12 only since QEMU 10.0 (the renderer checks
+/// the version).
+pub const WINDOW_TARGET_COUNTS: [usize; 8] = [1, 2, 4, 8, 16, 3, 6, 12];
+/// The most dynamic-capacity regions a device has.
+pub const MAX_DC_REGIONS: u8 = 8;
+
+/// Parses and validates one profile. `file` is how errors name the file; `default_name` is the
+/// profile's name when it gives none (its file stem).
+pub fn parse_profile(file: &str, source: &str, default_name: &str) -> Result<Topology, ProfileErrors> {
+    let parsed: ProfileFile = serde_saphyr::from_str(source).map_err(|error| {
+        let (line, column) = error.location().map(|at| (at.line(), at.column())).unwrap_or((1, 1));
+        ProfileErrors(vec![ProfileError {
+            file: file.to_owned(),
+            line,
+            column,
+            field: "(yaml)".to_owned(),
+            message: first_line(&error.to_string()),
+        }])
+    })?;
+    let mut validator = Validator { file, errors: Vec::new() };
+    let topology = validator.profile(parsed, default_name);
+    if validator.errors.is_empty() {
+        Ok(topology)
+    } else {
+        validator.errors.sort_by_key(|error| (error.line, error.column));
+        Err(ProfileErrors(validator.errors))
+    }
+}
+
+/// serde-saphyr says `error: line L column C: <message>` and may append a source snippet; the
+/// location is ours to show, so keep only the message.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, rest)) => rest.to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    errors: Vec<ProfileError>,
+}
+
+/// Where something was first seen, to point back at it in a duplicate error.
+#[derive(Clone)]
+struct Seen {
+    owner: String,
+    line: u64,
+}
+
+/// Names seen within one host (ids, bus numbers, chassis/slot pairs, serials, backends).
+#[derive(Default)]
+struct HostScope {
+    ids: HashMap<String, (Seen, &'static str)>,
+    bus_numbers: HashMap<u8, Seen>,
+    chassis_slots: HashMap<(u8, u16), Seen>,
+    serials: HashMap<u64, Seen>,
+    backends_used: HashMap<String, Seen>,
+}
+
+impl Validator<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, field: &str, message: String) {
+        self.errors.push(ProfileError {
+            file: self.file.to_owned(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            field: field.to_owned(),
+            message,
+        });
+    }
+
+    fn profile(&mut self, file: ProfileFile, default_name: &str) -> Topology {
+        let name = file.name.as_ref().map(|name| name.value.clone()).unwrap_or_else(|| default_name.to_owned());
+        let backends = self.backends(&file.memory_backends);
+        let mut topology = Topology {
+            name,
+            description: file.description.trim().to_owned(),
+            backends,
+            hosts: Vec::new(),
+            kernel_cmdline: file.kernel_cmdline,
+            qemu_extra: file.qemu_extra,
+        };
+        // Which host already uses each backend, to allow `shared` ones once per host.
+        let mut backend_hosts: HashMap<String, Seen> = HashMap::new();
+        let single_host = file.machine.is_some() || file.host_bridges.is_some() || file.fixed_windows.is_some();
+        match (file.hosts, single_host) {
+            (Some(hosts), true) => {
+                self.error(&hosts, "hosts", "use either `hosts:` or a top-level `machine:`, not both".to_owned());
+            }
+            (Some(hosts), false) => {
+                let mut names: HashMap<String, u64> = HashMap::new();
+                for (index, host) in hosts.value.into_iter().enumerate() {
+                    let prefix = format!("hosts[{index}].");
+                    if let Some(line) = names.insert(host.name.value.clone(), host.name.referenced.line()) {
+                        let message = format!("duplicate host name `{}` (first used at line {line})", host.name.value);
+                        self.error(&host.name, &format!("{prefix}name"), message);
+                    }
+                    let name = host.name.value.clone();
+                    let host = self.host(
+                        &topology,
+                        &mut backend_hosts,
+                        name,
+                        &prefix,
+                        host.machine,
+                        host.host_bridges,
+                        host.fixed_windows,
+                    );
+                    topology.hosts.push(host);
+                }
+            }
+            (None, true) => match file.machine {
+                Some(machine) => {
+                    let host = self.host(
+                        &topology,
+                        &mut backend_hosts,
+                        "host0".to_owned(),
+                        "",
+                        machine,
+                        file.host_bridges.unwrap_or_default(),
+                        file.fixed_windows.unwrap_or_default(),
+                    );
+                    topology.hosts.push(host);
+                }
+                None => self.errors.push(ProfileError {
+                    file: self.file.to_owned(),
+                    line: 1,
+                    column: 1,
+                    field: "machine".to_owned(),
+                    message: "missing `machine:` (memory, cpus, accel) for the host".to_owned(),
+                }),
+            },
+            (None, false) => self.errors.push(ProfileError {
+                file: self.file.to_owned(),
+                line: 1,
+                column: 1,
+                field: "machine".to_owned(),
+                message: "a profile needs `machine:` and `host_bridges:` (one host) or `hosts:`".to_owned(),
+            }),
+        }
+        topology
+    }
+
+    fn backends(&mut self, specs: &[MemoryBackendSpec]) -> Vec<MemoryBackend> {
+        let mut seen: HashMap<&str, u64> = HashMap::new();
+        let mut backends = Vec::new();
+        for (index, spec) in specs.iter().enumerate() {
+            if let Some(line) = seen.insert(&spec.id.value, spec.id.referenced.line()) {
+                let message = format!("duplicate memory backend id `{}` (first used at line {line})", spec.id.value);
+                self.error(&spec.id, &format!("memory_backends[{index}].id"), message);
+            }
+            if spec.size.value.bytes() == 0 {
+                self.error(&spec.size, &format!("memory_backends[{index}].size"), "size must not be zero".to_owned());
+            }
+            backends.push(MemoryBackend { id: spec.id.value.clone(), size: spec.size.value.bytes(), shared: spec.shared });
+        }
+        backends
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn host(
+        &mut self,
+        topology: &Topology,
+        backend_hosts: &mut HashMap<String, Seen>,
+        name: String,
+        prefix: &str,
+        machine: Spanned<MachineSpec>,
+        host_bridge_specs: Vec<HostBridgeSpec>,
+        window_specs: Vec<FixedWindowSpec>,
+    ) -> Host {
+        let mut scope = HostScope::default();
+        for backend in &topology.backends {
+            scope.ids.insert(backend.id.clone(), (Seen { owner: backend.id.clone(), line: 0 }, "memory backend"));
+        }
+        let mut host_bridges = Vec::new();
+        for (index, spec) in host_bridge_specs.into_iter().enumerate() {
+            let field = format!("{prefix}host_bridges[{index}]");
+            host_bridges.push(self.host_bridge(topology, &mut scope, backend_hosts, &name, &field, spec));
+        }
+        let mut host = Host { name, machine: self.machine_shape(&machine), host_bridges, windows: Vec::new() };
+        for (index, spec) in window_specs.into_iter().enumerate() {
+            let field = format!("{prefix}fixed_windows[{index}]");
+            if let Some(window) = self.window(&host, &scope, &field, spec) {
+                host.windows.push(window);
+            }
+        }
+        self.fit_windows_in_maxmem(&mut host, &machine, prefix);
+        host
+    }
+
+    fn machine_shape(&mut self, machine: &Spanned<MachineSpec>) -> Machine {
+        let spec = &machine.value;
+        Machine {
+            memory: spec.memory.value.bytes(),
+            maxmem: spec.maxmem.as_ref().map(|maxmem| maxmem.value.bytes()).unwrap_or(0),
+            slots: spec.slots,
+            cpus: spec.cpus.max(1),
+            accel: spec.accel,
+            online_cxl_as_ram: spec.online_cxl_as_ram,
+        }
+    }
+
+    /// CXL windows are placed in the guest physical space the lab reserves with maxmem: their total
+    /// must fit in `maxmem - memory`. Without maxmem, reserve exactly what the windows need.
+    fn fit_windows_in_maxmem(&mut self, host: &mut Host, machine: &Spanned<MachineSpec>, prefix: &str) {
+        let windows_total: u64 = host.windows.iter().map(|window| window.size).sum();
+        let memory = host.machine.memory;
+        match &machine.value.maxmem {
+            None => host.machine.maxmem = memory + windows_total,
+            Some(maxmem) if maxmem.value.bytes() < memory => {
+                let message = format!("maxmem {} is smaller than memory {}", maxmem.value, ByteSize(memory));
+                self.error(maxmem, &format!("{prefix}machine.maxmem"), message);
+            }
+            Some(maxmem) if windows_total > maxmem.value.bytes() - memory => {
+                let message = format!(
+                    "the fixed windows need {} but maxmem {} minus memory {} leaves {}",
+                    ByteSize(windows_total),
+                    maxmem.value,
+                    ByteSize(memory),
+                    ByteSize(maxmem.value.bytes() - memory)
+                );
+                self.error(maxmem, &format!("{prefix}machine.maxmem"), message);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn claim_id(&mut self, scope: &mut HostScope, id: &Spanned<String>, kind: &'static str, field: &str) {
+        let seen = Seen { owner: id.value.clone(), line: id.referenced.line() };
+        if let Some((first, first_kind)) = scope.ids.get(&id.value).cloned() {
+            let message = if first.line == 0 {
+                format!("duplicate id `{}`: a memory backend already has it", id.value)
+            } else {
+                format!("duplicate id `{}` (first used by a {first_kind} at line {})", id.value, first.line)
+            };
+            self.error(id, &format!("{field}.id"), message);
+        } else {
+            scope.ids.insert(id.value.clone(), (seen, kind));
+        }
+    }
+
+    fn host_bridge(
+        &mut self,
+        topology: &Topology,
+        scope: &mut HostScope,
+        backend_hosts: &mut HashMap<String, Seen>,
+        host_name: &str,
+        field: &str,
+        spec: HostBridgeSpec,
+    ) -> HostBridge {
+        self.claim_id(scope, &spec.id, "host bridge", field);
+        let seen = Seen { owner: spec.id.value.clone(), line: spec.bus_nr.referenced.line() };
+        if let Some(first) = scope.bus_numbers.insert(spec.bus_nr.value, seen) {
+            let message = format!(
+                "bus_nr {} is already used by host bridge `{}` (line {})",
+                spec.bus_nr.value, first.owner, first.line
+            );
+            self.error(&spec.bus_nr, &format!("{field}.bus_nr"), message);
+        }
+        let context = PortContext { topology, host_name, bus: spec.id.value.clone(), in_switch: false };
+        let root_ports = self.ports(scope, backend_hosts, &context, &format!("{field}.root_ports"), &spec.root_ports);
+        HostBridge {
+            id: spec.id.value,
+            bus_nr: spec.bus_nr.value,
+            hdm_for_passthrough: spec.hdm_for_passthrough,
+            root_ports,
+        }
+    }
+
+    fn ports(
+        &mut self,
+        scope: &mut HostScope,
+        backend_hosts: &mut HashMap<String, Seen>,
+        context: &PortContext<'_>,
+        field: &str,
+        specs: &[PortSpec],
+    ) -> Vec<Port> {
+        let mut port_numbers: HashMap<u8, Seen> = HashMap::new();
+        let mut ports = Vec::new();
+        for (index, spec) in specs.iter().enumerate() {
+            let field = format!("{field}[{index}]");
+            let kind = if context.in_switch { "downstream port" } else { "root port" };
+            self.claim_id(scope, &spec.id, kind, &field);
+            let seen = Seen { owner: spec.id.value.clone(), line: spec.port.referenced.line() };
+            if let Some(first) = port_numbers.insert(spec.port.value, seen) {
+                let message = format!(
+                    "port {} is already used on bus `{}` by `{}` (line {})",
+                    spec.port.value, context.bus, first.owner, first.line
+                );
+                self.error(&spec.port, &format!("{field}.port"), message);
+            }
+            let chassis_slot = (spec.chassis.value, spec.slot.value);
+            let seen = Seen { owner: spec.id.value.clone(), line: spec.slot.referenced.line() };
+            if let Some(first) = scope.chassis_slots.insert(chassis_slot, seen) {
+                let message = format!(
+                    "chassis {} slot {} is already used by `{}` (line {})",
+                    chassis_slot.0, chassis_slot.1, first.owner, first.line
+                );
+                self.error(&spec.slot, &format!("{field}.slot"), message);
+            }
+            let below = self.below(scope, backend_hosts, context, &field, spec);
+            ports.push(Port {
+                id: spec.id.value.clone(),
+                port: spec.port.value,
+                chassis: spec.chassis.value,
+                slot: spec.slot.value,
+                below,
+            });
+        }
+        ports
+    }
+
+    fn below(
+        &mut self,
+        scope: &mut HostScope,
+        backend_hosts: &mut HashMap<String, Seen>,
+        context: &PortContext<'_>,
+        field: &str,
+        spec: &PortSpec,
+    ) -> Option<Below> {
+        match (&spec.type3, &spec.switch) {
+            (Some(_), Some(switch)) => {
+                let message = "a port holds one thing: a `type3` device or a `switch`, not both".to_owned();
+                self.error(switch, &format!("{field}.switch"), message);
+                None
+            }
+            (Some(device), None) => {
+                let device = self.type3(scope, backend_hosts, context, &format!("{field}.type3"), device);
+                Some(Below::Type3(device))
+            }
+            (None, Some(switch)) if context.in_switch => {
+                let message = "a switch below a switch: QEMU emulates one switch level only".to_owned();
+                self.error(switch, &format!("{field}.switch"), message);
+                None
+            }
+            (None, Some(switch)) => {
+                let field = format!("{field}.switch");
+                let switch_spec = &switch.value;
+                self.claim_id(scope, &switch_spec.id, "switch", &field);
+                let switch_context = PortContext {
+                    topology: context.topology,
+                    host_name: context.host_name,
+                    bus: switch_spec.id.value.clone(),
+                    in_switch: true,
+                };
+                let downstream_ports = self.ports(
+                    scope,
+                    backend_hosts,
+                    &switch_context,
+                    &format!("{field}.downstream_ports"),
+                    &switch_spec.downstream_ports,
+                );
+                Some(Below::Switch(Switch {
+                    id: switch_spec.id.value.clone(),
+                    port: switch_spec.port,
+                    serial: switch_spec.serial,
+                    mailbox_cci: switch_spec.mailbox_cci,
+                    downstream_ports,
+                }))
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn type3(
+        &mut self,
+        scope: &mut HostScope,
+        backend_hosts: &mut HashMap<String, Seen>,
+        context: &PortContext<'_>,
+        field: &str,
+        spec: &Type3Spec,
+    ) -> Type3Device {
+        self.claim_id(scope, &spec.id, "type-3 device", field);
+        let seen = Seen { owner: spec.id.value.clone(), line: spec.serial.referenced.line() };
+        if let Some(first) = scope.serials.insert(spec.serial.value, seen) {
+            let message =
+                format!("serial {} is already used by `{}` (line {})", spec.serial.value, first.owner, first.line);
+            self.error(&spec.serial, &format!("{field}.serial"), message);
+        }
+        let mut uses = BackendUses { scope, backend_hosts, context, device: &spec.id.value };
+        let volatile = spec.volatile.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.volatile"), true));
+        let persistent =
+            spec.persistent.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.persistent"), true));
+        let lsa = spec.lsa.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.lsa"), false));
+        let dynamic_capacity = spec.dynamic_capacity.as_ref().and_then(|dc| {
+            let dc_field = format!("{field}.dynamic_capacity");
+            let backend = self.use_backend(&mut uses, &dc.value.backend, &format!("{dc_field}.backend"), false)?;
+            let regions = dc.value.regions.value;
+            if regions == 0 || regions > MAX_DC_REGIONS {
+                let message = format!("dynamic capacity has {regions} regions; QEMU supports 1 to {MAX_DC_REGIONS}");
+                self.error(&dc.value.regions, &format!("{dc_field}.regions"), message);
+                return None;
+            }
+            let region_align = u64::from(regions) * CXL_SIZE_ALIGN;
+            if backend.size % region_align != 0 {
+                let message = format!(
+                    "dynamic capacity backend `{}` is {}, not a multiple of {regions} regions × 256 MiB ({})",
+                    backend.backend,
+                    ByteSize(backend.size),
+                    ByteSize(region_align)
+                );
+                self.error(&dc.value.backend, &format!("{dc_field}.backend"), message);
+            }
+            Some(DynamicCapacity { backend, regions })
+        });
+        if spec.volatile.is_none() && spec.persistent.is_none() && spec.dynamic_capacity.is_none() {
+            let message = "a type-3 device needs `volatile`, `persistent` or `dynamic_capacity` memory".to_owned();
+            self.error(&spec.id, &format!("{field}.id"), message);
+        }
+        if let (Some(persistent_spec), None) = (&spec.persistent, &spec.lsa) {
+            let message = "persistent memory needs a label area: add `lsa: <backend id>`".to_owned();
+            self.error(persistent_spec, &format!("{field}.persistent"), message);
+        }
+        Type3Device { id: spec.id.value.clone(), serial: spec.serial.value, volatile, persistent, lsa, dynamic_capacity }
+    }
+
+    /// Checks one use of a backend: it exists, is used once per host (and by one host unless
+    /// shared), and, for static capacity, is a multiple of 256 MiB.
+    fn use_backend(
+        &mut self,
+        uses: &mut BackendUses<'_, '_>,
+        id: &Spanned<String>,
+        field: &str,
+        static_capacity: bool,
+    ) -> Option<BackendUse> {
+        let Some(backend) = uses.context.topology.backend(&id.value) else {
+            self.error(id, field, format!("no memory backend `{}` in `memory_backends`", id.value));
+            return None;
+        };
+        let seen = Seen { owner: uses.device.to_owned(), line: id.referenced.line() };
+        if let Some(first) = uses.scope.backends_used.insert(id.value.clone(), seen.clone()) {
+            let message = format!("memory backend `{}` is already used by `{}` (line {})", id.value, first.owner, first.line);
+            self.error(id, field, message);
+        }
+        let host_seen = Seen { owner: uses.context.host_name.to_owned(), line: id.referenced.line() };
+        match uses.backend_hosts.get(&id.value) {
+            Some(first) if first.owner != uses.context.host_name && !backend.shared => {
+                let message = format!(
+                    "memory backend `{}` is already used by host `{}` (line {}); mark it `shared: true` to share it",
+                    id.value, first.owner, first.line
+                );
+                self.error(id, field, message);
+            }
+            Some(_) => {}
+            None => {
+                uses.backend_hosts.insert(id.value.clone(), host_seen);
+            }
+        }
+        if static_capacity && backend.size % CXL_SIZE_ALIGN != 0 {
+            let message =
+                format!("memory backend `{}` is {}, not a multiple of 256 MiB", id.value, ByteSize(backend.size));
+            self.error(id, field, message);
+        }
+        Some(BackendUse { backend: backend.id.clone(), size: backend.size })
+    }
+
+    fn window(&mut self, host: &Host, scope: &HostScope, field: &str, spec: FixedWindowSpec) -> Option<FixedWindow> {
+        let errors_before = self.errors.len();
+        let targets = &spec.targets.value;
+        if !WINDOW_TARGET_COUNTS.contains(&targets.len()) {
+            let message = format!(
+                "{} targets: QEMU interleaves 1, 2, 4, 8 or 16 host bridges (3, 6 or 12 since QEMU 10.0)",
+                targets.len()
+            );
+            self.error(&spec.targets, &format!("{field}.targets"), message);
+        }
+        for (index, target) in targets.iter().enumerate() {
+            let target_field = format!("{field}.targets[{index}]");
+            if host.host_bridge(&target.value).is_some() {
+                if targets[..index].iter().any(|earlier| earlier.value == target.value) {
+                    self.error(target, &target_field, format!("host bridge `{}` is listed twice", target.value));
+                }
+            } else if let Some((_, kind)) = scope.ids.get(&target.value) {
+                let message = format!("window target `{}` is a {kind}, not a host bridge", target.value);
+                self.error(target, &target_field, message);
+            } else {
+                self.error(target, &target_field, format!("window target `{}` is not a host bridge of this host", target.value));
+            }
+        }
+        let size = spec.size.value.bytes();
+        if size == 0 || size % CXL_SIZE_ALIGN != 0 {
+            let message = format!("window size {} is not a multiple of 256 MiB", spec.size.value);
+            self.error(&spec.size, &format!("{field}.size"), message);
+        }
+        let granularity = spec.granularity.as_ref().map(|granularity| granularity.value.bytes()).unwrap_or(256);
+        if let Some(granularity_spec) = &spec.granularity {
+            if !GRANULARITIES.contains(&granularity) {
+                let message = format!(
+                    "interleave granularity {} is not one of 256, 512, 1k, 2k, 4k, 8k, 16k",
+                    granularity_spec.value
+                );
+                self.error(granularity_spec, &format!("{field}.granularity"), message);
+            }
+        }
+        (self.errors.len() == errors_before).then(|| FixedWindow {
+            targets: targets.iter().map(|target| target.value.clone()).collect(),
+            size,
+            granularity,
+        })
+    }
+}
+
+struct PortContext<'a> {
+    topology: &'a Topology,
+    host_name: &'a str,
+    /// The id of the bus the ports sit on (host bridge or switch upstream port).
+    bus: String,
+    in_switch: bool,
+}
+
+struct BackendUses<'scope, 'a> {
+    scope: &'scope mut HostScope,
+    backend_hosts: &'scope mut HashMap<String, Seen>,
+    context: &'scope PortContext<'a>,
+    device: &'scope str,
+}

@@ -1,0 +1,338 @@
+//! Every rejection rule of profile validation, each with a bad profile and the exact message
+//! (file, line, column, field, text).
+
+use cxl_lab_model::parse_profile;
+
+/// Validates `source` as `bad.yaml` and returns all error lines.
+fn errors(source: &str) -> String {
+    match parse_profile("bad.yaml", source, "bad") {
+        Ok(_) => panic!("profile was accepted:\n{source}"),
+        Err(errors) => errors.to_string(),
+    }
+}
+
+/// A valid one-device host; tests append or replace parts of it.
+const MACHINE: &str = "machine: {memory: 2G, maxmem: 8G}\n";
+
+#[test]
+fn accepts_a_minimal_profile() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: m0, size: 256M}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - {{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: m0}}}}
+fixed_windows: [{{targets: [hb0], size: 4G}}]
+"
+    );
+    let topology = parse_profile("good.yaml", &source, "good").unwrap();
+    assert_eq!(topology.name, "good");
+    assert_eq!(topology.hosts[0].windows[0].granularity, 256);
+}
+
+#[test]
+fn rejects_duplicate_ids() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 12
+  - id: hb0
+    bus_nr: 13
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:5:9: host_bridges[1].id: duplicate id `hb0` (first used by a host bridge at line 3)"
+    );
+}
+
+#[test]
+fn rejects_duplicate_bus_nr() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 12
+  - id: hb1
+    bus_nr: 12
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:6:13: host_bridges[1].bus_nr: bus_nr 12 is already used by host bridge `hb0` (line 4)"
+    );
+}
+
+#[test]
+fn rejects_duplicate_chassis_slot_across_the_machine() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports: [{{id: rp0, port: 0, chassis: 1, slot: 2}}]
+  - id: hb1
+    bus_nr: 13
+    root_ports: [{{id: rp1, port: 0, chassis: 1, slot: 2}}]
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:8:55: host_bridges[1].root_ports[0].slot: chassis 1 slot 2 is already used by `rp0` (line 5)"
+    );
+}
+
+#[test]
+fn rejects_duplicate_ports_on_one_bus() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - {{id: rp0, port: 3, chassis: 0, slot: 0}}
+      - {{id: rp1, port: 3, chassis: 0, slot: 1}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:7:25: host_bridges[0].root_ports[1].port: port 3 is already used on bus `hb0` by `rp0` (line 6)"
+    );
+}
+
+#[test]
+fn rejects_window_targets_that_are_not_host_bridges() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports: [{{id: rp0, port: 0, chassis: 0, slot: 0}}]
+fixed_windows:
+  - {{targets: [rp0], size: 4G}}
+  - {{targets: [nowhere], size: 4G}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:7:16: fixed_windows[0].targets[0]: window target `rp0` is a root port, not a host bridge\n\
+         bad.yaml:8:16: fixed_windows[1].targets[0]: window target `nowhere` is not a host bridge of this host"
+    );
+}
+
+#[test]
+fn rejects_target_counts_qemu_does_not_support() {
+    let source = format!(
+        "machine: {{memory: 2G}}
+host_bridges:
+  - {{id: a, bus_nr: 1}}
+  - {{id: b, bus_nr: 2}}
+  - {{id: c, bus_nr: 3}}
+  - {{id: d, bus_nr: 4}}
+  - {{id: e, bus_nr: 5}}
+fixed_windows:
+  - {{targets: [a, b, c, d, e], size: 4G}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:9:15: fixed_windows[0].targets: 5 targets: QEMU interleaves 1, 2, 4, 8 or 16 host bridges (3, 6 or 12 since QEMU 10.0)"
+    );
+}
+
+#[test]
+fn rejects_sizes_that_are_not_multiples_of_256_mib() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: m0, size: 300M}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - {{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: m0}}}}
+fixed_windows: [{{targets: [hb0], size: 1000M}}]
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:7:86: host_bridges[0].root_ports[0].type3.volatile: memory backend `m0` is 300M, not a multiple of 256 MiB\n\
+         bad.yaml:8:40: fixed_windows[0].size: window size 1000M is not a multiple of 256 MiB"
+    );
+}
+
+#[test]
+fn rejects_granularities_outside_256_bytes_to_16_kib() {
+    let source = format!(
+        "{MACHINE}host_bridges: [{{id: hb0, bus_nr: 12}}]
+fixed_windows:
+  - {{targets: [hb0], size: 1G, granularity: 128}}
+  - {{targets: [hb0], size: 1G, granularity: 32k}}
+  - {{targets: [hb0], size: 1G, granularity: 3k}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:4:45: fixed_windows[0].granularity: interleave granularity 128 is not one of 256, 512, 1k, 2k, 4k, 8k, 16k\n\
+         bad.yaml:5:45: fixed_windows[1].granularity: interleave granularity 32k is not one of 256, 512, 1k, 2k, 4k, 8k, 16k\n\
+         bad.yaml:6:45: fixed_windows[2].granularity: interleave granularity 3k is not one of 256, 512, 1k, 2k, 4k, 8k, 16k"
+    );
+}
+
+#[test]
+fn rejects_persistent_memory_without_a_label_area() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: m0, size: 256M}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - id: rp0
+        port: 0
+        chassis: 0
+        slot: 0
+        type3: {{id: d0, serial: 1, persistent: m0}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:11:48: host_bridges[0].root_ports[0].type3.persistent: persistent memory needs a label area: add `lsa: <backend id>`"
+    );
+}
+
+#[test]
+fn rejects_a_memory_backend_used_twice() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: m0, size: 256M}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - {{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: m0}}}}
+      - {{id: rp1, port: 1, chassis: 0, slot: 1, type3: {{id: d1, serial: 2, volatile: m0}}}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:8:86: host_bridges[0].root_ports[1].type3.volatile: memory backend `m0` is already used by `d0` (line 7)"
+    );
+}
+
+#[test]
+fn rejects_a_backend_shared_by_two_hosts_unless_marked_shared() {
+    let host = |name: &str| {
+        format!(
+            "  - name: {name}
+    machine: {{memory: 1G}}
+    host_bridges:
+      - id: hb0
+        bus_nr: 12
+        root_ports: [{{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: m0}}}}]
+"
+        )
+    };
+    let unshared = format!("memory_backends: [{{id: m0, size: 256M}}]\nhosts:\n{}{}", host("a"), host("b"));
+    assert_eq!(
+        errors(&unshared),
+        "bad.yaml:14:99: hosts[1].host_bridges[0].root_ports[0].type3.volatile: memory backend `m0` is already used by host `a` (line 8); mark it `shared: true` to share it"
+    );
+    let shared = unshared.replace("size: 256M}", "size: 256M, shared: true}");
+    assert_eq!(parse_profile("ok.yaml", &shared, "ok").unwrap().hosts.len(), 2);
+}
+
+#[test]
+fn rejects_dynamic_capacity_with_more_than_8_regions() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: dc, size: 4G}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - id: rp0
+        port: 0
+        chassis: 0
+        slot: 0
+        type3: {{id: d0, serial: 1, dynamic_capacity: {{backend: dc, regions: 9}}}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:11:77: host_bridges[0].root_ports[0].type3.dynamic_capacity.regions: dynamic capacity has 9 regions; QEMU supports 1 to 8"
+    );
+}
+
+#[test]
+fn rejects_dynamic_capacity_not_a_multiple_of_regions_times_256_mib() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: dc, size: 768M}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - id: rp0
+        port: 0
+        chassis: 0
+        slot: 0
+        type3: {{id: d0, serial: 1, dynamic_capacity: {{backend: dc, regions: 2}}}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:11:64: host_bridges[0].root_ports[0].type3.dynamic_capacity.backend: dynamic capacity backend `dc` is 768M, not a multiple of 2 regions × 256 MiB (512M)"
+    );
+}
+
+#[test]
+fn rejects_a_second_switch_level() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - id: rp0
+        port: 0
+        chassis: 0
+        slot: 0
+        switch:
+          id: sw0
+          downstream_ports:
+            - id: dp0
+              port: 0
+              chassis: 0
+              slot: 1
+              switch: {{id: sw1}}
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:17:23: host_bridges[0].root_ports[0].switch.downstream_ports[0].switch: a switch below a switch: QEMU emulates one switch level only"
+    );
+}
+
+#[test]
+fn rejects_windows_that_do_not_fit_maxmem() {
+    let source = "machine: {memory: 2G, maxmem: 4G}
+host_bridges: [{id: hb0, bus_nr: 12}]
+fixed_windows: [{targets: [hb0], size: 4G}]
+";
+    assert_eq!(
+        errors(source),
+        "bad.yaml:1:31: machine.maxmem: the fixed windows need 4G but maxmem 4G minus memory 2G leaves 2G"
+    );
+}
+
+#[test]
+fn reports_yaml_type_errors_and_unknown_fields_with_their_location() {
+    let unknown = format!("{MACHINE}host_bridges: [{{id: hb0, bus_number: 12}}]\n");
+    let message = errors(&unknown);
+    assert!(message.starts_with("bad.yaml:2:26: (yaml): unknown field `bus_number`, expected one of id, bus_nr, hdm_for_passthrough, root_ports"), "{message}");
+    let wrong_type = format!("{MACHINE}host_bridges: [{{id: hb0, bus_nr: twelve}}]\n");
+    let message = errors(&wrong_type);
+    assert!(message.starts_with("bad.yaml:2:34: (yaml): "), "{message}");
+}
+
+#[test]
+fn reports_every_broken_rule_not_just_the_first() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - {{id: hb0, bus_nr: 12}}
+  - {{id: hb0, bus_nr: 12}}
+"
+    );
+    assert_eq!(errors(&source).lines().count(), 2);
+}
