@@ -27,6 +27,7 @@ use crate::host;
 use crate::images::{self, LoadedRecipe};
 use crate::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
 use crate::paths::LabPaths;
+use crate::render::features::QemuVersion;
 use crate::runner::CommandRunner;
 use crate::shell::Shell;
 use crate::source::{self, Pin};
@@ -49,7 +50,7 @@ impl Default for StackOptions {
 pub struct QemuBinary {
     pub path: PathBuf,
     /// From `qemu-system-x86_64 --version`.
-    pub version: (u32, u32, u32),
+    pub version: QemuVersion,
 }
 
 /// The kernel side of a stack: what `-kernel`, `-initrd` and the `modshare` tag take.
