@@ -132,8 +132,9 @@ impl Cache {
         Ok((file, path))
     }
 
-    /// Takes the build lock of `name`, waiting for another process that holds it.
-    fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
+    /// Takes the lock `name` (an artifact's, or a shared resource's such as a download or a
+    /// private apt directory), waiting for another process that holds it. Released on drop.
+    pub fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
         let (file, path) = self.lock_file(name)?;
         FileExt::lock_exclusive(&file).with_context(|| format!("locking {}", path.display()))?;
         Ok(file)

@@ -39,6 +39,9 @@ impl Resolver for DebianResolver<'_> {
         let suite = apt::concrete_suite(&debian.suite, &self.host_codename);
         let mirror = debian.mirror.as_deref().unwrap_or(&self.archive.mirror);
         let apt = PrivateApt::new(&self.cache.apt_dir(), mirror, std::slice::from_ref(&suite), &self.archive.keyring);
+        // apt fails rather than waits on its own lists lock: another lab up may be refreshing them.
+        let apt_name = apt.root.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let _apt_lock = self.cache.lock(&format!("apt-{apt_name}"))?;
         apt.ensure_lists(self.runner)?;
         let record = apt.candidate(self.runner, &debian.package)?;
         if debian.parts.is_empty() {
@@ -87,7 +90,14 @@ pub fn fetch(cache: &Cache, runner: &CommandRunner, pin: &Pin) -> Result<Vec<Pat
     let Pin::Debian { packages, .. } = pin else {
         return Err(SourceError::Unsupported(format!("fetching {pin}")));
     };
-    packages.iter().map(|package| apt::download(runner, package, &cache.downloads_dir())).collect()
+    packages
+        .iter()
+        .map(|package| {
+            // Two processes must not write the same partial file.
+            let _lock = cache.lock(&format!("download-{}", package.file_name()))?;
+            apt::download(runner, package, &cache.downloads_dir())
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -114,10 +114,20 @@ pub fn program(program: &str) -> PathBuf {
     find_program(program).unwrap_or_else(|| PathBuf::from(program))
 }
 
-/// Makes sure every host tool is there: installs the missing ones as root, otherwise fails with
-/// the exact `apt-get install` line. Costs a few `stat`s when nothing is missing.
-pub fn ensure_tools(apt_dir: &Path, archive: &ArchiveRecipe, runner: &CommandRunner, shell: &crate::Shell) -> anyhow::Result<()> {
-    let report = check(&archive.keyring);
+/// Makes sure the host tools running `programs` are there (all of them when empty): installs the
+/// missing ones as root, otherwise fails with the exact `apt-get install` line. Costs a few
+/// `stat`s when nothing is missing.
+pub fn ensure_tools(
+    programs: &[&str],
+    apt_dir: &Path,
+    archive: &ArchiveRecipe,
+    runner: &CommandRunner,
+    shell: &crate::Shell,
+) -> anyhow::Result<()> {
+    let mut report = check(&archive.keyring);
+    if !programs.is_empty() {
+        report.missing.retain(|tool| programs.contains(&tool.program));
+    }
     if report.is_ready() {
         return Ok(());
     }

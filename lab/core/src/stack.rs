@@ -80,7 +80,7 @@ pub struct StackArtifacts {
 
 /// Makes sure every artifact of the distro stack exists, building what is missing.
 pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<StackArtifacts> {
-    let mut session = Session::open(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, &[])?;
     let qemu = session.qemu()?;
     let kernel = session.kernel()?;
     let rootfs_image = session.rootfs()?;
@@ -99,7 +99,7 @@ pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptio
 
 /// The kernel and initramfs only (no root, no debootstrap): `build kernel` and the boot test.
 pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(KernelArtifacts, Vec<(String, f64)>)> {
-    let mut session = Session::open(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, KERNEL_TOOLS)?;
     let kernel = session.kernel()?;
     session.save_lock()?;
     Ok((kernel, session.timings))
@@ -107,11 +107,15 @@ pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOpti
 
 /// The root filesystem image only: `build rootfs`.
 pub fn ensure_distro_rootfs(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
-    let mut session = Session::open(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
     let image = session.rootfs()?;
     session.save_lock()?;
     Ok((image, session.timings))
 }
+
+/// Host programs the kernel side runs (apt-get resolves, apt-helper downloads, dpkg-deb unpacks).
+const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod"];
+const ROOTFS_TOOLS: &[&str] = &["debootstrap", "mkfs.ext4"];
 
 /// Cache entry names the current recipe and lock point at (`cache ls` marks them, `cache gc`
 /// keeps them). Reads no network and builds nothing.
@@ -177,7 +181,8 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions) -> anyhow::Result<Session<'a>> {
+    /// Loads recipe and lock and makes sure the host programs `tools` (all when empty) are there.
+    fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions, tools: &[&str]) -> anyhow::Result<Session<'a>> {
         let recipe = images::load(&paths.images_dir(), "distro")?;
         let lock_path = lock::lock_path(&paths.images_dir(), "distro");
         let lock_on_disk = StackLock::read(&lock_path)?;
@@ -186,7 +191,7 @@ impl<'a> Session<'a> {
         }
         let cache = Cache::new(&paths.cache);
         let runner = CommandRunner::new(paths.build_logs_dir());
-        host::ensure_tools(&cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
+        host::ensure_tools(tools, &cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
         Ok(Session {
             shell,
             options,
