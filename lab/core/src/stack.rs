@@ -329,8 +329,9 @@ impl<'a> Session<'a> {
     fn resolve_kernel(&mut self) -> anyhow::Result<KernelLock> {
         self.refuse_if_locked("the kernel")?;
         let candidates = self.recipe.recipe.kernel.sources.clone();
-        let progress = self.shell.step("resolving the kernel in the Debian archive");
+        let progress = self.shell.step("resolving and downloading the kernel");
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
+        resolver.progress = Some(&progress);
         let resolved = source::first_available("kernel", &candidates, &mut resolver)?;
         let release = resolver.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")?;
         progress.done(&release);
@@ -346,8 +347,11 @@ impl<'a> Session<'a> {
     fn resolve_busybox(&mut self) -> anyhow::Result<ComponentLock> {
         self.refuse_if_locked("busybox")?;
         let candidates = self.recipe.recipe.initramfs.busybox.clone();
+        let progress = self.shell.step("resolving and downloading busybox");
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
+        resolver.progress = Some(&progress);
         let resolved = source::first_available("busybox", &candidates, &mut resolver)?;
+        progress.done(&resolved.pin);
         self.notes.extend(resolved.notes);
         let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin };
         self.lock.busybox = Some(entry.clone());
@@ -357,8 +361,16 @@ impl<'a> Session<'a> {
     /// Downloads a pinned component. When the archive no longer serves it (and not `--locked`),
     /// drops its lock entry and returns `None`: the caller resolves again.
     fn fetch_or_refuse(&mut self, component: &str, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
-        let progress = self.shell.step(&format!("downloading {component}"));
-        match debian::fetch(&self.cache, &self.runner, pin) {
+        let total = match pin {
+            Pin::Debian { packages, .. } => packages.iter().map(|package| package.size).sum(),
+            _ => 0,
+        };
+        // Just resolved (the resolver downloads) or fetched by an earlier run: no step to show.
+        if let Ok(debs) = debian::fetch_cached(&self.cache, pin) {
+            return Ok(Some(debs));
+        }
+        let progress = self.shell.step_with_total(&format!("downloading {component}"), total);
+        match debian::fetch(&self.cache, &self.runner, pin, Some(&progress)) {
             Ok(debs) => {
                 progress.done(pin);
                 Ok(Some(debs))
