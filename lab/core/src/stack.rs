@@ -118,7 +118,7 @@ const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod"];
 const ROOTFS_TOOLS: &[&str] = &["debootstrap", "mkfs.ext4"];
 
 /// Cache entry names the current recipe and lock point at (`cache ls` marks them, `cache gc`
-/// keeps them). Reads no network and builds nothing.
+/// keeps them), and their downloads as `downloads/<file>`. Reads no network and builds nothing.
 pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>> {
     let recipe = images::load(&paths.images_dir(), "distro")?;
     let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), "distro"))?.unwrap_or_else(|| StackLock::empty("distro"));
@@ -126,6 +126,11 @@ pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>>
     let (tree_key, image_key) = rootfs_keys(&recipe);
     names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
     names.insert(Cache::artifact_name("rootfs", &image_key));
+    for component in [lock.kernel.as_ref().map(|kernel| &kernel.component), lock.busybox.as_ref()].into_iter().flatten() {
+        if let Pin::Debian { packages, .. } = &component.pin {
+            names.extend(packages.iter().map(|package| format!("downloads/{}", package.file_name())));
+        }
+    }
     if let Some(kernel_lock) = lock.kernel_for(&recipe.recipe.kernel.sources) {
         let kernel_key = kernel_key(kernel_lock);
         names.insert(Cache::artifact_name("kernel", &kernel_key));
