@@ -83,6 +83,7 @@ pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptio
     let mut session = Session::open(paths, shell, options, &[])?;
     let qemu = session.qemu()?;
     let kernel = session.kernel()?;
+    session.save_lock()?;
     let rootfs_image = session.rootfs()?;
     session.save_lock()?;
     Ok(StackArtifacts {
@@ -223,9 +224,14 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn save_lock(&self) -> anyhow::Result<()> {
-        if self.options.write_lock && self.lock_on_disk.as_ref() != Some(&self.lock) && self.lock.write(&self.lock_path)? {
-            self.shell.status("Locked", self.lock_path.display());
+    /// Writes what changed to the lock; called after each component, so a later failure (a
+    /// debootstrap that dies) does not lose what was resolved before it.
+    fn save_lock(&mut self) -> anyhow::Result<()> {
+        if self.options.write_lock && self.lock_on_disk.as_ref() != Some(&self.lock) {
+            if self.lock.write(&self.lock_path)? {
+                self.shell.status("Locked", self.lock_path.display());
+            }
+            self.lock_on_disk = Some(self.lock.clone());
         }
         Ok(())
     }
