@@ -67,6 +67,13 @@ impl Token {
         &self.bytes
     }
 
+    /// Encodes the token afresh from its decoded identifier, caveats and tag. Because the
+    /// format is canonical this always equals [`Token::as_bytes`]; the property tests and the
+    /// fuzzer check exactly that.
+    pub fn reencode_from_parts(&self) -> Vec<u8> {
+        encode_token(&self.identifier, &self.caveats, self.tag().as_bytes())
+    }
+
     /// Which device, epoch, suite and token id this is.
     pub fn identifier(&self) -> &TokenIdentifier {
         &self.identifier
