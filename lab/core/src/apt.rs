@@ -236,7 +236,7 @@ pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<Path
     }
     fs::create_dir_all(dir).map_err(|error| SourceError::Fatal(error.into()))?;
     // Download beside the destination and rename: a killed download leaves no file that looks whole.
-    let partial = dir.join(format!("{}.partial", pin.file_name()));
+    let partial = partial_path(dir, pin);
     let mut command = Command::new("/usr/lib/apt/apt-helper");
     if crate::host::is_root() {
         command.args(["-o", "APT::Sandbox::User=root"]);
@@ -245,6 +245,11 @@ pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<Path
     runner.run(&format!("download-{}", pin.package), &mut command).map_err(classify)?;
     fs::rename(&partial, &destination).map_err(|error| SourceError::Fatal(error.into()))?;
     Ok(destination)
+}
+
+/// Where [`download`] writes `pin` before it is complete.
+pub fn partial_path(dir: &Path, pin: &DebPin) -> PathBuf {
+    dir.join(format!("{}.partial", pin.file_name()))
 }
 
 /// `dpkg-deb -x`: unpacks a .deb's files (not its scripts) into `dir`.

@@ -132,8 +132,9 @@ impl Cache {
         Ok((file, path))
     }
 
-    /// Takes the build lock of `name`, waiting for another process that holds it.
-    fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
+    /// Takes the lock `name` (an artifact's, or a shared resource's such as a download or a
+    /// private apt directory), waiting for another process that holds it. Released on drop.
+    pub fn lock(&self, name: &str) -> anyhow::Result<std::fs::File> {
         let (file, path) = self.lock_file(name)?;
         FileExt::lock_exclusive(&file).with_context(|| format!("locking {}", path.display()))?;
         Ok(file)
@@ -194,8 +195,9 @@ impl Cache {
         Ok(entries)
     }
 
-    /// Removes tmp leftovers and every artifact not named in `referenced` (all of them with
-    /// `all`). Entries whose lock another process holds are left alone.
+    /// Removes tmp leftovers, every artifact not named in `referenced` and every download not
+    /// named there as `downloads/<file>` (all of them with `all`, and then the private apt lists
+    /// and debootstrap's package cache too). Entries whose lock another process holds are left alone.
     pub fn gc(&self, referenced: &HashSet<String>, all: bool) -> anyhow::Result<GcReport> {
         let mut report = GcReport::default();
         for entry in self.list()? {
@@ -204,6 +206,25 @@ impl Cache {
                 continue;
             }
             self.remove_unless_busy(&entry.name, &entry.path, &mut report)?;
+        }
+        if let Ok(read_dir) = fs::read_dir(self.downloads_dir()) {
+            for entry in read_dir {
+                let entry = entry?;
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                let base = file_name.trim_end_matches(".partial");
+                if all || !referenced.contains(&format!("downloads/{base}")) {
+                    self.remove_unless_busy(&format!("download-{base}"), &entry.path(), &mut report)?;
+                }
+            }
+        }
+        if all {
+            for dir in [self.apt_dir(), self.root.join("debootstrap-debs")] {
+                if dir.exists() {
+                    report.freed_bytes += disk_usage(&dir);
+                    remove_tree(&dir)?;
+                    report.removed.push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
+                }
+            }
         }
         if let Ok(read_dir) = fs::read_dir(self.tmp_dir()) {
             for entry in read_dir {
@@ -330,9 +351,15 @@ mod tests {
         }
         // What a process killed mid-build leaves behind.
         fs::create_dir_all(cache.tmp_dir().join("demo-abc.XYZ/usr")).unwrap();
-        let referenced: HashSet<String> = [Cache::artifact_name("demo", &keep)].into();
+        fs::create_dir_all(cache.downloads_dir()).unwrap();
+        for file in ["kept.deb", "old.deb", "half.deb.partial"] {
+            fs::write(cache.downloads_dir().join(file), "deb").unwrap();
+        }
+        let referenced: HashSet<String> = [Cache::artifact_name("demo", &keep), "downloads/kept.deb".to_owned()].into();
         let report = cache.gc(&referenced, false).unwrap();
-        assert_eq!(report.removed.len(), 2, "{report:?}");
+        assert_eq!(report.removed.len(), 4, "{report:?}");
+        assert!(cache.downloads_dir().join("kept.deb").exists());
+        assert!(!cache.downloads_dir().join("old.deb").exists());
         assert!(cache.lookup("demo", &keep).is_some());
         assert!(cache.lookup("demo", &drop).is_none());
         assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);

@@ -14,10 +14,13 @@ use crate::apt::{self, PrivateApt};
 use crate::cache::Cache;
 use crate::images::ArchiveRecipe;
 use crate::runner::CommandRunner;
+use crate::shell::StepProgress;
 use crate::source::{Candidate, Pin, Resolver, SourceError};
 
 pub struct DebianResolver<'a> {
     pub cache: &'a Cache,
+    /// The step that shows download progress, if any.
+    pub progress: Option<&'a StepProgress>,
     pub runner: &'a CommandRunner,
     pub archive: &'a ArchiveRecipe,
     pub host_codename: String,
@@ -27,7 +30,7 @@ pub struct DebianResolver<'a> {
 
 impl<'a> DebianResolver<'a> {
     pub fn new(cache: &'a Cache, runner: &'a CommandRunner, archive: &'a ArchiveRecipe) -> anyhow::Result<Self> {
-        Ok(DebianResolver { cache, runner, archive, host_codename: apt::host_codename()?, release: None })
+        Ok(DebianResolver { cache, progress: None, runner, archive, host_codename: apt::host_codename()?, release: None })
     }
 }
 
@@ -39,11 +42,14 @@ impl Resolver for DebianResolver<'_> {
         let suite = apt::concrete_suite(&debian.suite, &self.host_codename);
         let mirror = debian.mirror.as_deref().unwrap_or(&self.archive.mirror);
         let apt = PrivateApt::new(&self.cache.apt_dir(), mirror, std::slice::from_ref(&suite), &self.archive.keyring);
+        // apt fails rather than waits on its own lists lock: another lab up may be refreshing them.
+        let apt_name = apt.root.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let _apt_lock = self.cache.lock(&format!("apt-{apt_name}"))?;
         apt.ensure_lists(self.runner)?;
         let record = apt.candidate(self.runner, &debian.package)?;
         if debian.parts.is_empty() {
             let pin = Pin::Debian { suite, packages: vec![apt.pin(&record)] };
-            fetch(self.cache, self.runner, &pin)?;
+            fetch(self.cache, self.runner, &pin, self.progress)?;
             return Ok(pin);
         }
         let release = release_from_dependencies(&debian.package, &apt::dependency_names(&record.depends)).ok_or_else(|| {
@@ -59,7 +65,7 @@ impl Resolver for DebianResolver<'_> {
         }
         let pin = Pin::Debian { suite, packages };
         // The archive lists more than it serves: a candidate answers only once its files are here.
-        fetch(self.cache, self.runner, &pin)?;
+        fetch(self.cache, self.runner, &pin, self.progress)?;
         self.release = Some(release);
         Ok(pin)
     }
@@ -82,12 +88,53 @@ pub fn release_from_dependencies(metapackage: &str, dependencies: &[String]) -> 
     None
 }
 
-/// Downloads every .deb of a Debian pin into the cache's downloads directory.
-pub fn fetch(cache: &Cache, runner: &CommandRunner, pin: &Pin) -> Result<Vec<PathBuf>, SourceError> {
+/// The .debs of a pin if all are already downloaded.
+pub fn fetch_cached(cache: &Cache, pin: &Pin) -> Result<Vec<PathBuf>, SourceError> {
     let Pin::Debian { packages, .. } = pin else {
         return Err(SourceError::Unsupported(format!("fetching {pin}")));
     };
-    packages.iter().map(|package| apt::download(runner, package, &cache.downloads_dir())).collect()
+    let dir = cache.downloads_dir();
+    packages
+        .iter()
+        .map(|package| {
+            let path = dir.join(package.file_name());
+            let complete = std::fs::metadata(&path).is_ok_and(|metadata| metadata.len() == package.size);
+            if complete { Ok(path) } else { Err(SourceError::Unavailable(format!("{} is not downloaded yet", package.package))) }
+        })
+        .collect()
+}
+
+/// Downloads every .deb of a Debian pin into the cache's downloads directory, showing the bytes
+/// arrived on `progress`.
+pub fn fetch(
+    cache: &Cache,
+    runner: &CommandRunner,
+    pin: &Pin,
+    progress: Option<&StepProgress>,
+) -> Result<Vec<PathBuf>, SourceError> {
+    let Pin::Debian { packages, .. } = pin else {
+        return Err(SourceError::Unsupported(format!("fetching {pin}")));
+    };
+    let dir = cache.downloads_dir();
+    let watched: Vec<PathBuf> = packages
+        .iter()
+        .flat_map(|package| [dir.join(package.file_name()), apt::partial_path(&dir, package)])
+        .collect();
+    let total: u64 = packages.iter().map(|package| package.size).sum();
+    let download_all = || {
+        packages
+            .iter()
+            .map(|package| {
+                // Two processes must not write the same partial file.
+                let _lock = cache.lock(&format!("download-{}", package.file_name()))?;
+                apt::download(runner, package, &dir)
+            })
+            .collect()
+    };
+    match progress {
+        Some(progress) => crate::build::follow_growth(progress, &watched, total, download_all),
+        None => download_all(),
+    }
 }
 
 #[cfg(test)]

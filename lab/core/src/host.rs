@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use crate::apt::PrivateApt;
 use crate::images::{ArchiveRecipe, HOST_BACKPORTS};
+use crate::render::features::{parse_qemu_version, QemuVersion};
 use crate::runner::CommandRunner;
 
 /// A host program and the Debian package (and suite word) that provides it.
@@ -113,10 +114,20 @@ pub fn program(program: &str) -> PathBuf {
     find_program(program).unwrap_or_else(|| PathBuf::from(program))
 }
 
-/// Makes sure every host tool is there: installs the missing ones as root, otherwise fails with
-/// the exact `apt-get install` line. Costs a few `stat`s when nothing is missing.
-pub fn ensure_tools(apt_dir: &Path, archive: &ArchiveRecipe, runner: &CommandRunner, shell: &crate::Shell) -> anyhow::Result<()> {
-    let report = check(&archive.keyring);
+/// Makes sure the host tools running `programs` are there (all of them when empty): installs the
+/// missing ones as root, otherwise fails with the exact `apt-get install` line. Costs a few
+/// `stat`s when nothing is missing.
+pub fn ensure_tools(
+    programs: &[&str],
+    apt_dir: &Path,
+    archive: &ArchiveRecipe,
+    runner: &CommandRunner,
+    shell: &crate::Shell,
+) -> anyhow::Result<()> {
+    let mut report = check(&archive.keyring);
+    if !programs.is_empty() {
+        report.missing.retain(|tool| programs.contains(&tool.program));
+    }
     if report.is_ready() {
         return Ok(());
     }
@@ -167,17 +178,10 @@ pub fn install(
     Ok(())
 }
 
-/// `qemu-system-x86_64 --version` → (major, minor, patch).
-pub fn qemu_version(runner: &CommandRunner, qemu: &Path) -> anyhow::Result<(u32, u32, u32)> {
+/// `qemu-system-x86_64 --version` → (major, minor, patch), run through the runner so it is logged.
+pub fn qemu_version(runner: &CommandRunner, qemu: &Path) -> anyhow::Result<QemuVersion> {
     let output = runner.run_capture("qemu-version", Command::new(qemu).arg("--version"))?;
     parse_qemu_version(&output).ok_or_else(|| anyhow::anyhow!("cannot read a version in `{} --version`: {output}", qemu.display()))
-}
-
-pub fn parse_qemu_version(output: &str) -> Option<(u32, u32, u32)> {
-    let rest = output.split("version ").nth(1)?;
-    let word = rest.split_whitespace().next()?;
-    let mut numbers = word.split(['.', '-', '+']).map(|part| part.parse::<u32>());
-    Some((numbers.next()?.ok()?, numbers.next()?.ok()?, numbers.next().and_then(Result::ok).unwrap_or(0)))
 }
 
 #[cfg(test)]
@@ -197,17 +201,6 @@ mod tests {
         assert!(report.install_line("bookworm").starts_with(
             "sudo apt-get install --no-install-recommends qemu-system-x86/bookworm-backports e2fsprogs qemu-utils/bookworm-backports"
         ));
-    }
-
-    #[test]
-    fn parses_qemu_versions() {
-        assert_eq!(
-            parse_qemu_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright"),
-            Some((10, 0, 2))
-        );
-        assert_eq!(parse_qemu_version("QEMU emulator version 9.2.50 (v9.2.0-1234-gabc)"), Some((9, 2, 50)));
-        assert_eq!(parse_qemu_version("QEMU emulator version 11.1"), Some((11, 1, 0)));
-        assert_eq!(parse_qemu_version("nonsense"), None);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::host;
 use crate::images::{self, LoadedRecipe};
 use crate::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
 use crate::paths::LabPaths;
+use crate::render::features::QemuVersion;
 use crate::runner::CommandRunner;
 use crate::shell::Shell;
 use crate::source::{self, Pin};
@@ -49,7 +50,7 @@ impl Default for StackOptions {
 pub struct QemuBinary {
     pub path: PathBuf,
     /// From `qemu-system-x86_64 --version`.
-    pub version: (u32, u32, u32),
+    pub version: QemuVersion,
 }
 
 /// The kernel side of a stack: what `-kernel`, `-initrd` and the `modshare` tag take.
@@ -79,9 +80,10 @@ pub struct StackArtifacts {
 
 /// Makes sure every artifact of the distro stack exists, building what is missing.
 pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<StackArtifacts> {
-    let mut session = Session::open(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, &[])?;
     let qemu = session.qemu()?;
     let kernel = session.kernel()?;
+    session.save_lock()?;
     let rootfs_image = session.rootfs()?;
     session.save_lock()?;
     Ok(StackArtifacts {
@@ -98,7 +100,7 @@ pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptio
 
 /// The kernel and initramfs only (no root, no debootstrap): `build kernel` and the boot test.
 pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(KernelArtifacts, Vec<(String, f64)>)> {
-    let mut session = Session::open(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, KERNEL_TOOLS)?;
     let kernel = session.kernel()?;
     session.save_lock()?;
     Ok((kernel, session.timings))
@@ -106,14 +108,18 @@ pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOpti
 
 /// The root filesystem image only: `build rootfs`.
 pub fn ensure_distro_rootfs(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
-    let mut session = Session::open(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
     let image = session.rootfs()?;
     session.save_lock()?;
     Ok((image, session.timings))
 }
 
+/// Host programs the kernel side runs (apt-get resolves, apt-helper downloads, dpkg-deb unpacks).
+const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod"];
+const ROOTFS_TOOLS: &[&str] = &["debootstrap", "mkfs.ext4"];
+
 /// Cache entry names the current recipe and lock point at (`cache ls` marks them, `cache gc`
-/// keeps them). Reads no network and builds nothing.
+/// keeps them), and their downloads as `downloads/<file>`. Reads no network and builds nothing.
 pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>> {
     let recipe = images::load(&paths.images_dir(), "distro")?;
     let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), "distro"))?.unwrap_or_else(|| StackLock::empty("distro"));
@@ -121,6 +127,11 @@ pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>>
     let (tree_key, image_key) = rootfs_keys(&recipe);
     names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
     names.insert(Cache::artifact_name("rootfs", &image_key));
+    for component in [lock.kernel.as_ref().map(|kernel| &kernel.component), lock.busybox.as_ref()].into_iter().flatten() {
+        if let Pin::Debian { packages, .. } = &component.pin {
+            names.extend(packages.iter().map(|package| format!("downloads/{}", package.file_name())));
+        }
+    }
     if let Some(kernel_lock) = lock.kernel_for(&recipe.recipe.kernel.sources) {
         let kernel_key = kernel_key(kernel_lock);
         names.insert(Cache::artifact_name("kernel", &kernel_key));
@@ -176,7 +187,8 @@ struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions) -> anyhow::Result<Session<'a>> {
+    /// Loads recipe and lock and makes sure the host programs `tools` (all when empty) are there.
+    fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions, tools: &[&str]) -> anyhow::Result<Session<'a>> {
         let recipe = images::load(&paths.images_dir(), "distro")?;
         let lock_path = lock::lock_path(&paths.images_dir(), "distro");
         let lock_on_disk = StackLock::read(&lock_path)?;
@@ -185,7 +197,7 @@ impl<'a> Session<'a> {
         }
         let cache = Cache::new(&paths.cache);
         let runner = CommandRunner::new(paths.build_logs_dir());
-        host::ensure_tools(&cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
+        host::ensure_tools(tools, &cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
         Ok(Session {
             shell,
             options,
@@ -212,9 +224,14 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn save_lock(&self) -> anyhow::Result<()> {
-        if self.options.write_lock && self.lock_on_disk.as_ref() != Some(&self.lock) && self.lock.write(&self.lock_path)? {
-            self.shell.status("Locked", self.lock_path.display());
+    /// Writes what changed to the lock; called after each component, so a later failure (a
+    /// debootstrap that dies) does not lose what was resolved before it.
+    fn save_lock(&mut self) -> anyhow::Result<()> {
+        if self.options.write_lock && self.lock_on_disk.as_ref() != Some(&self.lock) {
+            if self.lock.write(&self.lock_path)? {
+                self.shell.status("Locked", self.lock_path.display());
+            }
+            self.lock_on_disk = Some(self.lock.clone());
         }
         Ok(())
     }
@@ -323,8 +340,9 @@ impl<'a> Session<'a> {
     fn resolve_kernel(&mut self) -> anyhow::Result<KernelLock> {
         self.refuse_if_locked("the kernel")?;
         let candidates = self.recipe.recipe.kernel.sources.clone();
-        let progress = self.shell.step("resolving the kernel in the Debian archive");
+        let progress = self.shell.step("resolving and downloading the kernel");
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
+        resolver.progress = Some(&progress);
         let resolved = source::first_available("kernel", &candidates, &mut resolver)?;
         let release = resolver.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")?;
         progress.done(&release);
@@ -340,8 +358,11 @@ impl<'a> Session<'a> {
     fn resolve_busybox(&mut self) -> anyhow::Result<ComponentLock> {
         self.refuse_if_locked("busybox")?;
         let candidates = self.recipe.recipe.initramfs.busybox.clone();
+        let progress = self.shell.step("resolving and downloading busybox");
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
+        resolver.progress = Some(&progress);
         let resolved = source::first_available("busybox", &candidates, &mut resolver)?;
+        progress.done(&resolved.pin);
         self.notes.extend(resolved.notes);
         let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin };
         self.lock.busybox = Some(entry.clone());
@@ -351,8 +372,16 @@ impl<'a> Session<'a> {
     /// Downloads a pinned component. When the archive no longer serves it (and not `--locked`),
     /// drops its lock entry and returns `None`: the caller resolves again.
     fn fetch_or_refuse(&mut self, component: &str, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
-        let progress = self.shell.step(&format!("downloading {component}"));
-        match debian::fetch(&self.cache, &self.runner, pin) {
+        let total = match pin {
+            Pin::Debian { packages, .. } => packages.iter().map(|package| package.size).sum(),
+            _ => 0,
+        };
+        // Just resolved (the resolver downloads) or fetched by an earlier run: no step to show.
+        if let Ok(debs) = debian::fetch_cached(&self.cache, pin) {
+            return Ok(Some(debs));
+        }
+        let progress = self.shell.step_with_total(&format!("downloading {component}"), total);
+        match debian::fetch(&self.cache, &self.runner, pin, Some(&progress)) {
             Ok(debs) => {
                 progress.done(pin);
                 Ok(Some(debs))

@@ -11,6 +11,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cxl_lab_core::build::initramfs::BARE_READY_MARKER;
+use cxl_lab_core::cache::Cache;
+use cxl_lab_core::runner::CommandRunner;
+use cxl_lab_core::{host, images};
 use cxl_lab_core::stack::{self, StackOptions};
 use cxl_lab_core::{LabPaths, Shell};
 
@@ -42,6 +45,16 @@ fn distro_kernel_boots_the_generated_initramfs() {
     // The checked-in lock is used when it still answers; the test never rewrites it.
     let options = StackOptions { locked: false, write_lock: false };
     let (kernel, _) = stack::ensure_distro_kernel(&paths, &Shell::plain(), &options).expect("kernel and initramfs");
+    // As root on a fresh machine this installs QEMU from the host release's backports.
+    let recipe = images::load(&paths.images_dir(), "distro").expect("recipe");
+    host::ensure_tools(
+        &["qemu-system-x86_64"],
+        &Cache::new(&paths.cache).apt_dir(),
+        &recipe.recipe.archive,
+        &CommandRunner::new(paths.build_logs_dir()),
+        &Shell::plain(),
+    )
+    .expect("qemu-system-x86_64 on the host");
 
     let qemu = Command::new("qemu-system-x86_64")
         .args(["-accel", "tcg", "-machine", "q35", "-m", "512", "-nographic", "-no-reboot"])

@@ -9,7 +9,7 @@ pub mod rootfs;
 pub mod rootfs_config;
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -26,6 +26,25 @@ pub fn follow_log<T>(progress: &StepProgress, log: &Path, work: impl FnOnce() ->
                     progress.set_message(line);
                 }
                 std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        let result = work();
+        finished.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// Runs `work` while the step shows how many of `total` bytes the `files` hold (downloads).
+pub fn follow_growth<T>(progress: &StepProgress, files: &[PathBuf], total: u64, work: impl FnOnce() -> T) -> T {
+    const MIB: u64 = 1024 * 1024;
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                let arrived: u64 = files.iter().filter_map(|file| std::fs::metadata(file).ok()).map(|metadata| metadata.len()).sum();
+                progress.set_position(arrived);
+                progress.set_message(format!("{} of {} MiB", arrived / MIB, total.div_ceil(MIB)));
+                std::thread::sleep(Duration::from_millis(200));
             }
         });
         let result = work();

@@ -12,7 +12,8 @@
 //! - serial getty on ttyS0, qemu-guest-agent enabled (it needs the `org.qemu.guest_agent.0`
 //!   virtio-serial port, which the renderer adds);
 //! - an empty `/etc/machine-id`, so each machine gets its own at first boot;
-//! - the .debs debootstrap left in apt's cache are removed.
+//! - the .debs debootstrap left in apt's cache are removed;
+//! - systemd's `.updated` stamps match `/usr`, so first boot skips ldconfig and hwdb rebuilds.
 //!
 //! Applying never writes into an existing file: it unlinks and creates. The tree is a hard-link
 //! copy of the cached debootstrap tree, which must stay as it is.
@@ -35,6 +36,9 @@ pub enum ConfigItem {
     RemoveMatching { dir: String, suffix: String },
     /// Replaces root's password field in /etc/shadow with `!` (locked).
     LockRoot,
+    /// Writes systemd's `.updated` stamp in `dir` with the tree's `/usr` time, so first boot does
+    /// not run the `ConditionNeedsUpdate=` services (ldconfig, hwdb, catalog): seconds under TCG.
+    StampUpdated { dir: String },
 }
 
 fn file(path: &str, contents: &str) -> ConfigItem {
@@ -87,6 +91,8 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
         enable("multi-user.target", "qemu-guest-agent.service", &format!("{systemd}/qemu-guest-agent.service")),
         ConfigItem::LockRoot,
         ConfigItem::RemoveMatching { dir: "/var/cache/apt/archives".into(), suffix: ".deb".into() },
+        ConfigItem::StampUpdated { dir: "/etc".into() },
+        ConfigItem::StampUpdated { dir: "/var".into() },
     ]
 }
 
@@ -154,6 +160,14 @@ pub fn apply(tree: &Path, items: &[ConfigItem]) -> anyhow::Result<()> {
                     }
                 }
             }
+            ConfigItem::StampUpdated { dir } => {
+                let usr_modified = fs::metadata(tree.join("usr"))?.modified()?;
+                let nanoseconds = usr_modified.duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+                let stamp = inside(tree, dir).join(".updated");
+                write_new(&stamp, 0o644, format!("# Written by cxl-lab for systemd-update-done.\nTIMESTAMP_NSEC={nanoseconds}\n").as_bytes())?;
+                // systemd compares the stamp's mtime too: make it /usr's exactly.
+                std::fs::File::options().write(true).open(&stamp)?.set_modified(usr_modified)?;
+            }
             ConfigItem::LockRoot => {
                 let shadow_path = inside(tree, "/etc/shadow");
                 let shadow = fs::read_to_string(&shadow_path)?;
@@ -215,6 +229,7 @@ mod tests {
         let cached = dir.path().join("cached");
         let tree = dir.path().join("tree");
         fs::create_dir_all(cached.join("etc/ssh")).unwrap();
+        fs::create_dir_all(cached.join("var")).unwrap();
         fs::create_dir_all(cached.join("usr/lib")).unwrap();
         fs::write(cached.join("etc/fstab"), "original\n").unwrap();
         fs::write(cached.join("etc/shadow"), "root:*:1:0:99999:7:::\n").unwrap();
@@ -230,6 +245,8 @@ mod tests {
         assert!(!tree.join("etc/ssh/ssh_host_rsa_key").exists());
         assert!(tree.join("usr/lib/modules").is_dir());
         assert_eq!(fs::read_to_string(tree.join("etc/shadow")).unwrap(), "root:!:1:0:99999:7:::\n");
+        let usr_modified = fs::metadata(tree.join("usr")).unwrap().modified().unwrap();
+        assert_eq!(fs::metadata(tree.join("etc/.updated")).unwrap().modified().unwrap(), usr_modified);
         assert_eq!(
             fs::read_link(tree.join("etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service")).unwrap(),
             Path::new("/usr/lib/systemd/system/qemu-guest-agent.service")
