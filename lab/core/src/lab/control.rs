@@ -154,7 +154,14 @@ pub fn console(context: &LabContext, host: Option<&str>, follow: bool, output: &
             output.flush()?;
             continue;
         }
-        if !follow || !machine.qemu_runs() {
+        if !follow {
+            return Ok(());
+        }
+        if !machine.qemu_runs() {
+            // QEMU may have written its last lines between our read and its exit: one more pass.
+            let mut rest = Vec::new();
+            log.read_to_end(&mut rest)?;
+            output.write_all(&rest)?;
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));

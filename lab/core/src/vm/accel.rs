@@ -130,7 +130,6 @@ fn run_probe_guest(qemu_binary: &Path, accel: &str, probe_dir: &Path) -> Result<
     fs::write(&boot_sector, disk_image).map_err(|error| error.to_string())?;
     let _ = fs::set_permissions(&boot_sector, std::fs::Permissions::from_mode(0o600));
     let serial_log = run_dir.serial_log();
-    let _ = std::fs::remove_file(&serial_log);
     let argv: Vec<String> = vec![
         qemu_binary.display().to_string(),
         "-accel".into(),

@@ -128,7 +128,7 @@ pub fn qemu_log_path(run_dir: &MachineRunDir) -> PathBuf {
 }
 
 /// Creates the run directory private to the user (0700) and removes what a previous machine left
-/// (sockets, pid file), so a stale socket is never mistaken for a live one.
+/// (sockets, pid file, serial log), so nothing stale is mistaken for the new machine's.
 pub fn prepare_run_dir(run_dir: &MachineRunDir) -> Result<(), SupervisorError> {
     let dir_error = |source| SupervisorError::RunDir { dir: run_dir.dir.clone(), source };
     fs::create_dir_all(&run_dir.dir).map_err(dir_error)?;
@@ -140,6 +140,9 @@ pub fn prepare_run_dir(run_dir: &MachineRunDir) -> Result<(), SupervisorError> {
         }
     }
     remove_runtime_files(run_dir);
+    // QEMU truncates the serial file only when it opens it; until then a waiter would read the
+    // previous boot's lines (and its markers) as this boot's.
+    let _ = std::fs::remove_file(run_dir.serial_log());
     Ok(())
 }
 
