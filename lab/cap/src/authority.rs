@@ -50,18 +50,20 @@ impl Authority {
     };
 
     /// Intersects `caveats` in chain order. Fails when a delegation limit is exceeded, since that
-    /// depends on the chain itself rather than on any request.
+    /// depends on the chain itself rather than on any request; the first violation is reported,
+    /// after the whole chain has been read, so that callers inspecting the caveats see all.
     pub fn from_caveats(
         caveats: impl ExactSizeIterator<Item = Caveat>,
     ) -> Result<Authority, VerifyError> {
         let caveat_count = caveats.len();
         let mut authority = Authority::UNRESTRICTED;
+        let mut first_violation = None;
         for (index, caveat) in caveats.enumerate() {
             authority = authority.narrowed_by(caveat);
             if let Caveat::DelegationLimit(limit) = caveat {
                 let following = caveat_count - index - 1;
-                if following > usize::from(limit) {
-                    return Err(VerifyError::DelegationLimitExceeded {
+                if following > usize::from(limit) && first_violation.is_none() {
+                    first_violation = Some(VerifyError::DelegationLimitExceeded {
                         index,
                         limit,
                         following,
@@ -69,7 +71,10 @@ impl Authority {
                 }
             }
         }
-        Ok(authority)
+        match first_violation {
+            Some(violation) => Err(violation),
+            None => Ok(authority),
+        }
     }
 
     /// This authority with one more caveat applied.

@@ -83,7 +83,7 @@ impl TagCache {
 
     /// The longest cached chain value useful for `parsed`: the whole token, else its parent.
     pub fn lookup(&mut self, parsed: &ParsedToken<'_>) -> CachedChain {
-        let caveat_count = parsed.caveat_spans().len();
+        let caveat_count = parsed.caveat_count();
         write_chain_input(&mut self.key_scratch, parsed, caveat_count);
         if let Some(whole_token) = self.get_scratch_key() {
             return CachedChain::WholeToken(whole_token);
@@ -104,7 +104,7 @@ impl TagCache {
         if self.generation_capacity == 0 {
             return;
         }
-        write_chain_input(&mut self.key_scratch, parsed, parsed.caveat_spans().len());
+        write_chain_input(&mut self.key_scratch, parsed, parsed.caveat_count());
         self.insert(self.key_scratch.as_slice().into(), tag.clone());
     }
 

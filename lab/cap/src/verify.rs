@@ -124,7 +124,7 @@ impl VerifierContext<'_> {
             });
         }
         let parsed = ParsedToken::parse(bytes)?;
-        let caveat_count = parsed.caveat_spans().len();
+        let caveat_count = parsed.caveat_count();
         if caveat_count > self.policy.max_caveats {
             return Err(VerifyError::TooManyCaveats {
                 count: caveat_count,
@@ -163,7 +163,7 @@ impl VerifierContext<'_> {
     /// constant time. Returns how many MACs that took.
     fn check_tag(&self, parsed: &ParsedToken<'_>) -> Result<u32, VerifyError> {
         let algorithm = parsed.identifier.algorithm;
-        let caveat_count = parsed.caveat_spans().len();
+        let caveat_count = parsed.caveat_count();
         let cached = match self.tag_cache {
             Some(cache) => lock_ignoring_poison(cache).lookup(parsed),
             None => CachedChain::Miss,
@@ -195,23 +195,33 @@ impl VerifierContext<'_> {
     /// The authority of an authenticated token, after the token-level policy checks: required
     /// caveats present, delegation limits kept, no range reaching past the device.
     pub fn token_authority(&self, parsed: &ParsedToken<'_>) -> Result<Authority, VerifyError> {
-        let caveats = || parsed.caveat_spans().iter().map(|span| span.caveat);
-        for required_kind in &self.policy.required_caveats {
-            if !caveats().any(|caveat| caveat.kind() == *required_kind) {
-                return Err(VerifyError::MissingRequiredCaveat(*required_kind));
-            }
-        }
-        for caveat in caveats() {
+        // One pass over the caveats, noting which kinds occur and the first range that reaches
+        // past the device, so that the caveats are decoded only once.
+        let mut kinds_present: u8 = 0;
+        let mut first_range_beyond_device = None;
+        let authority = Authority::from_caveats(parsed.caveats().inspect(|caveat| {
+            kinds_present |= caveat.kind().bit();
             if let Caveat::Range(range) = caveat {
-                if range.end() > self.capacity_bytes {
-                    return Err(VerifyError::RangeBeyondDevice {
-                        range,
-                        capacity_bytes: self.capacity_bytes,
-                    });
+                if range.end() > self.capacity_bytes && first_range_beyond_device.is_none() {
+                    first_range_beyond_device = Some(*range);
                 }
             }
+        }));
+        if let Some(missing) = self
+            .policy
+            .required_caveats
+            .iter()
+            .find(|kind| kinds_present & kind.bit() == 0)
+        {
+            return Err(VerifyError::MissingRequiredCaveat(*missing));
         }
-        Authority::from_caveats(caveats())
+        if let Some(range) = first_range_beyond_device {
+            return Err(VerifyError::RangeBeyondDevice {
+                range,
+                capacity_bytes: self.capacity_bytes,
+            });
+        }
+        authority
     }
 
     /// Full verification of one access: authenticate, then every caveat must allow it.
