@@ -215,8 +215,8 @@ impl Device {
     ) -> Result<InstalledGrant, InstallError> {
         let mut state = self.write_state();
         let verifier = self.verifier(&state);
-        let (parsed, _) = verifier.authenticate(token_bytes)?;
-        let authority = verifier.token_authority(&parsed)?;
+        let (parsed, fold, _) = verifier.authenticate(token_bytes)?;
+        let authority = verifier.token_authority(fold)?;
         authority.admits_holder(requester)?;
         let skew_allowance_ms = self.config.policy.clock_skew_allowance_ms;
         authority.admits_time(now, skew_allowance_ms)?;

@@ -86,6 +86,16 @@ pub(crate) struct ParsedToken<'bytes> {
 impl<'bytes> ParsedToken<'bytes> {
     /// Decodes `bytes`, which must be exactly one canonical token.
     pub fn parse(bytes: &'bytes [u8]) -> Result<Self, DecodeError> {
+        Self::parse_visiting(bytes, |_, _, _| {})
+    }
+
+    /// [`ParsedToken::parse`], handing each decoded caveat to `visit_caveat` as
+    /// `(index, caveat count, caveat)`, so that a caller can fold the caveats in the same pass
+    /// instead of decoding them again.
+    pub fn parse_visiting(
+        bytes: &'bytes [u8],
+        mut visit_caveat: impl FnMut(usize, usize, Caveat),
+    ) -> Result<Self, DecodeError> {
         let mut reader = ByteReader::new(bytes);
         let identifier = TokenIdentifier::decode(&mut reader)?;
         let identifier_end = reader.position();
@@ -97,8 +107,8 @@ impl<'bytes> ParsedToken<'bytes> {
             });
         }
         let mut caveat_ends = [0u16; MAX_CAVEATS];
-        for caveat_end in caveat_ends.iter_mut().take(caveat_count) {
-            Caveat::decode(&mut reader)?;
+        for (index, caveat_end) in caveat_ends.iter_mut().take(caveat_count).enumerate() {
+            visit_caveat(index, caveat_count, Caveat::decode(&mut reader)?);
             // Bounded by the count limit and MAX_CAVEAT_LEN, so never truncated.
             *caveat_end = reader.position() as u16;
         }

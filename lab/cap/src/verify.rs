@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::authority::Authority;
-use crate::caveat::{Caveat, CaveatKind};
+use crate::authority::{Authority, AuthorityFold};
+use crate::caveat::CaveatKind;
 use crate::error::VerifyError;
 use crate::format::{ParsedToken, MAX_CAVEATS, MAX_TOKEN_LEN};
 use crate::mac::{chain_step, derive_epoch_key, Algorithm, ChainValue, RootSecret};
@@ -113,17 +113,22 @@ pub(crate) struct VerifierContext<'device> {
 
 impl VerifierContext<'_> {
     /// Decodes `bytes`, checks the identifier against this device, and checks the tag.
+    /// Returns the parsed token, its caveats folded (not yet checked against the policy), and
+    /// how many MACs the tag check took.
     pub fn authenticate<'bytes>(
         &self,
         bytes: &'bytes [u8],
-    ) -> Result<(ParsedToken<'bytes>, u32), VerifyError> {
+    ) -> Result<(ParsedToken<'bytes>, AuthorityFold, u32), VerifyError> {
         if bytes.len() > self.policy.max_token_bytes {
             return Err(VerifyError::TokenTooLarge {
                 length: bytes.len(),
                 max: self.policy.max_token_bytes,
             });
         }
-        let parsed = ParsedToken::parse(bytes)?;
+        let mut fold = AuthorityFold::new();
+        let parsed = ParsedToken::parse_visiting(bytes, |index, caveat_count, caveat| {
+            fold.add(index, caveat_count, caveat)
+        })?;
         let caveat_count = parsed.caveat_count();
         if caveat_count > self.policy.max_caveats {
             return Err(VerifyError::TooManyCaveats {
@@ -156,7 +161,7 @@ impl VerifierContext<'_> {
             return Err(VerifyError::Revoked(identifier.token_id));
         }
         let macs_computed = self.check_tag(&parsed)?;
-        Ok((parsed, macs_computed))
+        Ok((parsed, fold, macs_computed))
     }
 
     /// Recomputes the chain (from the cache where possible) and compares it with the tag in
@@ -193,35 +198,26 @@ impl VerifierContext<'_> {
     }
 
     /// The authority of an authenticated token, after the token-level policy checks: required
-    /// caveats present, delegation limits kept, no range reaching past the device.
-    pub fn token_authority(&self, parsed: &ParsedToken<'_>) -> Result<Authority, VerifyError> {
-        // One pass over the caveats, noting which kinds occur and the first range that reaches
-        // past the device, so that the caveats are decoded only once.
-        let mut kinds_present: u8 = 0;
-        let mut first_range_beyond_device = None;
-        let authority = Authority::from_caveats(parsed.caveats().inspect(|caveat| {
-            kinds_present |= caveat.kind().bit();
-            if let Caveat::Range(range) = caveat {
-                if range.end() > self.capacity_bytes && first_range_beyond_device.is_none() {
-                    first_range_beyond_device = Some(*range);
-                }
-            }
-        }));
+    /// caveats present, no range reaching past the device, delegation limits kept.
+    pub fn token_authority(&self, fold: AuthorityFold) -> Result<Authority, VerifyError> {
         if let Some(missing) = self
             .policy
             .required_caveats
             .iter()
-            .find(|kind| kinds_present & kind.bit() == 0)
+            .find(|kind| !fold.has_kind(**kind))
         {
             return Err(VerifyError::MissingRequiredCaveat(*missing));
         }
-        if let Some(range) = first_range_beyond_device {
+        if let Some(range) = fold
+            .farthest_range()
+            .filter(|range| range.end() > self.capacity_bytes)
+        {
             return Err(VerifyError::RangeBeyondDevice {
                 range,
                 capacity_bytes: self.capacity_bytes,
             });
         }
-        authority
+        fold.finish()
     }
 
     /// Full verification of one access: authenticate, then every caveat must allow it.
@@ -230,8 +226,8 @@ impl VerifierContext<'_> {
         bytes: &[u8],
         request: &AccessRequest,
     ) -> Result<Verified, VerifyError> {
-        let (parsed, macs_computed) = self.authenticate(bytes)?;
-        let authority = self.token_authority(&parsed)?;
+        let (parsed, fold, macs_computed) = self.authenticate(bytes)?;
+        let authority = self.token_authority(fold)?;
         authority.admits_holder(request.requester)?;
         authority.admits_time(request.now, self.policy.clock_skew_allowance_ms)?;
         authority.admits_access(
