@@ -1,10 +1,12 @@
 //! `cargo xtask`: the cxl-lab command line. Thin dispatch: each command group is a module whose
 //! `run` does the work through `cxl-lab-core`.
 
-mod profile_cmd;
+mod bench_cmd;
 mod build_cmd;
 mod cache_cmd;
 mod host_cmd;
+mod lab_cmd;
+mod profile_cmd;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time the lab lifecycle (warm up, bare-initramfs boot, switch) for docs/BENCHMARKS.md.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
+    /// Boot a lab and use it: up, status, exec, cp, console, ssh, qmp, switch, down.
+    Lab(lab_cmd::LabArgs),
     /// Inspect, validate and render topology profiles.
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
@@ -56,6 +63,8 @@ fn main() -> ExitCode {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
     let context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
     let result = match cli.command {
+        Command::Bench(command) => command.run(&context),
+        Command::Lab(command) => command.run(&context),
         Command::Profile(command) => command.run(&context),
         Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
         Command::Build(command) => command.run(&context),

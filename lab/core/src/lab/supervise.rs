@@ -1,0 +1,105 @@
+//! The lab supervisor: the process that owns a lab's QEMUs (`lab supervise`, hidden, started by
+//! `lab up`).
+//!
+//! A detached lab must outlive the `lab up` command yet still die with an owner, so `lab up`
+//! re-executes the tool as this supervisor in a new session. The supervisor starts every machine
+//! of the launch plan (each QEMU dies with it through the parent-death signal), writes `lab.json`,
+//! then sleeps in `sigwait` until one of:
+//! - SIGTERM, SIGINT or SIGHUP (`lab down`, Ctrl-C on an attached `lab up`, a closed terminal):
+//!   it kills its QEMUs;
+//! - SIGCHLD from a QEMU that exited (the guest powered off, QEMU crashed): the lab is over, it
+//!   kills the others.
+//!
+//! Either way it reaps them, removes their sockets and the state files, and exits. Killed outright
+//! (SIGKILL), it cannot clean up, but its QEMUs still die; the next command finds the stale state
+//! and removes it.
+
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::lab::state::{unix_millis, LabFiles, LabState, MachineState};
+use crate::paths::{LabPaths, MachineRunDir};
+use crate::vm::supervisor::{stop_signals, MachineSpec, RunningMachine};
+
+/// Runs the supervisor of lab `lab_name` until the lab ends. Call from the main thread before any
+/// other thread exists: the signal mask set here is what makes `sigwait` see every signal.
+pub fn run_supervisor(paths: &LabPaths, lab_name: &str) -> anyhow::Result<()> {
+    let signals = supervisor_signals();
+    signals.thread_block().context("blocking signals in the supervisor")?;
+    let files = LabFiles::new(paths, lab_name);
+    let plan = files.read_launch_plan()?;
+    let started_at = SystemTime::now();
+    eprintln!("supervisor {} of lab `{lab_name}`: starting {} machine(s)", std::process::id(), plan.machines.len());
+
+    // Machines are dropped (killed, reaped, sockets removed) on every way out of this function.
+    let mut machines: Vec<RunningMachine> = Vec::new();
+    let mut machine_states = Vec::new();
+    for planned in &plan.machines {
+        let spec = MachineSpec {
+            name: planned.host.clone(),
+            argv: planned.argv.clone(),
+            run_dir: MachineRunDir::new(&planned.run_dir),
+        };
+        let machine = RunningMachine::spawn(&spec)?;
+        let run_dir = machine.run_dir().clone();
+        machine_states.push(MachineState {
+            host: planned.host.clone(),
+            qemu_pid: machine.pid().unwrap_or_default(),
+            qemu_binary: planned.argv[0].clone().into(),
+            qmp_socket: run_dir.qmp_socket(),
+            agent_socket: run_dir.agent_socket(),
+            serial_log: run_dir.serial_log(),
+            run_dir: run_dir.dir.clone(),
+            ssh_port: planned.ssh_port,
+            qemu_spawned_at_ms: unix_millis(SystemTime::now()),
+        });
+        eprintln!("  {}: QEMU pid {}", planned.host, machine.pid().unwrap_or_default());
+        machines.push(machine);
+    }
+    let state = LabState {
+        plan,
+        supervisor_pid: std::process::id(),
+        supervisor_program: std::env::current_exe().context("locating the supervisor's executable")?,
+        started_at_ms: unix_millis(started_at),
+        machines: machine_states,
+    };
+    files.write_state(&state)?;
+
+    let reason = wait_for_end(&signals, &mut machines);
+    eprintln!("supervisor {}: {reason}; stopping the lab", std::process::id());
+    for machine in &mut machines {
+        machine.kill_and_reap();
+    }
+    // Only remove the state if it is still ours: `lab up` may already have started a successor.
+    if files.read_state_file().ok().flatten().is_some_and(|current| current.supervisor_pid == std::process::id()) {
+        files.remove_state_files();
+    }
+    Ok(())
+}
+
+/// The stop signals, and SIGCHLD for a QEMU that exits.
+fn supervisor_signals() -> SigSet {
+    let mut signals = stop_signals();
+    signals.add(Signal::SIGCHLD);
+    signals
+}
+
+/// Sleeps until a stop signal arrives or a machine exits; says which.
+fn wait_for_end(signals: &SigSet, machines: &mut [RunningMachine]) -> String {
+    loop {
+        // Check first: a QEMU that died before we started waiting left only a pending SIGCHLD,
+        // which is fine, but checking costs nothing and keeps the loop obviously correct.
+        for machine in machines.iter_mut() {
+            if let Some(status) = machine.try_exit_status() {
+                return format!("QEMU of `{}` exited ({status})", machine.spec().name);
+            }
+        }
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => continue,
+            Ok(signal) => return format!("received {signal}"),
+            Err(error) => return format!("sigwait failed ({error})"),
+        }
+    }
+}

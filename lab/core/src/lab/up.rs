@@ -1,0 +1,405 @@
+//! `lab up` and `lab switch`: from a profile to a lab whose guests answer.
+//!
+//! The stages, in order: refuse if the lab already runs; load the profile; ensure the stack
+//! (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed, cached per host
+//! boot); one qcow2 overlay of the base image per host; a free 127.0.0.1 port for SSH; the memory
+//! backend files; the argv of each host; then the supervisor process starts QEMU, and this process
+//! waits for each guest agent, sets the root password and SSH key through it, and says how to
+//! reach the lab.
+//!
+//! `lab switch` shuts the lab down and runs the same stages with the *same* stack (no resolution,
+//! no download: the kernel and root filesystem the lab ran) and the same overlays, so the files a
+//! user made in the guest survive a change of topology; `--fresh-disk` starts from the base image.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use fs_err as fs;
+
+use crate::lab::control::{down, DownReport};
+use crate::lab::state::{unix_millis, BootStack, LabFiles, LabState, LaunchPlan, PlannedMachine};
+use crate::lab::LabContext;
+use crate::profile::Profile;
+use crate::render::{render_machine, BootMedia, RenderInputs};
+use crate::runner::{tail_of, CommandRunner};
+use crate::vm::accel::resolve_accel;
+use crate::vm::agent::GuestAgent;
+use crate::vm::supervisor::{arm_parent_death_signal, pending_stop_signal, stop_signals, SupervisorError};
+
+/// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
+/// TCG needs 15–30 s here; the margin is for loaded CI runners.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the supervisor may take to start QEMU and write `lab.json`.
+const SUPERVISOR_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which stack boots the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackKind {
+    /// Debian's packaged QEMU and kernel.
+    Distro,
+    /// QEMU and the kernel built from source.
+    Source,
+}
+
+impl StackKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StackKind::Distro => "distro",
+            StackKind::Source => "source",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub profile: String,
+    pub stack: StackKind,
+    /// Leave the lab running in the background and return once it is ready.
+    pub detach: bool,
+    /// Start each host's disk over from the base image.
+    pub fresh_disk: bool,
+    pub boot_timeout: Duration,
+    /// Extra words for the guest kernel command line.
+    pub extra_cmdline: Vec<String>,
+}
+
+/// What a successful `lab up` measured, for the user and for the benchmark.
+#[derive(Clone, Debug)]
+pub struct UpReport {
+    pub state: LabState,
+    /// Seconds per stage of this process, in order.
+    pub stages: Vec<(String, Duration)>,
+    /// From the start of the command to the first QEMU spawn: the tool's own cost.
+    pub tool_time_before_qemu: Duration,
+    /// From the first QEMU spawn until every guest agent answered.
+    pub boot_to_ready: Duration,
+    /// The key `lab ssh` uses.
+    pub ssh_private_key: PathBuf,
+}
+
+/// Brings a lab up (or fails with the step, the last lines and the log).
+pub fn up(context: &LabContext, options: &UpOptions) -> anyhow::Result<UpReport> {
+    let files = &context.files;
+    if let Some(running) = files.read_live_state()? {
+        bail!(
+            "lab `{}` is already running (profile `{}`); use `cargo xtask lab switch {}` or `cargo xtask lab down` first",
+            files.name,
+            running.plan.profile,
+            options.profile
+        );
+    }
+    let mut stages = StageClock::default();
+    let profile = crate::profile::load(&context.paths, &options.profile)?;
+    stages.lap("profile");
+    let boot_stack = crate::lab::artifacts::resolve_boot_stack(context, options.stack)?;
+    stages.lap("stack");
+    start_lab(context, &options.profile, &profile, boot_stack, options, stages)
+}
+
+/// Shuts the lab down and boots the same stack and disks on another profile's topology.
+pub fn switch(context: &LabContext, profile_name: &str, options: &UpOptions) -> anyhow::Result<(DownReport, UpReport)> {
+    let running = context.files.require_running()?;
+    let mut stages = StageClock::default();
+    // Load the new profile before stopping anything: a typo must not cost the running lab.
+    let profile = crate::profile::load(&context.paths, profile_name)?;
+    stages.lap("profile");
+    let down_report = down(context)?;
+    stages.lap("down");
+    let options = UpOptions { profile: profile_name.to_owned(), detach: true, ..options.clone() };
+    let up_report = start_lab(context, profile_name, &profile, running.plan.boot_stack, &options, stages)?;
+    Ok((down_report, up_report))
+}
+
+/// The stages after the stack: secrets, accelerator, disks, ports, render, spawn, ready.
+fn start_lab(
+    context: &LabContext,
+    profile_name: &str,
+    profile: &Profile,
+    boot_stack: BootStack,
+    options: &UpOptions,
+    mut stages: StageClock,
+) -> anyhow::Result<UpReport> {
+    let shell = &context.shell;
+    let files = &context.files;
+    let topology = &profile.topology;
+    let runner = CommandRunner::new(files.logs_dir());
+
+    let secrets = crate::lab::artifacts::ensure_credentials(&files.dir)?;
+    stages.lap("secrets");
+
+    let first_host = topology.hosts.first().context("the profile has no host")?;
+    let online_as_ram = topology.hosts.iter().any(|host| host.machine.online_cxl_as_ram);
+    let accel_decision =
+        resolve_accel(first_host.machine.accel, online_as_ram, &boot_stack.qemu_binary, &context.paths.state.join("probe"));
+    shell.status("Accel", format!("{} ({})", accel_decision.accel, accel_decision.reason));
+    stages.lap("accel");
+
+    let memory_dir = context.paths.memory_dir(&files.name);
+    fs::create_dir_all(files.data_dir())?;
+    let mut machines = Vec::new();
+    for (host_index, host) in topology.hosts.iter().enumerate() {
+        let overlay = files.overlay(&host.name);
+        ensure_overlay(&runner, &boot_stack, &overlay, options.fresh_disk)?;
+        crate::backing::prepare_backend_files(topology, host, &memory_dir)?;
+        let ssh_port = free_local_port()?;
+        let run_dir = context.paths.machine_run_dir(&files.name, &host.name);
+        let inputs = RenderInputs {
+            qemu_binary: boot_stack.qemu_binary.clone(),
+            qemu_version: boot_stack.qemu_version,
+            run_dir: run_dir.clone(),
+            memory_dir: memory_dir.clone(),
+            accel: accel_decision.accel,
+            paused: false,
+            boot: Some(BootMedia {
+                kernel: boot_stack.kernel.clone(),
+                initrd: boot_stack.initrd.clone(),
+                rootfs_overlay: overlay.clone(),
+                modules_dir: boot_stack.modules_dir.clone(),
+                data_dir: files.data_dir(),
+                ssh_port: Some(ssh_port),
+                extra_cmdline: options.extra_cmdline.clone(),
+            }),
+        };
+        let rendered = render_machine(profile, host_index, &inputs)?;
+        machines.push(PlannedMachine { host: host.name.clone(), argv: rendered.argv, run_dir: run_dir.dir, overlay, ssh_port: Some(ssh_port) });
+    }
+    stages.lap("disks and render");
+
+    let plan = LaunchPlan {
+        lab: files.name.clone(),
+        profile: profile_name.to_owned(),
+        profile_path: profile.path.clone(),
+        boot_stack,
+        accel: accel_decision.accel.to_string(),
+        accel_reason: accel_decision.reason,
+        detached: options.detach,
+        machines,
+    };
+    files.write_launch_plan(&plan)?;
+    let boot_step = shell.step(&format!("boot lab `{}` ({profile_name}, {})", files.name, plan.accel));
+    // From here Ctrl-C must not leave a half-started lab behind: hold the stop signals and check
+    // for them while waiting, then stop the supervisor. (Not earlier: the stack's long-running
+    // builders must stay interruptible, and they would inherit the mask.)
+    stop_signals().thread_block().context("blocking stop signals while the lab starts")?;
+    let mut supervisor = spawn_supervisor(context, options.detach)?;
+    let state = match wait_for_state(files, &mut supervisor) {
+        Ok(state) => state,
+        Err(error) => {
+            let _ = supervisor.kill();
+            let _ = supervisor.wait();
+            return Err(error);
+        }
+    };
+    let first_spawn_ms = state.machines.iter().map(|machine| machine.qemu_spawned_at_ms).min().unwrap_or_default();
+    let tool_time_before_qemu =
+        Duration::from_millis(first_spawn_ms.saturating_sub(unix_millis(context.invocation_started)));
+    stages.lap("supervisor");
+
+    // From here on, an error stops the lab: a half-started lab is worse than none.
+    let ready = wait_until_ready_and_configure(&state, &mut supervisor, &secrets, options.boot_timeout, &boot_step);
+    if let Err(error) = ready {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = supervisor.wait();
+        return Err(error);
+    }
+    let boot_to_ready = Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(first_spawn_ms));
+    boot_step.done(format!("guest agent answered {:.1} s after QEMU started", boot_to_ready.as_secs_f64()));
+    stages.lap("boot");
+
+    if !options.detach {
+        // Attached: the supervisor is our child in our process group, so Ctrl-C reaches it and it
+        // stops the lab; we (stop signals still held) wait for that, then report.
+        print_how_to_reach(context, &state, &secrets.ssh_private_key);
+        shell.status("Running", "attached; Ctrl-C stops the lab");
+        let status = supervisor.wait().context("waiting for the lab supervisor")?;
+        shell.status("Stopped", format!("lab `{}` ({status})", files.name));
+    }
+    Ok(UpReport { state, stages: stages.stages, tool_time_before_qemu, boot_to_ready, ssh_private_key: secrets.ssh_private_key.clone() })
+}
+
+/// Tells the user how to use a ready lab.
+pub fn print_how_to_reach(context: &LabContext, state: &LabState, ssh_key: &Path) {
+    let shell = &context.shell;
+    let lab_flag = if context.files.name == crate::lab::state::DEFAULT_LAB { String::new() } else { format!(" --lab {}", context.files.name) };
+    shell.status(
+        "Ready",
+        format!(
+            "lab `{}`: profile `{}`, {} stack, {}, {} host(s)",
+            context.files.name,
+            state.plan.profile,
+            state.plan.boot_stack.stack,
+            state.plan.accel,
+            state.machines.len()
+        ),
+    );
+    for machine in &state.machines {
+        let ssh = machine.ssh_port.map(|port| format!(", ssh 127.0.0.1:{port} (key {})", ssh_key.display())).unwrap_or_default();
+        shell.status("Host", format!("{}: QEMU pid {}{ssh}", machine.host, machine.qemu_pid));
+    }
+    shell.status("Try", format!("cargo xtask lab{lab_flag} exec -- cxl list -M"));
+    shell.status("", format!("cargo xtask lab{lab_flag} ssh | qmp query-status | console --follow | down"));
+}
+
+/// Creates the host's qcow2 overlay over the base image, unless one over this very base exists.
+///
+/// The overlay records its base by path only, so a sidecar file remembers the base's size and
+/// modification time: a rebuilt base image (same path, new contents) gets a fresh overlay rather
+/// than one whose blocks no longer match.
+fn ensure_overlay(runner: &CommandRunner, stack: &BootStack, overlay: &Path, fresh: bool) -> anyhow::Result<()> {
+    let base = &stack.rootfs_image;
+    let base_metadata = fs::metadata(base).with_context(|| format!("the stack's root filesystem image {}", base.display()))?;
+    let modified = base_metadata.modified().map(unix_millis).unwrap_or_default();
+    let identity = format!("{}\n{}\n{}\n", base.display(), base_metadata.len(), modified);
+    let sidecar = overlay.with_extension("qcow2.base");
+    let current = std::fs::read_to_string(&sidecar).unwrap_or_default();
+    if !fresh && overlay.exists() && current == identity {
+        return Ok(());
+    }
+    if let Some(parent) = overlay.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let _ = std::fs::remove_file(overlay);
+    runner.run(
+        "create disk overlay",
+        Command::new(qemu_img_for(&stack.qemu_binary))
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(base)
+            .arg(overlay),
+    )?;
+    fs::write(&sidecar, identity)?;
+    Ok(())
+}
+
+/// The `qemu-img` of the same installation as the QEMU binary, else the one on `PATH`.
+fn qemu_img_for(qemu_binary: &Path) -> PathBuf {
+    let sibling = qemu_binary.with_file_name("qemu-img");
+    if qemu_binary.is_absolute() && sibling.exists() {
+        sibling
+    } else {
+        PathBuf::from("qemu-img")
+    }
+}
+
+/// A TCP port free on 127.0.0.1 right now. QEMU binds it moments later; if something else takes
+/// it in between, QEMU fails to start and says so in its log.
+fn free_local_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Starts `<tool> lab supervise` for this lab: detached in a new session (it outlives us), or
+/// attached as our child that dies with us.
+fn spawn_supervisor(context: &LabContext, detach: bool) -> anyhow::Result<Child> {
+    let files = &context.files;
+    fs::create_dir_all(files.logs_dir())?;
+    let log = fs::OpenOptions::new().create(true).append(true).open(files.supervisor_log())?.into_parts().0;
+    let mut command = Command::new(&context.supervisor_launcher.program);
+    command
+        .args(&context.supervisor_launcher.arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
+    if detach {
+        // SAFETY: setsid is async-signal-safe and the closure allocates nothing.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
+            });
+        }
+    } else {
+        arm_parent_death_signal(&mut command, nix::sys::signal::Signal::SIGTERM);
+    }
+    command.spawn().with_context(|| {
+        format!("starting the lab supervisor `{}`", crate::runner::display_command(&command))
+    })
+}
+
+/// Waits for the supervisor to write `lab.json` (its QEMUs are then spawned).
+fn wait_for_state(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<LabState> {
+    let deadline = Instant::now() + SUPERVISOR_START_TIMEOUT;
+    loop {
+        if let Some(signal) = pending_stop_signal() {
+            bail!("interrupted by {signal} while the lab supervisor started");
+        }
+        if let Some(status) = supervisor.try_wait()? {
+            bail!(
+                "the lab supervisor exited ({status}) before its machines started\n{}\n  log: {}",
+                tail_of(&files.supervisor_log()),
+                files.supervisor_log().display()
+            );
+        }
+        if let Some(state) = files.read_state_file()? {
+            if state.supervisor_pid == supervisor.id() {
+                return Ok(state);
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("the lab supervisor did not start its machines within {SUPERVISOR_START_TIMEOUT:?}\n  log: {}", files.supervisor_log().display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for every guest agent, then sets root's password and SSH key through it.
+fn wait_until_ready_and_configure(
+    state: &LabState,
+    supervisor: &mut Child,
+    secrets: &crate::lab::artifacts::LabSecrets,
+    timeout: Duration,
+    progress: &crate::shell::StepProgress,
+) -> anyhow::Result<()> {
+    for machine in &state.machines {
+        progress.set_message(format!("waiting for the guest agent of `{}`", machine.host));
+        let run_dir = machine.run_dir();
+        let check_alive = || -> Result<(), SupervisorError> {
+            if let Some(signal) = pending_stop_signal() {
+                return Err(SupervisorError::Interrupted { signal: signal.to_string() });
+            }
+            let supervisor_status = supervisor.try_wait().ok().flatten();
+            if supervisor_status.is_some() || !machine.qemu_runs() {
+                let status = supervisor_status.map(|status| format!("its supervisor ended ({status})")).unwrap_or_else(|| "its process is gone".to_owned());
+                return Err(SupervisorError::exited(&machine.host, &run_dir, &status, "during boot"));
+            }
+            Ok(())
+        };
+        let mut agent = match GuestAgent::wait_until_ready(&machine.agent_socket, timeout, check_alive) {
+            Ok(agent) => agent,
+            Err(SupervisorError::Agent(error)) => {
+                return Err(SupervisorError::not_ready(&machine.host, &run_dir, "guest agent", timeout, error.to_string()).into())
+            }
+            Err(error) => return Err(error.into()),
+        };
+        progress.set_message(format!("setting root's password and SSH key on `{}`", machine.host));
+        agent.set_user_password("root", &secrets.root_password).context("setting root's password through the guest agent")?;
+        agent
+            .add_ssh_authorized_keys("root", std::slice::from_ref(&secrets.ssh_public_key))
+            .context("adding the lab's SSH key through the guest agent")?;
+        // The agent channel takes one client at a time: let go so `lab exec` can connect.
+        drop(agent);
+    }
+    Ok(())
+}
+
+/// Times consecutive stages of one command.
+#[derive(Debug)]
+struct StageClock {
+    last: Instant,
+    stages: Vec<(String, Duration)>,
+}
+
+impl Default for StageClock {
+    fn default() -> StageClock {
+        StageClock { last: Instant::now(), stages: Vec::new() }
+    }
+}
+
+impl StageClock {
+    fn lap(&mut self, name: &str) {
+        let now = Instant::now();
+        self.stages.push((name.to_owned(), now - self.last));
+        self.last = now;
+    }
+}

@@ -1,0 +1,386 @@
+//! Spawning and owning one QEMU process: the private run directory, the pid and argv files, the
+//! waits for QMP and the guest agent, and the guarantee that the process dies with its owner.
+//!
+//! No QEMU outlives its owner:
+//! - [`RunningMachine`]'s `Drop` kills (SIGKILL) and reaps QEMU and removes its sockets, so an
+//!   error, a timeout or a panic anywhere in the owner ends the machine;
+//! - the child asks the kernel for `PR_SET_PDEATHSIG(SIGKILL)` before exec, so QEMU also dies when
+//!   the owner is killed outright. Linux sends that signal when the *thread* that forked exits, so
+//!   spawn from a thread that lives as long as the machine (the main thread, in the tool);
+//! - QEMU gets its own process group, so a Ctrl-C in the terminal reaches the tool, which then
+//!   shuts the machine down in order, instead of killing QEMU behind its back.
+//!
+//! QEMU is a long-running child, so it is spawned here rather than through `CommandRunner`, but
+//! the same way of logging applies: its exact command line heads `qemu.log` in the run directory,
+//! followed by everything QEMU prints, and errors quote the tail of that log and of the serial log.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use fs_err as fs;
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::unistd::Pid;
+
+use crate::paths::MachineRunDir;
+use crate::runner::{display_command, tail_of};
+use crate::vm::agent::{AgentError, GuestAgent};
+use crate::vm::qmp::{QmpClient, QmpError};
+
+/// Linux limits a unix socket path to 107 bytes plus the terminating zero.
+const UNIX_SOCKET_PATH_MAX: usize = 107;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("cannot prepare run directory {dir}: {source}")]
+    RunDir { dir: PathBuf, source: std::io::Error },
+    #[error("socket path {path} is {length} bytes, longer than the {UNIX_SOCKET_PATH_MAX} a unix socket allows; move the lab state (CXL_LAB_STATE) to a shorter path")]
+    SocketPathTooLong { path: PathBuf, length: usize },
+    #[error("the QEMU argv is empty")]
+    EmptyArgv,
+    #[error("cannot start QEMU `{program}`: {source}\n  logs: {log}")]
+    Spawn { program: String, log: PathBuf, source: std::io::Error },
+    #[error(
+        "QEMU of `{}` exited ({}) {}\n  last QEMU output:\n{}\n  last serial lines:\n{}\n  logs: {} and {}",
+        .0.machine, .0.status, .0.during, .0.qemu_tail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
+    )]
+    Exited(Box<MachineExited>),
+    #[error(
+        "`{}`: {} not ready within {:?}: {}\n  last serial lines:\n{}\n  logs: {} and {}",
+        .0.machine, .0.what, .0.timeout, .0.detail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
+    )]
+    NotReady(Box<MachineNotReady>),
+    #[error("interrupted by {signal}")]
+    Interrupted { signal: String },
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// QEMU ended while the tool still needed it.
+#[derive(Debug)]
+pub struct MachineExited {
+    pub machine: String,
+    pub status: String,
+    pub during: String,
+    pub qemu_tail: String,
+    pub serial_tail: String,
+    pub qemu_log: PathBuf,
+    pub serial_log: PathBuf,
+}
+
+/// A machine's QMP or guest agent did not answer in time.
+#[derive(Debug)]
+pub struct MachineNotReady {
+    pub machine: String,
+    pub what: String,
+    pub timeout: Duration,
+    pub detail: String,
+    pub serial_tail: String,
+    pub qemu_log: PathBuf,
+    pub serial_log: PathBuf,
+}
+
+impl SupervisorError {
+    /// QEMU of `machine` is gone; quotes the tails of its own log and of the serial log.
+    pub fn exited(machine: &str, run_dir: &MachineRunDir, status: &str, during: &str) -> SupervisorError {
+        SupervisorError::Exited(Box::new(MachineExited {
+            machine: machine.to_owned(),
+            status: status.to_owned(),
+            during: during.to_owned(),
+            qemu_tail: tail_of(&qemu_log_path(run_dir)),
+            serial_tail: tail_of(&run_dir.serial_log()),
+            qemu_log: qemu_log_path(run_dir),
+            serial_log: run_dir.serial_log(),
+        }))
+    }
+
+    /// `what` (QMP, the guest agent) did not answer in time; quotes the serial log's tail.
+    pub fn not_ready(machine: &str, run_dir: &MachineRunDir, what: &str, timeout: Duration, detail: String) -> SupervisorError {
+        SupervisorError::NotReady(Box::new(MachineNotReady {
+            machine: machine.to_owned(),
+            what: what.to_owned(),
+            timeout,
+            detail,
+            serial_tail: tail_of(&run_dir.serial_log()),
+            qemu_log: qemu_log_path(run_dir),
+            serial_log: run_dir.serial_log(),
+        }))
+    }
+}
+
+/// Everything needed to start one machine.
+#[derive(Clone, Debug)]
+pub struct MachineSpec {
+    /// The host name from the profile; names the machine in messages.
+    pub name: String,
+    /// The rendered command line, `argv[0]` being the QEMU binary.
+    pub argv: Vec<String>,
+    pub run_dir: MachineRunDir,
+}
+
+/// Where QEMU's own stdout and stderr go (after a first line with its command).
+pub fn qemu_log_path(run_dir: &MachineRunDir) -> PathBuf {
+    run_dir.dir.join("qemu.log")
+}
+
+/// Creates the run directory private to the user (0700) and removes what a previous machine left
+/// (sockets, pid file, serial log), so nothing stale is mistaken for the new machine's.
+pub fn prepare_run_dir(run_dir: &MachineRunDir) -> Result<(), SupervisorError> {
+    let dir_error = |source| SupervisorError::RunDir { dir: run_dir.dir.clone(), source };
+    fs::create_dir_all(&run_dir.dir).map_err(dir_error)?;
+    fs::set_permissions(&run_dir.dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_error)?;
+    for socket in [run_dir.qmp_socket(), run_dir.agent_socket()] {
+        let length = socket.as_os_str().len();
+        if length > UNIX_SOCKET_PATH_MAX {
+            return Err(SupervisorError::SocketPathTooLong { path: socket, length });
+        }
+    }
+    remove_runtime_files(run_dir);
+    // QEMU truncates the serial file only when it opens it; until then a waiter would read the
+    // previous boot's lines (and its markers) as this boot's.
+    let _ = std::fs::remove_file(run_dir.serial_log());
+    Ok(())
+}
+
+/// Removes the sockets and the pid file; logs and the argv file stay for post-mortems.
+pub fn remove_runtime_files(run_dir: &MachineRunDir) {
+    for path in [run_dir.qmp_socket(), run_dir.agent_socket(), run_dir.pid_file()] {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A QEMU process owned by this value: dropping it kills and reaps QEMU.
+pub struct RunningMachine {
+    spec: MachineSpec,
+    child: Option<Child>,
+    exit_status: Option<ExitStatus>,
+}
+
+impl RunningMachine {
+    /// Prepares the run directory, writes the argv file and starts QEMU.
+    pub fn spawn(spec: &MachineSpec) -> Result<RunningMachine, SupervisorError> {
+        let (program, arguments) = spec.argv.split_first().ok_or(SupervisorError::EmptyArgv)?;
+        prepare_run_dir(&spec.run_dir)?;
+        let dir_error = |source| SupervisorError::RunDir { dir: spec.run_dir.dir.clone(), source };
+        fs::write(spec.run_dir.argv_file(), spec.argv.join("\n") + "\n").map_err(dir_error)?;
+
+        let mut command = Command::new(program);
+        command.args(arguments);
+        let qemu_log = qemu_log_path(&spec.run_dir);
+        let mut log_file = fs::File::create(&qemu_log).map_err(dir_error)?;
+        std::io::Write::write_all(&mut log_file, format!("$ {}\n", display_command(&command)).as_bytes()).map_err(dir_error)?;
+        let log_file = log_file.into_parts().0;
+        let stderr = log_file.try_clone().map_err(dir_error)?;
+        command.stdin(Stdio::null()).stdout(Stdio::from(log_file)).stderr(Stdio::from(stderr));
+        die_with_owner(&mut command);
+
+        let child = command
+            .spawn()
+            .map_err(|source| SupervisorError::Spawn { program: program.clone(), log: qemu_log.clone(), source })?;
+        fs::write(spec.run_dir.pid_file(), format!("{}\n", child.id())).map_err(dir_error)?;
+        Ok(RunningMachine { spec: spec.clone(), child: Some(child), exit_status: None })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn spec(&self) -> &MachineSpec {
+        &self.spec
+    }
+
+    pub fn run_dir(&self) -> &MachineRunDir {
+        &self.spec.run_dir
+    }
+
+    /// The exit status, once QEMU has exited (reaps it).
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.exit_status = Some(status);
+                }
+            }
+        }
+        self.exit_status
+    }
+
+    /// Fails with QEMU's exit status and the tails of its logs if it is no longer running.
+    pub fn check_running(&mut self, during: &str) -> Result<(), SupervisorError> {
+        match self.try_exit_status() {
+            None => Ok(()),
+            Some(status) => Err(self.exited_error(status, during)),
+        }
+    }
+
+    fn exited_error(&self, status: ExitStatus, during: &str) -> SupervisorError {
+        SupervisorError::exited(&self.spec.name, &self.spec.run_dir, &status.to_string(), during)
+    }
+
+    fn not_ready_error(&self, what: &str, timeout: Duration, detail: String) -> SupervisorError {
+        SupervisorError::not_ready(&self.spec.name, &self.spec.run_dir, what, timeout, detail)
+    }
+
+    /// Waits for QEMU's QMP socket and completes the handshake.
+    pub fn wait_for_qmp(&mut self, timeout: Duration) -> Result<QmpClient, SupervisorError> {
+        let deadline = Instant::now() + timeout;
+        let socket = self.spec.run_dir.qmp_socket();
+        loop {
+            self.check_running("before its QMP socket answered")?;
+            match QmpClient::connect(&socket) {
+                Ok(client) => return Ok(client),
+                Err(error) if Instant::now() >= deadline => return Err(self.not_ready_error("QMP", timeout, error.to_string())),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Waits until the guest agent answers `guest-ping`: the machine is ready.
+    pub fn wait_for_agent(&mut self, timeout: Duration) -> Result<GuestAgent, SupervisorError> {
+        let socket = self.spec.run_dir.agent_socket();
+        let result = GuestAgent::wait_until_ready(&socket, timeout, || self.check_running("during boot"));
+        match result {
+            Err(SupervisorError::Agent(error)) => Err(self.not_ready_error("guest agent", timeout, error.to_string())),
+            other => other,
+        }
+    }
+
+    /// Waits up to `timeout` for QEMU to exit by itself; true if it did.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.try_exit_status().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.try_exit_status().is_some()
+    }
+
+    /// Ends QEMU in order: `quit` over QMP, a short wait, then SIGKILL; reaps it and removes the
+    /// sockets. The guest is not asked to shut down here (the lab syncs it first when it can).
+    pub fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+        if self.try_exit_status().is_none() {
+            if let Ok(mut qmp) = QmpClient::connect(&self.spec.run_dir.qmp_socket()) {
+                qmp.set_command_timeout(grace);
+                let _ = qmp.quit();
+            }
+            self.wait_for_exit(grace);
+        }
+        self.kill_and_reap();
+        self.exit_status
+    }
+
+    /// SIGKILL, reap, remove sockets and pid file. Safe to call more than once.
+    pub fn kill_and_reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.exit_status.is_none() {
+                let _ = child.kill();
+                if let Ok(status) = child.wait() {
+                    self.exit_status = Some(status);
+                }
+            }
+        }
+        remove_runtime_files(&self.spec.run_dir);
+    }
+}
+
+impl Drop for RunningMachine {
+    fn drop(&mut self) {
+        self.kill_and_reap();
+    }
+}
+
+/// Sets up the child so that it dies with this process: the parent-death signal, a check that the
+/// parent did not die before the signal was armed, its own process group, and an empty signal
+/// mask (a supervisor blocks signals to wait for them, and exec would hand that mask to QEMU).
+fn die_with_owner(command: &mut Command) {
+    let owner = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
+    // calls (prctl, getppid, setpgid, sigprocmask); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != owner {
+                return Err(std::io::Error::other("the owner died before QEMU started"));
+            }
+            nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(std::io::Error::from)?;
+            nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                .map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+}
+
+/// Makes a child started by `command` die when this process dies (with `signal`), without
+/// changing its process group; for helper processes such as the lab supervisor.
+pub fn arm_parent_death_signal(command: &mut Command, signal: Signal) {
+    let owner = nix::unistd::getpid();
+    // SAFETY: as in `die_with_owner`: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != owner {
+                return Err(std::io::Error::other("the parent died before the child started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Whether a process runs (or is a zombie not yet reaped) and its first argv word is `program`,
+/// so a pid reused by an unrelated process is not taken for ours.
+pub fn process_runs_program(pid: u32, program: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let first = cmdline.split(|byte| *byte == 0).next().unwrap_or_default();
+    if first.is_empty() {
+        // A zombie has an empty cmdline: it has exited, only its status waits to be collected.
+        return false;
+    }
+    let first = String::from_utf8_lossy(first);
+    first == program || Path::new(first.as_ref()).file_name() == Path::new(program).file_name()
+}
+
+/// The stop signals (SIGINT, SIGTERM, SIGHUP) a waiting command blocks, so that it can notice
+/// them between checks and stop what it started instead of dying half way.
+pub fn stop_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(signal);
+    }
+    signals
+}
+
+/// A blocked stop signal waiting for this process, if any (see [`stop_signals`]).
+pub fn pending_stop_signal() -> Option<Signal> {
+    let mut pending = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
+    // SAFETY: sigpending fills the set it is given; it is read only when the call succeeded.
+    let pending = unsafe {
+        if nix::libc::sigpending(pending.as_mut_ptr()) != 0 {
+            return None;
+        }
+        SigSet::from_sigset_t_unchecked(pending.assume_init())
+    };
+    stop_signals().iter().find(|signal| pending.contains(*signal))
+}
+
+/// Sends `signal` to a process, ignoring one that is already gone.
+pub fn signal_process(pid: u32, signal: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), signal);
+}
+
+/// Waits until `still_running` turns false or `timeout` passes; true if it turned false.
+pub fn wait_until_gone(timeout: Duration, mut still_running: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !still_running() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !still_running()
+}

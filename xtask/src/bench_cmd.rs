@@ -1,0 +1,187 @@
+//! `cargo xtask bench lab`: times the lab lifecycle on a warm cache and prints a Markdown table
+//! for `docs/BENCHMARKS.md`.
+//!
+//! Each run measures, in this order and in the same process tree:
+//! - warm `lab up --detach` of the seed profile, run as its own process like a user's: the tool's
+//!   own time from the process's start to QEMU's spawn (from `lab.json`), and QEMU's spawn to the
+//!   guest agent's first answer (the command's end, minus nothing: setting the password and key
+//!   takes milliseconds);
+//! - the same kernel and initramfs on the same topology with `cxllab.bare=1` (the initramfs
+//!   prints a marker and powers off): QEMU's spawn to the marker on the serial console;
+//! - `lab switch switch`, wall clock, then `lab down`.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use cxl_lab_core::build::initramfs::BARE_READY_MARKER;
+use cxl_lab_core::lab::state::{unix_millis, LabFiles};
+use cxl_lab_core::lab::up::StackKind;
+use cxl_lab_core::paths::MachineRunDir;
+use cxl_lab_core::render::{render_machine, BootMedia, RenderInputs};
+use cxl_lab_core::runner::CommandRunner;
+use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
+
+use crate::Context;
+
+/// The lab the benchmark boots; separate from the user's labs.
+const BENCH_LAB: &str = "bench";
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Warm `lab up` (tool time, boot to guest agent), bare-initramfs boot, `lab switch`.
+    Lab {
+        /// How many times to run the whole sequence.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+struct RunTimes {
+    tool_before_qemu: Duration,
+    boot_to_agent: Duration,
+    bare_boot: Duration,
+    switch: Duration,
+}
+
+impl BenchCommand {
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let BenchCommand::Lab { runs } = self;
+        let lab_context = crate::lab_cmd::lab_context(context, BENCH_LAB)?;
+        let files = LabFiles::new(&context.paths, BENCH_LAB);
+        let runner = CommandRunner::new(files.logs_dir().join("bench"));
+        let program = std::env::current_exe()?;
+        let lab = |arguments: &[&str]| {
+            let mut command = Command::new(&program);
+            command.args(["lab", "--lab", BENCH_LAB]).args(arguments);
+            command
+        };
+        if files.read_live_state()?.is_some() {
+            runner.run("bench: down a leftover lab", &mut lab(&["down"]))?;
+        }
+        // Warm the cache (and the accelerator probe) once, untimed.
+        context.shell.status("Warming", "stack and accelerator probe (first `lab up`)");
+        runner.run("bench: warm-up lab up", &mut lab(&["up", "--detach"]))?;
+        runner.run("bench: warm-up lab down", &mut lab(&["down"]))?;
+        let stack = cxl_lab_core::lab::artifacts::resolve_boot_stack(&lab_context, StackKind::Distro)?;
+
+        let mut results = Vec::new();
+        for run in 1..=runs {
+            context.shell.status("Run", format!("{run} of {runs}"));
+            let before_up = SystemTime::now();
+            let up_started = Instant::now();
+            runner.run("bench: lab up", &mut lab(&["up", "--detach"]))?;
+            let up_wall = up_started.elapsed();
+            let state = files.read_state_file()?.context("`lab up` left no lab.json")?;
+            let spawned = state.machines.iter().map(|machine| machine.qemu_spawned_at_ms).min().unwrap_or_default();
+            let tool_before_qemu = Duration::from_millis(spawned.saturating_sub(unix_millis(before_up)));
+            let boot_to_agent = up_wall.saturating_sub(tool_before_qemu);
+
+            let bare_boot = bare_initramfs_boot(context, &runner, &stack, &files)?;
+
+            let switch_started = Instant::now();
+            runner.run("bench: lab switch", &mut lab(&["switch", "switch"]))?;
+            let switch = switch_started.elapsed();
+            runner.run("bench: lab down", &mut lab(&["down"]))?;
+            context.shell.status(
+                "Measured",
+                format!(
+                    "tool {:.3} s, boot to agent {:.1} s, bare initramfs {:.1} s, switch {:.1} s",
+                    tool_before_qemu.as_secs_f64(),
+                    boot_to_agent.as_secs_f64(),
+                    bare_boot.as_secs_f64(),
+                    switch.as_secs_f64()
+                ),
+            );
+            results.push(RunTimes { tool_before_qemu, boot_to_agent, bare_boot, switch });
+        }
+        print_table(&results);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Boots the seed topology with the stack's kernel and initramfs in bare mode; returns QEMU's
+/// spawn to the initramfs's ready marker.
+fn bare_initramfs_boot(
+    context: &Context,
+    runner: &CommandRunner,
+    stack: &cxl_lab_core::lab::state::BootStack,
+    files: &LabFiles,
+) -> anyhow::Result<Duration> {
+    let profile = cxl_lab_core::profile::load(&context.paths, cxl_lab_core::profile::DEFAULT_PROFILE)?;
+    let scratch = files.dir.join("bare");
+    let overlay = scratch.join("unused-root.qcow2");
+    fs_create(&scratch)?;
+    // The initramfs powers off before it looks for a root; the disk is there so the argv matches
+    // the lab's exactly.
+    if !overlay.exists() {
+        runner.run(
+            "bench: bare overlay",
+            Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(&stack.rootfs_image).arg(&overlay),
+        )?;
+    }
+    let run_dir = MachineRunDir::new(scratch.join("run"));
+    let memory_dir = scratch.join("memory");
+    cxl_lab_core::backing::prepare_backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;
+    let inputs = RenderInputs {
+        qemu_binary: stack.qemu_binary.clone(),
+        qemu_version: stack.qemu_version,
+        run_dir: run_dir.clone(),
+        memory_dir,
+        accel: cxl_lab_core::render::Accel::Tcg,
+        paused: false,
+        boot: Some(BootMedia {
+            kernel: stack.kernel.clone(),
+            initrd: stack.initrd.clone(),
+            rootfs_overlay: overlay,
+            modules_dir: stack.modules_dir.clone(),
+            data_dir: files.data_dir(),
+            ssh_port: None,
+            extra_cmdline: vec!["cxllab.bare=1".to_owned()],
+        }),
+    };
+    let argv = render_machine(&profile, 0, &inputs)?.argv;
+    let spec = MachineSpec { name: "bare".to_owned(), argv, run_dir: run_dir.clone() };
+    let started = Instant::now();
+    let mut machine = RunningMachine::spawn(&spec)?;
+    let deadline = started + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let serial = std::fs::read(run_dir.serial_log()).unwrap_or_default();
+        if String::from_utf8_lossy(&serial).contains(BARE_READY_MARKER) {
+            return Ok(started.elapsed());
+        }
+        machine.check_running("before the bare initramfs was ready")?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the bare initramfs did not print `{BARE_READY_MARKER}` within 300 s; see {}", run_dir.serial_log().display())
+}
+
+fn fs_create(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn print_table(results: &[RunTimes]) {
+    let column = |pick: &dyn Fn(&RunTimes) -> Duration| -> (f64, String) {
+        let values: Vec<f64> = results.iter().map(|times| pick(times).as_secs_f64()).collect();
+        let listed = values.iter().map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(" / ");
+        (median(values), listed)
+    };
+    let tool = column(&|times| times.tool_before_qemu);
+    let boot = column(&|times| times.boot_to_agent);
+    let bare = column(&|times| times.bare_boot);
+    let switch = column(&|times| times.switch);
+    println!("| measure | median (s) | runs (s) |");
+    println!("| --- | --- | --- |");
+    println!("| warm `lab up`: tool's own time before QEMU starts | {:.3} | {} |", tool.0, tool.1);
+    println!("| warm `lab up`: QEMU start to guest agent answering (TCG) | {:.1} | {} |", boot.0, boot.1);
+    println!("| same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG) | {:.1} | {} |", bare.0, bare.1);
+    println!("| ratio boot-to-agent / bare initramfs | {:.2} | |", boot.0 / bare.0);
+    println!("| `lab switch switch` (down, render, boot to guest agent) | {:.1} | {} |", switch.0, switch.1);
+}

@@ -1,0 +1,246 @@
+//! `cargo xtask lab ...`: bring a lab up, use it, switch its topology, take it down.
+//! The work is in `cxl_lab_core::lab`; this module parses, prints and picks exit codes.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use cxl_lab_core::lab::state::{LabFiles, DEFAULT_LAB};
+use cxl_lab_core::lab::up::{StackKind, UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
+use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
+use cxl_lab_core::profile::DEFAULT_PROFILE;
+
+use crate::Context;
+
+#[derive(Args)]
+pub struct LabArgs {
+    /// Which lab: several can run side by side, each with its own state and sockets.
+    #[arg(long, global = true, default_value = DEFAULT_LAB)]
+    lab: String,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StackArg {
+    /// Debian's packaged QEMU and kernel.
+    Distro,
+    /// QEMU and the kernel built from source.
+    Source,
+}
+
+#[derive(Args, Clone)]
+struct BootArgs {
+    /// Start each host's disk over from the base image instead of keeping the guest's changes.
+    #[arg(long)]
+    fresh_disk: bool,
+    /// Seconds to wait for the guest agent to answer.
+    #[arg(long, default_value_t = DEFAULT_BOOT_TIMEOUT.as_secs())]
+    boot_timeout: u64,
+    /// Extra words for the guest kernel command line (repeatable).
+    #[arg(long = "cmdline", value_name = "WORD")]
+    extra_cmdline: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build what is missing, boot the profile, wait until the guest answers.
+    Up {
+        #[arg(long, default_value = DEFAULT_PROFILE)]
+        profile: String,
+        #[arg(long, value_enum, default_value = "distro")]
+        stack: StackArg,
+        /// Return once the lab is ready and leave it running in the background.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        boot: BootArgs,
+    },
+    /// Show the running lab: profile, accelerator, machines, whether QEMU and the agent answer.
+    Status,
+    /// Run a command in the guest; its output and exit code become ours.
+    Exec {
+        #[arg(long)]
+        host: Option<String>,
+        /// Seconds before the guest command is killed.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Copy a file into or out of the guest: `lab cp FILE guest:/path`, `lab cp guest:/path FILE`.
+    Cp { source: String, destination: String },
+    /// Print the guest's serial console (read-only); `--follow` keeps printing until the lab stops.
+    Console {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// SSH into the guest as root with the lab's key (port forwarded on 127.0.0.1).
+    Ssh {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "SSH_ARGS")]
+        arguments: Vec<String>,
+    },
+    /// Run a QMP command (`lab qmp query-status`, `lab qmp cxl-inject-poison '{...}'`).
+    Qmp {
+        #[arg(long)]
+        host: Option<String>,
+        command: String,
+        /// The command's arguments as a JSON object.
+        arguments: Option<String>,
+    },
+    /// Shut the lab down and boot the same kernel and root filesystem on another profile.
+    Switch {
+        profile: String,
+        #[command(flatten)]
+        boot: BootArgs,
+    },
+    /// Stop the lab: guest disks synced, QEMU ended, sockets and state removed.
+    Down,
+    /// The process that owns a lab's QEMUs (started by `lab up`).
+    #[command(hide = true)]
+    Supervise,
+}
+
+impl LabArgs {
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        let lab_context = lab_context(context, &self.lab)?;
+        let context = &lab_context;
+        match self.command {
+            LabCommand::Up { profile, stack, detach, boot } => {
+                let stack = match stack {
+                    StackArg::Distro => StackKind::Distro,
+                    StackArg::Source => StackKind::Source,
+                };
+                let options = up_options(profile, stack, detach, &boot);
+                let report = up::up(context, &options)?;
+                if detach {
+                    up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
+                }
+                print_timings(context, &report);
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Status => {
+                let Some(status) = control::status(context)? else {
+                    println!("lab `{}`: not running", context.files.name);
+                    return Ok(ExitCode::from(3));
+                };
+                let plan = &status.state.plan;
+                println!("lab `{}`: profile `{}` ({}), {} stack", plan.lab, plan.profile, plan.profile_path.display(), plan.boot_stack.stack);
+                println!("  accel: {} ({})", plan.accel, plan.accel_reason);
+                println!("  kernel: {} ({})", plan.boot_stack.kernel.display(), plan.boot_stack.kernel_release);
+                println!("  supervisor: pid {}{}", status.state.supervisor_pid, if plan.detached { ", detached" } else { ", attached" });
+                for machine in &status.machines {
+                    let vm = match &machine.vm_status {
+                        Ok(vm) => vm.status.clone(),
+                        Err(error) => format!("QMP unreachable: {error}"),
+                    };
+                    let agent = if machine.agent_answers { "answers" } else { "not answering" };
+                    let ssh = machine.ssh_port.map(|port| format!(", ssh 127.0.0.1:{port}")).unwrap_or_default();
+                    println!("  {}: QEMU pid {} ({}), guest agent {agent}{ssh}", machine.host, machine.qemu_pid, vm);
+                    println!("    run dir: {}", machine.run_dir.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Exec { host, timeout, command } => {
+                let output = control::exec(context, host.as_deref(), &command, Duration::from_secs(timeout))?;
+                std::io::stdout().write_all(&output.stdout)?;
+                std::io::stdout().flush()?;
+                std::io::stderr().write_all(&output.stderr)?;
+                if output.output_truncated {
+                    context.shell.warn("the guest agent cut the command's output short (it keeps at most 16 MiB)");
+                }
+                Ok(ExitCode::from(control::exit_code_of(&output).clamp(0, 255) as u8))
+            }
+            LabCommand::Cp { source, destination } => {
+                let bytes = control::copy(context, &source, &destination)?;
+                context.shell.status("Copied", format!("{source} -> {destination} ({bytes} bytes)"));
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Console { host, follow } => {
+                control::console(context, host.as_deref(), follow, &mut std::io::stdout().lock())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Ssh { host, arguments } => {
+                let ssh_key = cxl_lab_core::lab::artifacts::ensure_credentials(&context.files.dir)?.ssh_private_key;
+                let mut command = control::ssh_command(context, host.as_deref(), &ssh_key, &arguments)?;
+                context.shell.verbose(format!("$ {}", cxl_lab_core::runner::display_command(&command)));
+                // Interactive: hand the terminal to ssh by becoming it.
+                let error = std::os::unix::process::CommandExt::exec(&mut command);
+                Err(anyhow::anyhow!("cannot run ssh: {error}"))
+            }
+            LabCommand::Qmp { host, command, arguments } => {
+                let reply = control::qmp(context, host.as_deref(), &command, arguments.as_deref())?;
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Switch { profile, boot } => {
+                let options = up_options(profile.clone(), StackKind::Distro, true, &boot);
+                let (down_report, report) = up::switch(context, &profile, &options)?;
+                context.shell.status("Switched", format!("lab `{}`: `{}` -> `{profile}`", context.files.name, down_report.profile));
+                up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
+                print_timings(context, &report);
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Down => {
+                let report = control::down(context)?;
+                if !report.killed.is_empty() {
+                    context.shell.warn(format!("had to kill QEMU of {}", report.killed.join(", ")));
+                }
+                context.shell.status("Stopped", format!("lab `{}` (profile `{}`)", context.files.name, report.profile));
+                Ok(ExitCode::SUCCESS)
+            }
+            LabCommand::Supervise => {
+                supervise::run_supervisor(&context.paths, &context.files.name)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+/// The context of lab commands on lab `lab_name`; the supervisor is this program's hidden
+/// `lab supervise`.
+pub fn lab_context(context: &Context, lab_name: &str) -> anyhow::Result<LabContext> {
+    let invocation_started = process_start_time();
+    let program = std::env::current_exe().context("locating this program to start the lab supervisor")?;
+    Ok(LabContext {
+        paths: context.paths.clone(),
+        shell: context.shell.clone(),
+        files: LabFiles::new(&context.paths, lab_name),
+        supervisor_launcher: SupervisorLauncher {
+            program,
+            arguments: vec!["lab".into(), "--lab".into(), lab_name.to_owned(), "supervise".into()],
+        },
+        invocation_started,
+    })
+}
+
+fn up_options(profile: String, stack: StackKind, detach: bool, boot: &BootArgs) -> UpOptions {
+    UpOptions {
+        profile,
+        stack,
+        detach,
+        fresh_disk: boot.fresh_disk,
+        boot_timeout: Duration::from_secs(boot.boot_timeout),
+        extra_cmdline: boot.extra_cmdline.clone(),
+    }
+}
+
+fn print_timings(context: &LabContext, report: &UpReport) {
+    let stages: Vec<String> =
+        report.stages.iter().map(|(name, took)| format!("{name} {:.2} s", took.as_secs_f64())).collect();
+    context.shell.verbose(format!("stages: {}", stages.join(", ")));
+    context.shell.status(
+        "Timing",
+        format!(
+            "tool {:.2} s before QEMU started, boot to guest agent {:.1} s",
+            report.tool_time_before_qemu.as_secs_f64(),
+            report.boot_to_ready.as_secs_f64()
+        ),
+    );
+}
