@@ -5,7 +5,7 @@
 //! the result (the property tests check this). The verifier checks a request against the
 //! authority; the access-check table stores authorities so that later requests skip the MACs.
 
-use crate::caveat::Caveat;
+use crate::caveat::{Caveat, CaveatKind};
 use crate::error::VerifyError;
 use crate::values::{AccessKind, AddressRange, RequesterId, Rights, Timestamp};
 
@@ -55,21 +55,11 @@ impl Authority {
         caveats: impl ExactSizeIterator<Item = Caveat>,
     ) -> Result<Authority, VerifyError> {
         let caveat_count = caveats.len();
-        let mut authority = Authority::UNRESTRICTED;
+        let mut fold = AuthorityFold::new();
         for (index, caveat) in caveats.enumerate() {
-            authority = authority.narrowed_by(caveat);
-            if let Caveat::DelegationLimit(limit) = caveat {
-                let following = caveat_count - index - 1;
-                if following > usize::from(limit) {
-                    return Err(VerifyError::DelegationLimitExceeded {
-                        index,
-                        limit,
-                        following,
-                    });
-                }
-            }
+            fold.add(index, caveat_count, caveat);
         }
-        Ok(authority)
+        fold.finish()
     }
 
     /// This authority with one more caveat applied.
@@ -189,6 +179,72 @@ impl Authority {
             _ => false,
         };
         range_within && time_within && holder_within && self.rights.is_subset_of(wider.rights)
+    }
+}
+
+/// Caveats folded in chain order, one at a time, as the decoder reads them: the authority so
+/// far plus what the device's token policy asks about (kinds present, the range reaching
+/// farthest, the first broken delegation limit).
+pub(crate) struct AuthorityFold {
+    authority: Authority,
+    kinds_present: u8,
+    farthest_range: Option<AddressRange>,
+    first_delegation_violation: Option<VerifyError>,
+}
+
+impl AuthorityFold {
+    pub const fn new() -> Self {
+        AuthorityFold {
+            authority: Authority::UNRESTRICTED,
+            kinds_present: 0,
+            farthest_range: None,
+            first_delegation_violation: None,
+        }
+    }
+
+    /// Adds caveat number `index` of a chain of `caveat_count`.
+    pub fn add(&mut self, index: usize, caveat_count: usize, caveat: Caveat) {
+        self.authority = self.authority.narrowed_by(caveat);
+        self.kinds_present |= caveat.kind().bit();
+        match caveat {
+            Caveat::Range(range) => {
+                if self
+                    .farthest_range
+                    .is_none_or(|farthest| range.end() > farthest.end())
+                {
+                    self.farthest_range = Some(range);
+                }
+            }
+            Caveat::DelegationLimit(limit) => {
+                let following = caveat_count - index - 1;
+                if following > usize::from(limit) && self.first_delegation_violation.is_none() {
+                    self.first_delegation_violation = Some(VerifyError::DelegationLimitExceeded {
+                        index,
+                        limit,
+                        following,
+                    });
+                }
+            }
+            Caveat::Rights(_) | Caveat::NotAfter(_) | Caveat::Holder(_) => {}
+        }
+    }
+
+    /// Whether some caveat of `kind` was added.
+    pub fn has_kind(&self, kind: CaveatKind) -> bool {
+        self.kinds_present & kind.bit() != 0
+    }
+
+    /// The range caveat whose end is highest, if any.
+    pub fn farthest_range(&self) -> Option<AddressRange> {
+        self.farthest_range
+    }
+
+    /// The authority, unless a delegation limit was broken.
+    pub fn finish(self) -> Result<Authority, VerifyError> {
+        match self.first_delegation_violation {
+            Some(violation) => Err(violation),
+            None => Ok(self.authority),
+        }
     }
 }
 

@@ -50,6 +50,13 @@ pub enum CaveatKind {
     DelegationLimit,
 }
 
+impl CaveatKind {
+    /// A distinct bit per kind, for sets of kinds.
+    pub(crate) const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
 impl Caveat {
     /// The kind of this caveat.
     pub const fn kind(&self) -> CaveatKind {

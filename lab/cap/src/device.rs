@@ -14,7 +14,7 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::authority::Authority;
 use crate::caveat::Caveat;
 use crate::error::{ConfigError, InstallError, MintError, VerifyError};
-use crate::format::{TokenIdentifier, MAX_CAVEATS};
+use crate::format::{ParsedToken, TokenIdentifier, MAX_CAVEATS};
 use crate::grants::{GrantTable, InstalledGrant};
 use crate::mac::{Algorithm, RootSecret};
 use crate::tag_cache::TagCache;
@@ -180,11 +180,18 @@ impl Device {
             epoch: state.epoch_keys.epoch,
             token_id: TokenId(state.next_token_id.fetch_add(1, Ordering::Relaxed)),
         };
-        Ok(Token::mint(
+        let token = Token::mint(
             identifier,
             state.epoch_keys.key(identifier.algorithm),
             caveats,
-        ))
+        );
+        // The device just computed this chain, so remember it: the first verification of the
+        // token then costs no MAC, and of a child made from it, one.
+        if let Some(tag_cache) = &self.tag_cache {
+            let parsed = ParsedToken::parse(token.as_bytes()).expect("minted tokens are canonical");
+            lock_ignoring_poison(tag_cache).remember(&parsed, &token.tag());
+        }
+        Ok(token)
     }
 
     /// Verifies `token_bytes` for one access: the tag must be genuine and every caveat must
@@ -208,8 +215,8 @@ impl Device {
     ) -> Result<InstalledGrant, InstallError> {
         let mut state = self.write_state();
         let verifier = self.verifier(&state);
-        let (parsed, _) = verifier.authenticate(token_bytes)?;
-        let authority = verifier.token_authority(&parsed)?;
+        let (parsed, fold, _) = verifier.authenticate(token_bytes)?;
+        let authority = verifier.token_authority(fold)?;
         authority.admits_holder(requester)?;
         let skew_allowance_ms = self.config.policy.clock_skew_allowance_ms;
         authority.admits_time(now, skew_allowance_ms)?;

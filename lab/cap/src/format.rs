@@ -67,36 +67,35 @@ impl TokenIdentifier {
     }
 }
 
-/// One decoded caveat and where its bytes are in the token.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CaveatSpan {
-    pub caveat: Caveat,
-    pub start: usize,
-    pub end: usize,
-}
-
-impl CaveatSpan {
-    const UNUSED: CaveatSpan = CaveatSpan {
-        caveat: Caveat::DelegationLimit(0),
-        start: 0,
-        end: 0,
-    };
-}
-
 /// A canonical token, decoded in place.
+///
+/// Only the end offset of each caveat is kept, not the decoded caveat: the struct stays small
+/// (it is returned by value on the verification hot path), and the caveats, already validated,
+/// are decoded again in a few nanoseconds when their meaning is needed.
 pub(crate) struct ParsedToken<'bytes> {
     pub bytes: &'bytes [u8],
     pub identifier: TokenIdentifier,
     /// End of the identifier, which is also the offset of the caveat count byte.
     pub identifier_end: usize,
     caveat_count: usize,
-    caveat_spans: [CaveatSpan; MAX_CAVEATS],
+    // Tokens are at most MAX_TOKEN_LEN (401) bytes, so u16 offsets suffice.
+    caveat_ends: [u16; MAX_CAVEATS],
     pub tag: &'bytes [u8; TAG_LEN],
 }
 
 impl<'bytes> ParsedToken<'bytes> {
     /// Decodes `bytes`, which must be exactly one canonical token.
     pub fn parse(bytes: &'bytes [u8]) -> Result<Self, DecodeError> {
+        Self::parse_visiting(bytes, |_, _, _| {})
+    }
+
+    /// [`ParsedToken::parse`], handing each decoded caveat to `visit_caveat` as
+    /// `(index, caveat count, caveat)`, so that a caller can fold the caveats in the same pass
+    /// instead of decoding them again.
+    pub fn parse_visiting(
+        bytes: &'bytes [u8],
+        mut visit_caveat: impl FnMut(usize, usize, Caveat),
+    ) -> Result<Self, DecodeError> {
         let mut reader = ByteReader::new(bytes);
         let identifier = TokenIdentifier::decode(&mut reader)?;
         let identifier_end = reader.position();
@@ -107,15 +106,11 @@ impl<'bytes> ParsedToken<'bytes> {
                 max: MAX_CAVEATS,
             });
         }
-        let mut caveat_spans = [CaveatSpan::UNUSED; MAX_CAVEATS];
-        for span in caveat_spans.iter_mut().take(caveat_count) {
-            let start = reader.position();
-            let caveat = Caveat::decode(&mut reader)?;
-            *span = CaveatSpan {
-                caveat,
-                start,
-                end: reader.position(),
-            };
+        let mut caveat_ends = [0u16; MAX_CAVEATS];
+        for (index, caveat_end) in caveat_ends.iter_mut().take(caveat_count).enumerate() {
+            visit_caveat(index, caveat_count, Caveat::decode(&mut reader)?);
+            // Bounded by the count limit and MAX_CAVEAT_LEN, so never truncated.
+            *caveat_end = reader.position() as u16;
         }
         let tag = reader.read_array::<TAG_LEN>("tag")?;
         if reader.remaining() != 0 {
@@ -128,14 +123,22 @@ impl<'bytes> ParsedToken<'bytes> {
             identifier,
             identifier_end,
             caveat_count,
-            caveat_spans,
+            caveat_ends,
             tag,
         })
     }
 
-    /// The caveats in chain order.
-    pub fn caveat_spans(&self) -> &[CaveatSpan] {
-        &self.caveat_spans[..self.caveat_count]
+    /// Number of caveats.
+    pub fn caveat_count(&self) -> usize {
+        self.caveat_count
+    }
+
+    /// The caveats in chain order, decoded again from their validated bytes.
+    pub fn caveats(&self) -> impl ExactSizeIterator<Item = Caveat> + '_ {
+        (0..self.caveat_count).map(|index| {
+            Caveat::decode(&mut ByteReader::new(self.caveat_bytes(index)))
+                .expect("caveat bytes were validated by parse")
+        })
     }
 
     /// The identifier bytes, the first MAC input.
@@ -143,20 +146,21 @@ impl<'bytes> ParsedToken<'bytes> {
         &self.bytes[..self.identifier_end]
     }
 
+    fn caveat_start(&self, index: usize) -> usize {
+        match index {
+            0 => self.identifier_end + 1,
+            _ => usize::from(self.caveat_ends[index - 1]),
+        }
+    }
+
     /// The encoded bytes of caveat `index`.
     pub fn caveat_bytes(&self, index: usize) -> &'bytes [u8] {
-        let span = self.caveat_spans[index];
-        &self.bytes[span.start..span.end]
+        &self.bytes[self.caveat_start(index)..usize::from(self.caveat_ends[index])]
     }
 
     /// The bytes of the first `caveat_prefix_len` caveats, contiguous after the count byte.
     pub fn caveat_prefix_bytes(&self, caveat_prefix_len: usize) -> &'bytes [u8] {
-        let caveats_start = self.identifier_end + 1;
-        let prefix_end = match caveat_prefix_len {
-            0 => caveats_start,
-            len => self.caveat_spans[len - 1].end,
-        };
-        &self.bytes[caveats_start..prefix_end]
+        &self.bytes[self.caveat_start(0)..self.caveat_start(caveat_prefix_len)]
     }
 }
 
@@ -204,11 +208,7 @@ mod tests {
         let bytes = encode_token(&sample_identifier(), &caveats, &[9; TAG_LEN]);
         let parsed = ParsedToken::parse(&bytes).unwrap();
         assert_eq!(parsed.identifier, sample_identifier());
-        let decoded: Vec<Caveat> = parsed
-            .caveat_spans()
-            .iter()
-            .map(|span| span.caveat)
-            .collect();
+        let decoded: Vec<Caveat> = parsed.caveats().collect();
         assert_eq!(decoded, caveats);
         assert_eq!(parsed.tag, &[9; TAG_LEN]);
         let mut expected_prefix = Vec::new();

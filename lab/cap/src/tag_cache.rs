@@ -9,12 +9,11 @@
 //! deny set, policy and caveats are checked on every verification, before and after the cache.
 //!
 //! Attenuation is free, so a holder of one valid token can mint endless valid children and
-//! flood the cache. The cache therefore keeps two generations: new entries go into the current
-//! one, and when it is full it becomes the previous one and the old previous one is dropped. A
-//! hit in the previous generation moves the entry back into the current one, so a parent that
-//! is in use (every child verification looks it up) survives any flood, while entries nobody
-//! asks for age out after two generations. The worst a flood achieves is cold verification of
-//! tokens not used in the meantime, never a wrong answer.
+//! flood the cache. Entries therefore carry the generation in which they were last used; a new
+//! generation starts every `capacity / 2` insertions, and when the cache is full every entry
+//! not used in the current generation is dropped. A parent in use (every child verification
+//! looks it up) survives any flood, while entries nobody asks for age out. The worst a flood
+//! achieves is cold verification of tokens not used in the meantime, never a wrong answer.
 
 use std::collections::HashMap;
 
@@ -31,13 +30,20 @@ pub(crate) enum CachedChain {
     Miss,
 }
 
-/// Two-generation bounded map from chain input to the chain value the device computed for it.
+/// A chain value and the generation in which it was last inserted or looked up.
+struct CachedChainValue {
+    chain_value: ChainValue,
+    last_used_generation: u64,
+}
+
+/// Bounded map from chain input to the chain value the device computed for it.
 pub(crate) struct TagCache {
-    generation_capacity: usize,
+    capacity: usize,
+    generation: u64,
+    insertions_in_generation: usize,
     // SipHash with a random key (the std default) keeps attacker-chosen keys from colliding on
     // purpose; the keys are public token bytes, so comparing them in variable time is fine.
-    current: HashMap<Box<[u8]>, ChainValue>,
-    previous: HashMap<Box<[u8]>, ChainValue>,
+    entries: HashMap<Box<[u8]>, CachedChainValue>,
     // Reused between calls so that a lookup does not allocate.
     key_scratch: Vec<u8>,
 }
@@ -52,38 +58,27 @@ fn write_chain_input(scratch: &mut Vec<u8>, parsed: &ParsedToken<'_>, caveat_pre
 }
 
 impl TagCache {
-    /// A cache of at most `capacity` chain values across both generations.
+    /// A cache of at most `capacity` chain values.
     pub fn new(capacity: usize) -> Self {
-        let generation_capacity = capacity.div_ceil(2);
         TagCache {
-            generation_capacity,
-            current: HashMap::with_capacity(generation_capacity.min(1 << 15)),
-            previous: HashMap::new(),
+            capacity,
+            generation: 0,
+            insertions_in_generation: 0,
+            entries: HashMap::with_capacity(capacity.min(1 << 16)),
             key_scratch: Vec::new(),
         }
     }
 
-    /// The chain value stored for the chain input in the scratch buffer, promoting it to the
-    /// current generation if it was only in the previous one.
+    /// The chain value stored for the chain input in the scratch buffer, marked as used now.
     fn get_scratch_key(&mut self) -> Option<ChainValue> {
-        if let Some(chain_value) = self.current.get(self.key_scratch.as_slice()) {
-            return Some(chain_value.clone());
-        }
-        let (key, chain_value) = self.previous.remove_entry(self.key_scratch.as_slice())?;
-        self.insert(key, chain_value.clone());
-        Some(chain_value)
-    }
-
-    fn insert(&mut self, key: Box<[u8]>, chain_value: ChainValue) {
-        if self.current.len() >= self.generation_capacity {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(key, chain_value);
+        let entry = self.entries.get_mut(self.key_scratch.as_slice())?;
+        entry.last_used_generation = self.generation;
+        Some(entry.chain_value.clone())
     }
 
     /// The longest cached chain value useful for `parsed`: the whole token, else its parent.
     pub fn lookup(&mut self, parsed: &ParsedToken<'_>) -> CachedChain {
-        let caveat_count = parsed.caveat_spans().len();
+        let caveat_count = parsed.caveat_count();
         write_chain_input(&mut self.key_scratch, parsed, caveat_count);
         if let Some(whole_token) = self.get_scratch_key() {
             return CachedChain::WholeToken(whole_token);
@@ -101,22 +96,47 @@ impl TagCache {
     /// Remembers `tag` as the chain value of all of `parsed`. Call only after the device's own
     /// computation matched the token's tag.
     pub fn remember(&mut self, parsed: &ParsedToken<'_>, tag: &ChainValue) {
-        if self.generation_capacity == 0 {
+        if self.capacity == 0 {
             return;
         }
-        write_chain_input(&mut self.key_scratch, parsed, parsed.caveat_spans().len());
-        self.insert(self.key_scratch.as_slice().into(), tag.clone());
+        // Evict first, then maybe start a new generation: what the current generation used (a
+        // parent in use among it) is what survives.
+        if self.entries.len() >= self.capacity {
+            let current_generation = self.generation;
+            self.entries
+                .retain(|_, entry| entry.last_used_generation == current_generation);
+            // Only reachable if more than half the cache was used in one generation, which
+            // lookups alone can do; make room all the same.
+            if self.entries.len() >= self.capacity {
+                self.entries.clear();
+            }
+        }
+        if self.insertions_in_generation >= self.capacity.div_ceil(2) {
+            self.generation += 1;
+            self.insertions_in_generation = 0;
+        }
+        write_chain_input(&mut self.key_scratch, parsed, parsed.caveat_count());
+        let cached = CachedChainValue {
+            chain_value: tag.clone(),
+            last_used_generation: self.generation,
+        };
+        if self
+            .entries
+            .insert(self.key_scratch.as_slice().into(), cached)
+            .is_none()
+        {
+            self.insertions_in_generation += 1;
+        }
     }
 
     /// Forgets everything, e.g. when the key epoch changes.
     pub fn clear(&mut self) {
-        self.current.clear();
-        self.previous.clear();
+        self.entries.clear();
     }
 
     /// Number of cached chain values.
     pub fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+        self.entries.len()
     }
 }
 

@@ -54,11 +54,7 @@ impl Token {
         Ok(Token {
             bytes: bytes.to_vec(),
             identifier: parsed.identifier,
-            caveats: parsed
-                .caveat_spans()
-                .iter()
-                .map(|span| span.caveat)
-                .collect(),
+            caveats: parsed.caveats().collect(),
         })
     }
 
@@ -84,7 +80,8 @@ impl Token {
         &self.caveats
     }
 
-    fn tag(&self) -> ChainValue {
+    /// The tag, which keys the next attenuation.
+    pub(crate) fn tag(&self) -> ChainValue {
         let tag_start = self.bytes.len() - TAG_LEN;
         let tag_bytes: [u8; TAG_LEN] = self.bytes[tag_start..].try_into().expect("tag length");
         ChainValue::from_bytes(tag_bytes)

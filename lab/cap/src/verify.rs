@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::authority::Authority;
-use crate::caveat::{Caveat, CaveatKind};
+use crate::authority::{Authority, AuthorityFold};
+use crate::caveat::CaveatKind;
 use crate::error::VerifyError;
 use crate::format::{ParsedToken, MAX_CAVEATS, MAX_TOKEN_LEN};
 use crate::mac::{chain_step, derive_epoch_key, Algorithm, ChainValue, RootSecret};
@@ -113,18 +113,23 @@ pub(crate) struct VerifierContext<'device> {
 
 impl VerifierContext<'_> {
     /// Decodes `bytes`, checks the identifier against this device, and checks the tag.
+    /// Returns the parsed token, its caveats folded (not yet checked against the policy), and
+    /// how many MACs the tag check took.
     pub fn authenticate<'bytes>(
         &self,
         bytes: &'bytes [u8],
-    ) -> Result<(ParsedToken<'bytes>, u32), VerifyError> {
+    ) -> Result<(ParsedToken<'bytes>, AuthorityFold, u32), VerifyError> {
         if bytes.len() > self.policy.max_token_bytes {
             return Err(VerifyError::TokenTooLarge {
                 length: bytes.len(),
                 max: self.policy.max_token_bytes,
             });
         }
-        let parsed = ParsedToken::parse(bytes)?;
-        let caveat_count = parsed.caveat_spans().len();
+        let mut fold = AuthorityFold::new();
+        let parsed = ParsedToken::parse_visiting(bytes, |index, caveat_count, caveat| {
+            fold.add(index, caveat_count, caveat)
+        })?;
+        let caveat_count = parsed.caveat_count();
         if caveat_count > self.policy.max_caveats {
             return Err(VerifyError::TooManyCaveats {
                 count: caveat_count,
@@ -156,14 +161,14 @@ impl VerifierContext<'_> {
             return Err(VerifyError::Revoked(identifier.token_id));
         }
         let macs_computed = self.check_tag(&parsed)?;
-        Ok((parsed, macs_computed))
+        Ok((parsed, fold, macs_computed))
     }
 
     /// Recomputes the chain (from the cache where possible) and compares it with the tag in
     /// constant time. Returns how many MACs that took.
     fn check_tag(&self, parsed: &ParsedToken<'_>) -> Result<u32, VerifyError> {
         let algorithm = parsed.identifier.algorithm;
-        let caveat_count = parsed.caveat_spans().len();
+        let caveat_count = parsed.caveat_count();
         let cached = match self.tag_cache {
             Some(cache) => lock_ignoring_poison(cache).lookup(parsed),
             None => CachedChain::Miss,
@@ -193,25 +198,26 @@ impl VerifierContext<'_> {
     }
 
     /// The authority of an authenticated token, after the token-level policy checks: required
-    /// caveats present, delegation limits kept, no range reaching past the device.
-    pub fn token_authority(&self, parsed: &ParsedToken<'_>) -> Result<Authority, VerifyError> {
-        let caveats = || parsed.caveat_spans().iter().map(|span| span.caveat);
-        for required_kind in &self.policy.required_caveats {
-            if !caveats().any(|caveat| caveat.kind() == *required_kind) {
-                return Err(VerifyError::MissingRequiredCaveat(*required_kind));
-            }
+    /// caveats present, no range reaching past the device, delegation limits kept.
+    pub fn token_authority(&self, fold: AuthorityFold) -> Result<Authority, VerifyError> {
+        if let Some(missing) = self
+            .policy
+            .required_caveats
+            .iter()
+            .find(|kind| !fold.has_kind(**kind))
+        {
+            return Err(VerifyError::MissingRequiredCaveat(*missing));
         }
-        for caveat in caveats() {
-            if let Caveat::Range(range) = caveat {
-                if range.end() > self.capacity_bytes {
-                    return Err(VerifyError::RangeBeyondDevice {
-                        range,
-                        capacity_bytes: self.capacity_bytes,
-                    });
-                }
-            }
+        if let Some(range) = fold
+            .farthest_range()
+            .filter(|range| range.end() > self.capacity_bytes)
+        {
+            return Err(VerifyError::RangeBeyondDevice {
+                range,
+                capacity_bytes: self.capacity_bytes,
+            });
         }
-        Authority::from_caveats(caveats())
+        fold.finish()
     }
 
     /// Full verification of one access: authenticate, then every caveat must allow it.
@@ -220,8 +226,8 @@ impl VerifierContext<'_> {
         bytes: &[u8],
         request: &AccessRequest,
     ) -> Result<Verified, VerifyError> {
-        let (parsed, macs_computed) = self.authenticate(bytes)?;
-        let authority = self.token_authority(&parsed)?;
+        let (parsed, fold, macs_computed) = self.authenticate(bytes)?;
+        let authority = self.token_authority(fold)?;
         authority.admits_holder(request.requester)?;
         authority.admits_time(request.now, self.policy.clock_skew_allowance_ms)?;
         authority.admits_access(

@@ -51,6 +51,7 @@ impl<'input> ByteReader<'input> {
     }
 
     /// Reads one byte; `field` names what was being read for the error.
+    #[inline]
     pub fn read_u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         let byte = *self
             .bytes
@@ -64,6 +65,7 @@ impl<'input> ByteReader<'input> {
     }
 
     /// Reads exactly `N` bytes.
+    #[inline]
     pub fn read_array<const N: usize>(
         &mut self,
         field: &'static str,
@@ -81,8 +83,16 @@ impl<'input> ByteReader<'input> {
     }
 
     /// Reads a minimal LEB128 varint of at most 64 bits.
+    #[inline]
     pub fn read_varint(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         let start = self.position;
+        // Most fields of real tokens (epochs, small ids, caveat counts) fit in one byte.
+        if let Some(&byte) = self.bytes.get(start) {
+            if byte < 0x80 {
+                self.position += 1;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value: u64 = 0;
         for group_index in 0..MAX_VARINT_LEN {
             let byte = self.read_u8(field)?;

@@ -117,13 +117,6 @@ fn tag_cache_does_not_outlive_revocation() {
             .verify(token.as_bytes(), &read_request())
             .unwrap()
             .macs_computed,
-        4
-    );
-    assert_eq!(
-        device
-            .verify(token.as_bytes(), &read_request())
-            .unwrap()
-            .macs_computed,
         0
     );
     device.revoke_token(token.identifier().token_id);
@@ -150,6 +143,8 @@ fn tag_cache_does_not_outlive_expiry() {
 
 #[test]
 fn cached_child_verify_costs_one_mac() {
+    // The device remembers the chain of every token it mints (and verifies): the token itself
+    // then costs no MAC, a child one, a token two steps past anything cached the whole chain.
     let device = device();
     let parent = standard_token(&device);
     assert_eq!(
@@ -157,7 +152,7 @@ fn cached_child_verify_costs_one_mac() {
             .verify(parent.as_bytes(), &read_request())
             .unwrap()
             .macs_computed,
-        4
+        0
     );
     let child = parent.attenuate(Caveat::Rights(Rights::READ)).unwrap();
     assert_eq!(
@@ -185,6 +180,25 @@ fn cached_child_verify_costs_one_mac() {
         7,
         "two steps past the cache is a cold verify"
     );
+}
+
+#[test]
+fn cold_verify_without_cache_runs_the_whole_chain_every_time() {
+    let device = device_with_policy(cxl_lab_cap::Policy {
+        tag_cache_capacity: 0,
+        ..Default::default()
+    });
+    let token = standard_token(&device);
+    for _ in 0..2 {
+        assert_eq!(
+            device
+                .verify(token.as_bytes(), &read_request())
+                .unwrap()
+                .macs_computed,
+            4
+        );
+    }
+    assert_eq!(device.cached_tag_count(), 0);
 }
 
 #[test]

@@ -25,6 +25,10 @@ pub const ARGV_TEMPLATE: &str = "qemu-argv.j2";
 /// The template of the guest kernel command line.
 pub const CMDLINE_TEMPLATE: &str = "kernel-cmdline.j2";
 
+/// The CPU model a KVM machine runs with. The KVM probe boots with the same model: a probe
+/// without it passed on a host where `-cpu host` then failed to set an MSR at boot.
+pub const KVM_CPU_MODEL: &str = "host";
+
 /// The accelerator a machine runs with, once `auto` has been resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,6 +155,7 @@ pub fn render_with_templates(
                     serial_log => run.serial_log(),
                 },
                 accel => inputs.accel,
+                kvm_cpu => KVM_CPU_MODEL,
                 paused => inputs.paused,
                 boot => &inputs.boot,
                 cmdline => cmdline,

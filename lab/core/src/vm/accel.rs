@@ -47,6 +47,9 @@ pub struct AccelDecision {
     pub reason: String,
 }
 
+/// Renamed whenever the probe changes, so a verdict of an older probe is never reused.
+const PROBE_CACHE_FILE: &str = "kvm-probe-v2.json";
+
 /// The cached outcome of a probe.
 #[derive(Debug, Serialize, Deserialize)]
 struct ProbeCacheEntry {
@@ -84,7 +87,7 @@ pub fn resolve_accel(
 /// The probe's verdict, from the cache when this host boot already ran it.
 fn kvm_usable_cached(qemu_binary: &Path, probe_dir: &Path) -> (bool, String) {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim().to_owned();
-    let cache_file = probe_dir.join("kvm-probe.json");
+    let cache_file = probe_dir.join(PROBE_CACHE_FILE);
     if !boot_id.is_empty() {
         if let Ok(text) = std::fs::read_to_string(&cache_file) {
             if let Ok(entry) = serde_json::from_str::<ProbeCacheEntry>(&text) {
@@ -148,6 +151,10 @@ fn run_probe_guest(qemu_binary: &Path, accel: &str, probe_dir: &Path) -> Result<
         "-drive".into(),
         format!("format=raw,if=ide,file={}", boot_sector.display()),
     ];
+    let mut argv = argv;
+    if accel == "kvm" {
+        argv.extend(["-cpu".to_owned(), crate::render::KVM_CPU_MODEL.to_owned()]);
+    }
     let spec = MachineSpec { name: "kvm-probe".to_owned(), argv, run_dir: run_dir.clone() };
     let started = Instant::now();
     // Dropping the machine on any path below kills the probe guest: a hung KVM guest never stays.
