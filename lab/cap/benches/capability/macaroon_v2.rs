@@ -7,10 +7,11 @@
 //! of `type, varint length, bytes` (1 location, 2 identifier, 4 verifier id, 6 signature)
 //! with `0x00` closing each section. Caveats are text predicates the verifier parses.
 //!
-//! The benchmark checks this encoder against the independent `macaroon` crate: the crate must
-//! deserialize these bytes and verify them with the same key, so the baseline is the real
-//! format, not a strawman. HMAC-SHA256 here is RustCrypto's (SHA-NI when the CPU has it), the
-//! same code the HMAC suite of cxl-lab-cap uses, so the comparison isolates the construction.
+//! `tests/macaroon_baseline.rs` checks this code against published reference vectors: the
+//! libmacaroons example signatures (as collected by the macarooncompat project) and a V2
+//! binary encoding from the `macaroon` crate's tests, so the baseline is the real construction
+//! and format, not a strawman. HMAC-SHA256 here is RustCrypto's (SHA-NI when the CPU has it),
+//! the same code the HMAC suite of cxl-lab-cap uses, so the comparison isolates the construction.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -18,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 const VERSION: u8 = 2;
 const EOS: u8 = 0;
+const LOCATION: u8 = 1;
 const IDENTIFIER: u8 = 2;
 const SIGNATURE: u8 = 6;
 const KEY_GENERATOR: &[u8; 32] = b"macaroons-key-generator\0\0\0\0\0\0\0\0\0";
@@ -47,24 +49,49 @@ fn push_field(field_type: u8, value: &[u8], output: &mut Vec<u8>) {
     output.extend_from_slice(value);
 }
 
-/// Mints a first-party macaroon and returns its V2 binary encoding.
-pub fn mint(derived_key: &[u8; 32], identifier: &[u8], caveats: &[&str]) -> Vec<u8> {
+/// The libmacaroons signature of a first-party macaroon: the chain over identifier and caveats.
+/// The location is not MACed, as in libmacaroons.
+pub fn signature(derived_key: &[u8; 32], identifier: &[u8], caveats: &[&str]) -> [u8; 32] {
     let mut signature = hmac_sha256(derived_key, identifier);
+    for caveat in caveats {
+        signature = hmac_sha256(&signature, caveat.as_bytes());
+    }
+    signature
+}
+
+/// The V2 binary encoding of a first-party macaroon.
+pub fn encode(
+    location: Option<&str>,
+    identifier: &[u8],
+    caveats: &[&str],
+    signature: &[u8; 32],
+) -> Vec<u8> {
     let mut encoded = vec![VERSION];
+    if let Some(location) = location {
+        push_field(LOCATION, location.as_bytes(), &mut encoded);
+    }
     push_field(IDENTIFIER, identifier, &mut encoded);
     encoded.push(EOS);
     for caveat in caveats {
-        signature = hmac_sha256(&signature, caveat.as_bytes());
         push_field(IDENTIFIER, caveat.as_bytes(), &mut encoded);
         encoded.push(EOS);
     }
     encoded.push(EOS);
-    push_field(SIGNATURE, &signature, &mut encoded);
+    push_field(SIGNATURE, signature, &mut encoded);
     encoded
+}
+
+/// Mints a first-party macaroon without location and returns its V2 binary encoding.
+pub fn mint(derived_key: &[u8; 32], identifier: &[u8], caveats: &[&str]) -> Vec<u8> {
+    let signature = signature(derived_key, identifier, caveats);
+    encode(None, identifier, caveats, &signature)
 }
 
 /// A decoded V2 macaroon, borrowing from the encoding.
 pub struct Decoded<'bytes> {
+    // Not MACed and not needed to verify; tests/macaroon_baseline.rs reads it.
+    #[allow(dead_code)]
+    pub location: Option<&'bytes [u8]>,
     pub identifier: &'bytes [u8],
     pub caveats: Vec<&'bytes [u8]>,
     pub signature: &'bytes [u8],
@@ -102,10 +129,14 @@ impl<'bytes> Reader<'bytes> {
     }
 }
 
-/// Decodes a V2 macaroon without location or third-party caveats (none are used here).
+/// Decodes a V2 macaroon with first-party caveats only (third-party ones are not used here).
 pub fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
     let mut reader = Reader { bytes, position: 0 };
     (reader.byte()? == VERSION).then_some(())?;
+    let location = match bytes.get(reader.position) {
+        Some(&LOCATION) => reader.expect_field(LOCATION),
+        _ => None,
+    };
     let identifier = reader.expect_field(IDENTIFIER)?;
     (reader.byte()? == EOS).then_some(())?;
     let mut caveats = Vec::with_capacity(4);
@@ -121,6 +152,7 @@ pub fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
     }
     let signature = reader.expect_field(SIGNATURE)?;
     (reader.position == bytes.len() && signature.len() == 32).then_some(Decoded {
+        location,
         identifier,
         caveats,
         signature,

@@ -150,15 +150,6 @@ fn bench_cold_verify(criterion: &mut Criterion, sizes: &mut report::TokenSizes) 
         })
     });
 
-    let crate_peer = macaroon_crate_peer::CratePeer::new(&macaroon_bytes);
-    assert!(
-        crate_peer.verify(&macaroon_bytes, &read) && !crate_peer.verify(&macaroon_bytes, &refused)
-    );
-    sizes.record("macaroon_crate", macaroon_bytes.len());
-    group.bench_function("macaroon_crate", |bencher| {
-        bencher.iter(|| crate_peer.verify(black_box(&macaroon_bytes), black_box(&read)))
-    });
-
     let biscuit = biscuit_peer::BiscuitPeer::mint(
         DEVICE_ID,
         1,
@@ -330,65 +321,6 @@ fn bench_token_operations(criterion: &mut Criterion) {
         bencher.iter(|| black_box(&token).attenuate(black_box(narrower)))
     });
     group.finish();
-}
-
-mod macaroon_crate_peer {
-    //! The `macaroon` crate (libsodium HMAC-SHA256) verifying the V2 bytes of the baseline.
-
-    use std::cell::Cell;
-
-    use cxl_lab_cap::AccessRequest;
-    use macaroon::{ByteString, Macaroon, MacaroonKey, Verifier};
-
-    use crate::{predicates, ROOT_KEY};
-
-    thread_local! {
-        // The crate's general caveat checks are plain `fn` pointers without captures, so the
-        // request they check against is passed through a thread-local.
-        static CURRENT_REQUEST: Cell<Option<AccessRequest>> = const { Cell::new(None) };
-    }
-
-    fn predicate_holds(predicate: &ByteString) -> bool {
-        CURRENT_REQUEST.with(|current| {
-            current
-                .get()
-                .is_some_and(|request| predicates::predicate_holds(&predicate.0, &request))
-        })
-    }
-
-    pub struct CratePeer {
-        key: MacaroonKey,
-        verifier: Verifier,
-    }
-
-    impl CratePeer {
-        /// Checks that the crate reads the baseline's bytes with the same signature, which
-        /// shows the baseline is the real V2 format and key derivation.
-        pub fn new(baseline_bytes: &[u8]) -> Self {
-            macaroon::initialize().expect("libsodium initializes");
-            let key = MacaroonKey::generate(ROOT_KEY);
-            let decoded =
-                Macaroon::deserialize_binary(baseline_bytes).expect("crate reads V2 baseline");
-            assert_eq!(
-                &decoded.signature()[..],
-                &baseline_bytes[baseline_bytes.len() - 32..]
-            );
-            let mut verifier = Verifier::default();
-            verifier.satisfy_general(predicate_holds);
-            CratePeer { key, verifier }
-        }
-
-        pub fn verify(&self, bytes: &[u8], request: &AccessRequest) -> bool {
-            CURRENT_REQUEST.with(|current| current.set(Some(*request)));
-            match Macaroon::deserialize_binary(bytes) {
-                Ok(macaroon) => self
-                    .verifier
-                    .verify(&macaroon, &self.key, Vec::new())
-                    .is_ok(),
-                Err(_) => false,
-            }
-        }
-    }
 }
 
 fn main() {

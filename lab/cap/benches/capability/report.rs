@@ -167,11 +167,10 @@ pub fn print_and_save(output_directory: &Path, sizes: &TokenSizes) {
     }
 
     let token_bytes = sizes.get("cxl_lab_cap_blake3");
-    let slowest_macaroon_speedup =
-        match (cold("macaroon_v2_baseline"), cold("macaroon_crate"), ours) {
-            (Some(baseline), Some(crate_peer), Some(ours)) => Some(baseline.min(crate_peer) / ours),
-            _ => None,
-        };
+    let macaroon_speedup = match (cold("macaroon_v2_baseline"), cold("macaroon_crate"), ours) {
+        (Some(baseline), Some(crate_peer), Some(ours)) => Some(baseline.min(crate_peer) / ours),
+        _ => None,
+    };
     let biscuit_speedup = cold("biscuit")
         .zip(ours)
         .map(|(biscuit, ours)| biscuit / ours);
@@ -187,9 +186,9 @@ pub fn print_and_save(output_directory: &Path, sizes: &TokenSizes) {
     );
     let _ = writeln!(
         table,
-        "| cold verify vs the faster macaroon peer | ≥ 3× faster | {} | {} |",
-        slowest_macaroon_speedup.map_or("n/a".to_string(), |ratio| format!("{ratio:.1}×")),
-        verdict(slowest_macaroon_speedup.map(|ratio| ratio >= 3.0))
+        "| cold verify vs the macaroon V2 baseline | ≥ 3× faster | {} | {} |",
+        macaroon_speedup.map_or("n/a".to_string(), |ratio| format!("{ratio:.1}×")),
+        verdict(macaroon_speedup.map(|ratio| ratio >= 3.0))
     );
     let _ = writeln!(
         table,
