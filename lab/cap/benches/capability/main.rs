@@ -324,6 +324,7 @@ fn bench_token_operations(criterion: &mut Criterion) {
 }
 
 fn main() {
+    let run_started = std::time::SystemTime::now();
     let output_directory = target_directory().join("criterion");
     // `output_directory` pins where criterion writes its estimates, so the table below reads
     // exactly this run's numbers.
@@ -338,5 +339,5 @@ fn main() {
     bench_access_check(&mut criterion);
     bench_token_operations(&mut criterion);
     criterion.final_summary();
-    report::print_and_save(&output_directory, &sizes);
+    report::print_and_save(&output_directory, run_started, &sizes);
 }
