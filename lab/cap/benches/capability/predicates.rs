@@ -1,7 +1,7 @@
 //! The standard three-caveat capability written as macaroon text predicates, and their check
 //!
-//! Both macaroon peers (the V2 baseline and the `macaroon` crate) carry the same predicates and
-//! check them with this same parser, so they differ only in their MAC and format code.
+//! The macaroon V2 baseline carries these predicates and checks them with this parser, the way
+//! a libmacaroons verifier checks first-party caveats with its callbacks.
 
 use cxl_lab_cap::{AccessKind, AccessRequest};
 
