@@ -13,7 +13,9 @@
 //!   virtio-serial port, which the renderer adds);
 //! - an empty `/etc/machine-id`, so each machine gets its own at first boot;
 //! - the .debs debootstrap left in apt's cache are removed;
-//! - systemd's `.updated` stamps match `/usr`, so first boot skips ldconfig and hwdb rebuilds.
+//! - systemd's `.updated` stamps match `/usr`, so first boot skips ldconfig and hwdb rebuilds;
+//! - units a lab boot does not need are masked ([`MASKED_UNITS`]): under TCG every unit costs
+//!   seconds of one emulated CPU (masking these took userspace boot from 29 s to 22 s).
 //!
 //! Applying never writes into an existing file: it unlinks and creates. The tree is a hard-link
 //! copy of the cached debootstrap tree, which must stay as it is.
@@ -41,6 +43,26 @@ pub enum ConfigItem {
     StampUpdated { dir: String },
 }
 
+/// Masked in the image; `systemctl unmask` brings any back. ifupdown's `networking.service`
+/// would run DHCP a second time beside systemd-networkd; the monitors (`cxl monitor`, `ndctl
+/// monitor`) are for suites to start when they want events; the rest is maintenance a
+/// short-lived lab never needs.
+pub const MASKED_UNITS: [&str; 13] = [
+    "networking.service",
+    "cxl-monitor.service",
+    "ndctl-monitor.service",
+    "cron.service",
+    "e2scrub_reap.service",
+    "systemd-pstore.service",
+    "systemd-binfmt.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "fstrim.timer",
+    "logrotate.timer",
+];
+
 fn file(path: &str, contents: &str) -> ConfigItem {
     ConfigItem::File { path: path.to_owned(), mode: 0o644, contents: contents.to_owned() }
 }
@@ -58,10 +80,14 @@ pub fn fstab() -> String {
     )
 }
 
+fn mask(unit: &str) -> ConfigItem {
+    ConfigItem::Symlink { path: format!("/etc/systemd/system/{unit}"), target: "/dev/null".to_owned() }
+}
+
 pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
     let hostname = &recipe.hostname;
     let systemd = "/usr/lib/systemd/system";
-    vec![
+    let mut items = vec![
         file("/etc/hostname", &format!("{hostname}\n")),
         file("/etc/hosts", &format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
         file("/etc/fstab", &fstab()),
@@ -93,7 +119,9 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
         ConfigItem::RemoveMatching { dir: "/var/cache/apt/archives".into(), suffix: ".deb".into() },
         ConfigItem::StampUpdated { dir: "/etc".into() },
         ConfigItem::StampUpdated { dir: "/var".into() },
-    ]
+    ];
+    items.extend(MASKED_UNITS.iter().map(|unit| mask(unit)));
+    items
 }
 
 /// `/etc/shadow` with root's password field set to `!`.
