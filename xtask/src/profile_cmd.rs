@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use cxl_lab_core::profile::{self, Profile};
 use cxl_lab_core::render::{self, features, picture, Accel, RenderInputs};
+use cxl_lab_core::runner::CommandRunner;
 
 use crate::Context;
 
@@ -69,7 +70,7 @@ impl ProfileCommand {
                 let profile = profile::load(&context.paths, &profile)?;
                 let version = match qemu_version {
                     Some(version) => version,
-                    None => features::detect_qemu_version(&qemu)
+                    None => cxl_lab_core::host::qemu_version(&CommandRunner::new(context.paths.build_logs_dir()), &qemu)
                         .context("pass --qemu PATH or --qemu-version X.Y.Z to render without this QEMU")?,
                 };
                 for (index, machine) in profile.topology.hosts.iter().enumerate() {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use cxl_lab_core::backing::prepare_backend_files;
 use cxl_lab_core::paths::MachineRunDir;
 use cxl_lab_core::profile::load_topology;
-use cxl_lab_core::render::{features, render_with_templates, Accel, RenderInputs};
+use cxl_lab_core::render::{render_with_templates, Accel, RenderInputs};
+use cxl_lab_core::runner::CommandRunner;
 use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -19,7 +20,9 @@ fn workspace() -> PathBuf {
 
 #[test]
 fn qemu_starts_every_shipped_profile_paused() {
-    let version = features::detect_qemu_version(Path::new(QEMU)).expect("qemu-system-x86_64 is installed");
+    let logs = tempfile::tempdir().unwrap();
+    let version = cxl_lab_core::host::qemu_version(&CommandRunner::new(logs.path()), Path::new(QEMU))
+        .expect("qemu-system-x86_64 is installed");
     let mut profiles: Vec<PathBuf> = std::fs::read_dir(workspace().join("profiles"))
         .unwrap()
         .map(|entry| entry.unwrap().path())

@@ -63,17 +63,6 @@ mod tests {
     }
 }
 
-/// Asks a QEMU binary its version (`QEMU emulator version 10.0.2 (Debian ...)`).
-pub fn detect_qemu_version(binary: &std::path::Path) -> anyhow::Result<QemuVersion> {
-    let output = std::process::Command::new(binary)
-        .arg("--version")
-        .output()
-        .map_err(|error| anyhow::anyhow!("cannot run {} --version: {error}", binary.display()))?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    parse_qemu_version(&text)
-        .ok_or_else(|| anyhow::anyhow!("cannot read a version from `{} --version`: {text}", binary.display()))
-}
-
 /// Reads `major.minor.micro` after "version" in QEMU's `--version` output.
 pub fn parse_qemu_version(text: &str) -> Option<QemuVersion> {
     let after = text.split("version").nth(1)?.split_whitespace().next()?;
