@@ -4,6 +4,7 @@
 //! See `docs/ARCHITECTURE.md` for the map and the invariants.
 
 pub mod apt;
+pub mod atomic_file;
 pub mod backing;
 pub mod build;
 pub mod cache;

@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::source::{Candidate, Pin};
@@ -113,10 +112,8 @@ impl StackLock {
         if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
             return Ok(false);
         }
-        let write_error = |source| LockError::Write { path: path.to_path_buf(), source };
-        let partial = path.with_extension("lock.partial");
-        fs::write(&partial, &text).map_err(write_error)?;
-        fs::rename(&partial, path).map_err(write_error)?;
+        crate::atomic_file::replace_file(path, text.as_bytes())
+            .map_err(|source| LockError::Write { path: path.to_path_buf(), source })?;
         Ok(true)
     }
 

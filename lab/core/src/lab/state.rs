@@ -229,13 +229,8 @@ pub fn unix_millis(time: SystemTime) -> u64 {
 
 fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), LabStateError> {
     let write_error = |source| LabStateError::Write { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(write_error)?;
-    }
     let text = serde_json::to_string_pretty(value).map_err(|error| write_error(std::io::Error::other(error)))?;
-    let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
-    fs::write(&temporary, text + "\n").map_err(write_error)?;
-    fs::rename(&temporary, path).map_err(write_error)
+    crate::atomic_file::replace_file(path, (text + "\n").as_bytes()).map_err(write_error)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, LabStateError> {
