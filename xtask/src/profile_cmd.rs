@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use cxl_lab_core::profile::{self, Profile};
 use cxl_lab_core::render::{self, features, picture, Accel, RenderInputs};
+use cxl_lab_core::lab::state::LabFiles;
 use cxl_lab_core::runner::CommandRunner;
 
 use crate::Context;
@@ -124,11 +125,12 @@ fn validate(context: &Context, profiles: &[String]) -> anyhow::Result<ExitCode> 
 /// The inputs `profile render` shows: the default lab's run directory, no guest.
 fn inputs(context: &Context, profile: &Profile, host_index: usize, qemu: &std::path::Path, version: render::QemuVersion) -> RenderInputs {
     let host_name = &profile.topology.hosts[host_index].name;
+    let lab = LabFiles::new(&context.paths, "default");
     RenderInputs {
         qemu_binary: qemu.to_path_buf(),
         qemu_version: version,
-        run_dir: context.paths.machine_run_dir("default", host_name),
-        memory_dir: context.paths.memory_dir("default"),
+        run_dir: lab.machine_run_dir(host_name),
+        memory_dir: lab.memory_dir(),
         accel: Accel::Tcg,
         paused: false,
         boot: None,

@@ -47,16 +47,6 @@ impl LabPaths {
         self.state.join("labs").join(lab_name)
     }
 
-    /// The private run directory of one host of a lab.
-    pub fn machine_run_dir(&self, lab_name: &str, host_name: &str) -> MachineRunDir {
-        MachineRunDir::new(self.lab_dir(lab_name).join("run").join(host_name))
-    }
-
-    /// Where a lab's memory backend files live (shared by its hosts).
-    pub fn memory_dir(&self, lab_name: &str) -> PathBuf {
-        self.lab_dir(lab_name).join("memory")
-    }
-
     /// Where build and download steps write their logs.
     pub fn build_logs_dir(&self) -> PathBuf {
         self.cache.join("logs")

@@ -157,6 +157,16 @@ impl LabFiles {
         self.logs_dir().join("supervisor.log")
     }
 
+    /// The private run directory of one host of this lab (sockets, serial log, pid).
+    pub fn machine_run_dir(&self, host: &str) -> MachineRunDir {
+        MachineRunDir::new(self.dir.join("run").join(host))
+    }
+
+    /// Where this lab's memory backend files live (shared by its hosts).
+    pub fn memory_dir(&self) -> PathBuf {
+        self.dir.join("memory")
+    }
+
     /// The qcow2 overlay a host boots, kept across `lab down` and `lab switch`.
     pub fn overlay(&self, host: &str) -> PathBuf {
         self.dir.join("disks").join(format!("{host}.qcow2"))

@@ -137,7 +137,7 @@ fn start_lab(
     shell.status("Accel", format!("{} ({})", accel_decision.accel, accel_decision.reason));
     stages.lap("accel");
 
-    let memory_dir = context.paths.memory_dir(&files.name);
+    let memory_dir = files.memory_dir();
     fs::create_dir_all(files.data_dir())?;
     let mut machines = Vec::new();
     for (host_index, host) in topology.hosts.iter().enumerate() {
@@ -145,7 +145,7 @@ fn start_lab(
         ensure_overlay(&runner, &boot_stack, &overlay, options.fresh_disk)?;
         crate::backing::prepare_backend_files(topology, host, &memory_dir)?;
         let ssh_port = free_local_port()?;
-        let run_dir = context.paths.machine_run_dir(&files.name, &host.name);
+        let run_dir = files.machine_run_dir(&host.name);
         let inputs = RenderInputs {
             qemu_binary: boot_stack.qemu_binary.clone(),
             qemu_version: boot_stack.qemu_version,
