@@ -9,9 +9,11 @@ use crate::Context;
 
 #[derive(Subcommand)]
 pub enum HostCommand {
-    /// List the host programs cxl-lab runs; print the apt-get line for missing ones.
+    /// List the host programs cxl-lab runs and the host QEMU's version; print the apt-get lines
+    /// for what is missing or too old.
     Check,
-    /// Install missing host programs from the Debian archive (root; QEMU from host backports).
+    /// Install missing or too old host programs from the Debian archive (root; QEMU from the
+    /// host release's backports).
     Setup,
 }
 
@@ -19,7 +21,9 @@ impl HostCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let recipe = images::load(&context.paths.images_dir(), "distro")?;
         let archive = &recipe.recipe.archive;
-        let report = host::check(&archive.keyring);
+        let minimum = recipe.recipe.qemu.minimum_version.as_deref().and_then(images::parse_major_minor);
+        let runner = CommandRunner::new(context.paths.build_logs_dir());
+        let report = host::check_with_versions(&archive.keyring, minimum, &runner)?;
         for (tool, path) in &report.found {
             context.shell.verbose(format!("{:<20} {} ({})", tool.program, path.display(), tool.purpose));
         }
@@ -33,13 +37,18 @@ impl HostCommand {
                 for tool in &report.missing {
                     context.shell.warn(format!("{} is missing ({}; package {})", tool.program, tool.purpose, tool.package));
                 }
+                for outdated in &report.outdated {
+                    context.shell.warn(outdated.to_string());
+                }
                 if report.keyring_missing {
                     context.shell.warn(format!("{} is missing", archive.keyring.display()));
                 }
                 if host::is_root() {
                     context.shell.status("Hint", "`cargo xtask host setup` installs them");
                 } else {
-                    println!("{}", report.install_line(&codename));
+                    for line in report.install_lines(&codename) {
+                        println!("{line}");
+                    }
                 }
                 Ok(ExitCode::FAILURE)
             }
@@ -48,11 +57,21 @@ impl HostCommand {
                     context.shell.status("Ready", "nothing to install");
                     return Ok(ExitCode::SUCCESS);
                 }
+                for outdated in &report.outdated {
+                    context.shell.warn(format!("{outdated}: installing a newer one"));
+                }
                 let cache = Cache::new(&context.paths.cache);
-                let runner = CommandRunner::new(context.paths.build_logs_dir());
-                let progress = context.shell.step(&format!("installing {}", report.install_arguments(&codename).join(" ")));
+                let progress = context.shell.step(&format!("installing {}", report.install_summary(&codename)));
                 host::install(&report, &cache.apt_dir(), archive, &runner)?;
                 progress.done("installed");
+                // Prove it: what setup installed must pass the same check.
+                let after = host::check_with_versions(&archive.keyring, minimum, &runner)?;
+                if !after.is_ready() {
+                    let mut problems: Vec<String> = after.missing.iter().map(|tool| format!("{} is still missing", tool.program)).collect();
+                    problems.extend(after.outdated.iter().map(ToString::to_string));
+                    anyhow::bail!("after installing, the host is still not ready: {}", problems.join("; "));
+                }
+                context.shell.status("Ready", format!("all {} host programs found", after.found.len()));
                 Ok(ExitCode::SUCCESS)
             }
         }

@@ -44,6 +44,7 @@ pub struct PrivateApt {
 pub struct PackageRecord {
     pub package: String,
     pub version: String,
+    pub architecture: String,
     pub depends: String,
     pub filename: String,
     pub sha256: String,
@@ -214,6 +215,21 @@ impl PrivateApt {
             .ok_or_else(|| SourceError::Unavailable(format!("{} does not offer {package}", self.suites.join(", "))))
     }
 
+    /// `apt-get -s <arguments>`: what apt would install, against this directory's dpkg status
+    /// (empty unless a test wrote one), so a resolution can be proved without installing anything.
+    pub fn simulate(&self, runner: &CommandRunner, arguments: &[String]) -> Result<Vec<SimulatedInstall>, RunError> {
+        assert!(!self.host_status, "a simulation never reads the host's dpkg status");
+        let mut command = self.command("apt-get");
+        command.arg("-s").args(arguments);
+        let output = runner.run_capture(&format!("apt-simulate-{}", self.suites.join("+")), &mut command)?;
+        Ok(output.lines().filter_map(SimulatedInstall::parse).collect())
+    }
+
+    /// The dpkg status file a simulation reads.
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join("state/status")
+    }
+
     /// The pin of a resolved record from this mirror.
     pub fn pin(&self, record: &PackageRecord) -> DebPin {
         DebPin {
@@ -224,6 +240,27 @@ impl PrivateApt {
             sha256: record.sha256.clone(),
             size: record.size,
         }
+    }
+}
+
+/// One `Inst` line of `apt-get -s`: a package apt would install or upgrade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimulatedInstall {
+    pub package: String,
+    pub version: String,
+    /// The archive's label and suite, e.g. `Debian Backports:oldstable-backports`.
+    pub origin: String,
+}
+
+impl SimulatedInstall {
+    /// `Inst qemu-utils [1:7.2] (1:10.0.2+ds-2 Debian Backports:oldstable-backports [amd64])`.
+    fn parse(line: &str) -> Option<SimulatedInstall> {
+        let rest = line.strip_prefix("Inst ")?;
+        let (package, rest) = rest.split_once(' ')?;
+        let inner = rest.split_once('(')?.1.rsplit_once(')')?.0;
+        let (version, origin) = inner.split_once(' ')?;
+        let origin = origin.rsplit_once(" [").map_or(origin, |(origin, _)| origin);
+        Some(SimulatedInstall { package: package.to_owned(), version: version.to_owned(), origin: origin.to_owned() })
     }
 }
 
@@ -295,6 +332,7 @@ pub fn parse_records(text: &str) -> Vec<PackageRecord> {
         match field {
             "Package" => record.package = value,
             "Version" => record.version = value,
+            "Architecture" => record.architecture = value,
             "Depends" => record.depends = value,
             "Filename" => record.filename = value,
             "SHA256" => record.sha256 = value,
@@ -402,6 +440,20 @@ mod tests {
         assert_eq!(concrete_suite("host", "bookworm"), "bookworm");
         assert_eq!(concrete_suite("trixie", "bookworm"), "trixie");
         assert_eq!(codename_from_os_release("ID=debian\nVERSION_CODENAME=bookworm\n").as_deref(), Some("bookworm"));
+    }
+
+    #[test]
+    fn parses_simulated_installs_and_upgrades() {
+        assert_eq!(
+            SimulatedInstall::parse("Inst qemu-utils [1:7.2+dfsg-7] (1:10.0.2+ds-2+deb13u1~bpo12+1 Debian Backports:oldstable-backports [amd64])"),
+            Some(SimulatedInstall {
+                package: "qemu-utils".to_owned(),
+                version: "1:10.0.2+ds-2+deb13u1~bpo12+1".to_owned(),
+                origin: "Debian Backports:oldstable-backports".to_owned(),
+            })
+        );
+        assert_eq!(SimulatedInstall::parse("Inst seabios (1.16.2-1 Debian:12.15/oldstable [all])").unwrap().origin, "Debian:12.15/oldstable");
+        assert_eq!(SimulatedInstall::parse("Conf seabios (1.16.2-1 Debian:12.15/oldstable [all])"), None);
     }
 
     #[test]

@@ -1,18 +1,23 @@
-//! Host setup: the programs cxl-lab runs on the host, which Debian package provides each, and
-//! installing the missing ones.
+//! Host setup: the programs cxl-lab runs on the host, which Debian package provides each, the
+//! oldest QEMU the lab accepts, and installing what is missing or too old.
 //!
 //! As root, `host setup` installs through apt with a private sources list (the host's release and
 //! its backports) but the host's real dpkg status: the host's `/etc/apt` is not touched and needs
-//! no backports line. QEMU, qemu-utils and debootstrap come together from the host release's
-//! backports: taking qemu-system-x86 from one suite and qemu-utils from another removed the newer
-//! qemu-utils on this machine. Not root, the exact `apt-get install` line is printed instead.
+//! no backports line. Packages are installed in one apt run per suite ([`InstallPlan`]). The
+//! backports run names its suite as apt's target release (`-t bookworm-backports`), not only on
+//! the named packages (`qemu-system-x86/bookworm-backports`): a backport depends on other
+//! backports (qemu-system-common, qemu-system-data, seabios) that apt's resolver otherwise takes
+//! from the base release, and on a machine without QEMU's libraries it then gives up ("held broken
+//! packages"). QEMU, qemu-utils and debootstrap come together from that run: taking qemu-system-x86
+//! from one suite and qemu-utils from another removed the newer qemu-utils on this machine. Not
+//! root, the exact `apt-get install` lines are printed instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::apt::PrivateApt;
-use crate::images::{ArchiveRecipe, HOST_BACKPORTS};
+use crate::images::{ArchiveRecipe, HOST_BACKPORTS, HOST_RELEASE};
 use crate::render::features::{parse_qemu_version, QemuVersion};
 use crate::runner::CommandRunner;
 
@@ -26,68 +31,152 @@ pub struct HostTool {
     pub purpose: &'static str,
 }
 
+pub const QEMU_PROGRAM: &str = "qemu-system-x86_64";
+
+/// The host QEMU: the one tool with a minimum version.
+pub const QEMU_TOOL: HostTool =
+    HostTool { program: QEMU_PROGRAM, package: "qemu-system-x86", suite: HOST_BACKPORTS, purpose: "runs the lab" };
+
 pub const HOST_TOOLS: &[HostTool] = &[
-    HostTool { program: "qemu-system-x86_64", package: "qemu-system-x86", suite: HOST_BACKPORTS, purpose: "runs the lab" },
+    QEMU_TOOL,
     HostTool { program: "qemu-img", package: "qemu-utils", suite: HOST_BACKPORTS, purpose: "makes VM disk overlays" },
     HostTool { program: "debootstrap", package: "debootstrap", suite: HOST_BACKPORTS, purpose: "builds the root filesystem" },
-    HostTool { program: "mkfs.ext4", package: "e2fsprogs", suite: "host", purpose: "makes the root filesystem image" },
-    HostTool { program: "dpkg-deb", package: "dpkg", suite: "host", purpose: "unpacks downloaded packages" },
-    HostTool { program: "apt-get", package: "apt", suite: "host", purpose: "resolves packages in the Debian archive" },
-    HostTool { program: "depmod", package: "kmod", suite: "host", purpose: "indexes kernel modules" },
-    HostTool { program: "ssh-keygen", package: "openssh-client", suite: "host", purpose: "makes the per-lab SSH key" },
+    HostTool { program: "mkfs.ext4", package: "e2fsprogs", suite: HOST_RELEASE, purpose: "makes the root filesystem image" },
+    HostTool { program: "dpkg-deb", package: "dpkg", suite: HOST_RELEASE, purpose: "unpacks downloaded packages" },
+    HostTool { program: "apt-get", package: "apt", suite: HOST_RELEASE, purpose: "resolves packages in the Debian archive" },
+    HostTool { program: "depmod", package: "kmod", suite: HOST_RELEASE, purpose: "indexes kernel modules" },
+    HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
 ];
 
 /// Where the archive's signing keys come from; checked like a program.
 const KEYRING_PACKAGE: &str = "debian-archive-keyring";
 
-#[derive(Clone, Debug, Default)]
-pub struct HostReport {
-    pub found: Vec<(HostTool, PathBuf)>,
-    pub missing: Vec<HostTool>,
-    pub keyring_missing: bool,
+/// A host program that is there but older than the lab accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outdated {
+    pub tool: HostTool,
+    pub path: PathBuf,
+    pub version: QemuVersion,
+    pub minimum: (u32, u32),
 }
 
-impl HostReport {
-    pub fn is_ready(&self) -> bool {
-        self.missing.is_empty() && !self.keyring_missing
-    }
-
-    /// The packages to install, `name/suite` for those that must come from a given suite.
-    pub fn install_arguments(&self, host_codename: &str) -> Vec<String> {
-        let mut arguments: Vec<String> = Vec::new();
-        for tool in &self.missing {
-            let argument = if tool.suite == HOST_BACKPORTS {
-                format!("{}/{}", tool.package, crate::apt::concrete_suite(tool.suite, host_codename))
-            } else {
-                tool.package.to_owned()
-            };
-            if !arguments.contains(&argument) {
-                arguments.push(argument);
-            }
-        }
-        // qemu-utils must move with qemu-system-x86: one suite for both, or apt removes one.
-        if self.missing.iter().any(|tool| tool.package == "qemu-system-x86") {
-            let utils = format!("qemu-utils/{host_codename}-backports");
-            if !arguments.contains(&utils) {
-                arguments.push(utils);
-            }
-        }
-        if self.keyring_missing {
-            arguments.push(KEYRING_PACKAGE.to_owned());
-        }
-        arguments
-    }
-
-    /// The line a user runs by hand (not root).
-    pub fn install_line(&self, host_codename: &str) -> String {
-        format!(
-            "sudo apt-get install --no-install-recommends {}  # needs {host_codename}-backports in your apt sources; `sudo cargo xtask host setup` does not",
-            self.install_arguments(host_codename).join(" ")
+impl std::fmt::Display for Outdated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (major, minor, patch) = self.version;
+        write!(
+            f,
+            "{} is QEMU {major}.{minor}.{patch}, older than the {}.{} the recipe asks for (qemu.minimum_version)",
+            self.path.display(),
+            self.minimum.0,
+            self.minimum.1
         )
     }
 }
 
-/// Looks for every host tool.
+#[derive(Clone, Debug, Default)]
+pub struct HostReport {
+    pub found: Vec<(HostTool, PathBuf)>,
+    pub missing: Vec<HostTool>,
+    pub outdated: Vec<Outdated>,
+    pub keyring_missing: bool,
+}
+
+/// One `apt-get install` run: packages from one suite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AptInstall {
+    /// apt's target release (`-t`), for a run from backports.
+    pub target_release: Option<String>,
+    pub packages: Vec<String>,
+}
+
+impl AptInstall {
+    /// The arguments after `apt-get`, for `host setup`, for a user's shell and for a simulation.
+    pub fn arguments(&self) -> Vec<String> {
+        let mut arguments = vec!["install".to_owned(), "--no-install-recommends".to_owned()];
+        if let Some(release) = &self.target_release {
+            arguments.extend(["-t".to_owned(), release.clone()]);
+        }
+        arguments.extend(self.packages.iter().cloned());
+        arguments
+    }
+}
+
+/// What `host setup` installs, as apt runs in order: the host release's packages, then the
+/// backports ones.
+pub type InstallPlan = Vec<AptInstall>;
+
+impl HostReport {
+    pub fn is_ready(&self) -> bool {
+        self.missing.is_empty() && self.outdated.is_empty() && !self.keyring_missing
+    }
+
+    /// The tools to install: missing, or there and too old.
+    fn to_install(&self) -> impl Iterator<Item = &HostTool> {
+        self.missing.iter().chain(self.outdated.iter().map(|outdated| &outdated.tool))
+    }
+
+    /// The apt runs that install what is missing or outdated, one per suite.
+    pub fn install_plan(&self, host_codename: &str) -> InstallPlan {
+        let mut host_release = Vec::new();
+        let mut backports = Vec::new();
+        for tool in self.to_install() {
+            let group = if tool.suite == HOST_BACKPORTS { &mut backports } else { &mut host_release };
+            push_once(group, tool.package);
+        }
+        // qemu-utils must move with qemu-system-x86: one suite for both, or apt removes one.
+        if backports.iter().any(|package| package == "qemu-system-x86") {
+            push_once(&mut backports, "qemu-utils");
+        }
+        if self.keyring_missing {
+            push_once(&mut host_release, KEYRING_PACKAGE);
+        }
+        let mut plan = Vec::new();
+        if !host_release.is_empty() {
+            plan.push(AptInstall { target_release: None, packages: host_release });
+        }
+        if !backports.is_empty() {
+            let release = crate::apt::concrete_suite(HOST_BACKPORTS, host_codename);
+            plan.push(AptInstall { target_release: Some(release), packages: backports });
+        }
+        plan
+    }
+
+    /// The packages in the plan, for a progress line.
+    pub fn install_summary(&self, host_codename: &str) -> String {
+        self.install_plan(host_codename)
+            .iter()
+            .map(|run| match &run.target_release {
+                Some(release) => format!("{} (from {release})", run.packages.join(" ")),
+                None => run.packages.join(" "),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The lines a user runs by hand (not root).
+    pub fn install_lines(&self, host_codename: &str) -> Vec<String> {
+        self.install_plan(host_codename)
+            .iter()
+            .map(|run| {
+                let line = format!("sudo apt-get {}", run.arguments().join(" "));
+                match &run.target_release {
+                    Some(release) => format!(
+                        "{line}  # needs {release} in your apt sources; `sudo cargo xtask host setup` does not"
+                    ),
+                    None => line,
+                }
+            })
+            .collect()
+    }
+}
+
+fn push_once(packages: &mut Vec<String>, package: &str) {
+    if !packages.iter().any(|present| present == package) {
+        packages.push(package.to_owned());
+    }
+}
+
+/// Looks for every host tool: a few `stat`s, no process.
 pub fn check(keyring: &Path) -> HostReport {
     let mut report = HostReport::default();
     for tool in HOST_TOOLS {
@@ -98,6 +187,22 @@ pub fn check(keyring: &Path) -> HostReport {
     }
     report.keyring_missing = !keyring.is_file();
     report
+}
+
+/// [`check`], and the host QEMU's version against `minimum` (`major.minor`, the recipe's
+/// `qemu.minimum_version`): runs `qemu-system-x86_64 --version`.
+pub fn check_with_versions(keyring: &Path, minimum: Option<(u32, u32)>, runner: &CommandRunner) -> anyhow::Result<HostReport> {
+    let mut report = check(keyring);
+    let Some(minimum) = minimum else { return Ok(report) };
+    let qemu = report.found.iter().find(|(tool, _)| *tool == QEMU_TOOL).map(|(_, path)| path.clone());
+    if let Some(path) = qemu {
+        let version = qemu_version(runner, &path)?;
+        if (version.0, version.1) < minimum {
+            report.found.retain(|(tool, _)| *tool != QEMU_TOOL);
+            report.outdated.push(Outdated { tool: QEMU_TOOL, path, version, minimum });
+        }
+    }
+    Ok(report)
 }
 
 /// `program` in PATH or the sbin directories (a user's PATH often lacks them).
@@ -115,8 +220,8 @@ pub fn program(program: &str) -> PathBuf {
 }
 
 /// Makes sure the host tools running `programs` are there (all of them when empty): installs the
-/// missing ones as root, otherwise fails with the exact `apt-get install` line. Costs a few
-/// `stat`s when nothing is missing.
+/// missing ones as root, otherwise fails with the exact `apt-get install` lines. Costs a few
+/// `stat`s when nothing is missing (versions are checked where the QEMU is probed, see `stack`).
 pub fn ensure_tools(
     programs: &[&str],
     apt_dir: &Path,
@@ -133,9 +238,9 @@ pub fn ensure_tools(
     }
     let codename = crate::apt::host_codename()?;
     if !is_root() {
-        anyhow::bail!("host programs are missing; install them with:\n  {}", report.install_line(&codename));
+        anyhow::bail!("host programs are missing; install them with:\n  {}", report.install_lines(&codename).join("\n  "));
     }
-    let progress = shell.step(&format!("installing host packages: {}", report.install_arguments(&codename).join(" ")));
+    let progress = shell.step(&format!("installing host packages: {}", report.install_summary(&codename)));
     install(&report, apt_dir, archive, runner)?;
     progress.done("installed");
     Ok(())
@@ -154,7 +259,13 @@ pub fn is_root() -> bool {
     })
 }
 
-/// Installs what `report` lists as missing (root only).
+/// The private apt `host setup` installs through: the host's release and its backports.
+pub fn host_apt(apt_dir: &Path, archive: &ArchiveRecipe, host_codename: &str) -> PrivateApt {
+    let suites = [HOST_RELEASE, HOST_BACKPORTS].map(|word| crate::apt::concrete_suite(word, host_codename));
+    PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring)
+}
+
+/// Installs what `report` lists as missing or outdated (root only).
 pub fn install(
     report: &HostReport,
     apt_dir: &Path,
@@ -163,18 +274,16 @@ pub fn install(
 ) -> anyhow::Result<()> {
     let codename = crate::apt::host_codename()?;
     if !is_root() {
-        anyhow::bail!("installing host packages needs root; run:\n  {}", report.install_line(&codename));
+        anyhow::bail!("installing host packages needs root; run:\n  {}", report.install_lines(&codename).join("\n  "));
     }
-    let suites = vec![codename.clone(), format!("{codename}-backports")];
-    let mut apt = PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring);
+    let mut apt = host_apt(apt_dir, archive, &codename);
     apt.host_status = true;
     apt.update(runner).map_err(anyhow::Error::from)?;
-    let mut command = apt.command("apt-get");
-    command
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(report.install_arguments(&codename));
-    runner.run("host-install", &mut command)?;
+    for run in report.install_plan(&codename) {
+        let mut command = apt.command("apt-get");
+        command.env("DEBIAN_FRONTEND", "noninteractive").arg("-y").args(run.arguments());
+        runner.run("host-install", &mut command)?;
+    }
     Ok(())
 }
 
@@ -188,19 +297,53 @@ pub fn qemu_version(runner: &CommandRunner, qemu: &Path) -> anyhow::Result<QemuV
 mod tests {
     use super::*;
 
+    fn tool(program: &str) -> HostTool {
+        *HOST_TOOLS.iter().find(|tool| tool.program == program).unwrap()
+    }
+
     #[test]
-    fn install_line_keeps_qemu_packages_in_one_suite() {
-        let report = HostReport {
-            missing: vec![HOST_TOOLS[0], HOST_TOOLS[3]],
-            ..HostReport::default()
-        };
+    fn plan_installs_backports_with_their_suite_as_target_release() {
+        let report = HostReport { missing: vec![QEMU_TOOL, tool("mkfs.ext4")], ..HostReport::default() };
         assert_eq!(
-            report.install_arguments("bookworm"),
-            ["qemu-system-x86/bookworm-backports", "e2fsprogs", "qemu-utils/bookworm-backports"]
+            report.install_plan("bookworm"),
+            [
+                AptInstall { target_release: None, packages: vec!["e2fsprogs".to_owned()] },
+                AptInstall {
+                    target_release: Some("bookworm-backports".to_owned()),
+                    packages: vec!["qemu-system-x86".to_owned(), "qemu-utils".to_owned()]
+                },
+            ]
         );
-        assert!(report.install_line("bookworm").starts_with(
-            "sudo apt-get install --no-install-recommends qemu-system-x86/bookworm-backports e2fsprogs qemu-utils/bookworm-backports"
-        ));
+        let lines = report.install_lines("bookworm");
+        assert_eq!(lines[0], "sudo apt-get install --no-install-recommends e2fsprogs");
+        assert!(
+            lines[1].starts_with("sudo apt-get install --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils  # needs bookworm-backports"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn an_outdated_qemu_is_installed_again_from_backports() {
+        let outdated = Outdated {
+            tool: QEMU_TOOL,
+            path: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            version: (7, 2, 19),
+            minimum: (8, 1),
+        };
+        let report = HostReport { outdated: vec![outdated.clone()], ..HostReport::default() };
+        assert!(!report.is_ready());
+        assert_eq!(report.install_summary("bookworm"), "qemu-system-x86 qemu-utils (from bookworm-backports)");
+        assert_eq!(
+            outdated.to_string(),
+            "/usr/bin/qemu-system-x86_64 is QEMU 7.2.19, older than the 8.1 the recipe asks for (qemu.minimum_version)"
+        );
+    }
+
+    #[test]
+    fn a_missing_keyring_is_installed_from_the_host_release() {
+        let report = HostReport { keyring_missing: true, ..HostReport::default() };
+        assert_eq!(report.install_plan("trixie"), [AptInstall { target_release: None, packages: vec![KEYRING_PACKAGE.to_owned()] }]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod images;
 pub mod lab;
 pub mod lock;
 pub mod paths;
+pub mod prerequisites;
 pub mod profile;
 pub mod render;
 pub mod runner;

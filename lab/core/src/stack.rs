@@ -246,7 +246,8 @@ impl<'a> Session<'a> {
         };
         if let Some(minimum) = self.recipe.recipe.qemu.minimum_version.as_deref().and_then(images::parse_major_minor) {
             if (version.0, version.1) < minimum {
-                bail!("{} is QEMU {}.{}.{}, older than the recipe's minimum {}.{}", binary.display(), version.0, version.1, version.2, minimum.0, minimum.1);
+                let outdated = host::Outdated { tool: host::QEMU_TOOL, path: binary, version, minimum };
+                bail!("{outdated}: `cargo xtask host setup` installs a newer one");
             }
         }
         Ok(QemuBinary { path: binary, version })
