@@ -2,9 +2,12 @@
 //! for a pre-8.1 QEMU), the expected guest view and the tree. Review changes with
 //! `cargo insta review`; a changed argv is a changed lab.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use cxl_lab_core::model::expect::expected_view;
+use cxl_lab_core::model::validate::id_wellformed;
+use cxl_lab_core::model::{Host, Topology};
 use cxl_lab_core::paths::MachineRunDir;
 use cxl_lab_core::profile::load_topology;
 use cxl_lab_core::render::{picture, render_with_templates, Accel, BootMedia, RenderInputs};
@@ -13,7 +16,7 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn shipped_profiles() -> Vec<(String, cxl_lab_core::model::Topology)> {
+fn shipped_profiles() -> Vec<(String, Topology)> {
     let mut names: Vec<String> = std::fs::read_dir(workspace().join("profiles"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -52,14 +55,35 @@ fn inputs(host: &str, version: (u32, u32, u32), boot: bool) -> RenderInputs {
     }
 }
 
-fn argv_text(topology: &cxl_lab_core::model::Topology, version: (u32, u32, u32), boot: bool) -> String {
-    let mut text = String::new();
+/// Each host's argv.
+fn render_hosts(topology: &Topology, version: (u32, u32, u32), boot: bool) -> Vec<(&Host, Vec<String>)> {
+    let templates = workspace().join("templates");
+    let mut rendered = Vec::new();
     for (index, host) in topology.hosts.iter().enumerate() {
-        let rendered =
-            render_with_templates(&workspace().join("templates"), topology, index, &inputs(&host.name, version, boot)).unwrap();
-        text.push_str(&format!("# host {}\n{}\n", host.name, rendered.argv.join("\n")));
+        let argv = render_with_templates(&templates, topology, index, &inputs(&host.name, version, boot)).unwrap().argv;
+        rendered.push((host, argv));
     }
-    text
+    rendered
+}
+
+fn argv_text(topology: &Topology, version: (u32, u32, u32), boot: bool) -> String {
+    let hosts = render_hosts(topology, version, boot);
+    hosts.into_iter().map(|(host, argv)| format!("# host {}\n{}\n", host.name, argv.join("\n"))).collect()
+}
+
+/// Every id the topology gives QEMU for one host: host bridges, ports, switches, devices, backends.
+fn topology_ids<'a>(topology: &'a Topology, host: &'a Host) -> BTreeSet<&'a str> {
+    let mut ids: BTreeSet<&str> = topology.backends_of(host).into_iter().map(|backend| backend.id.as_str()).collect();
+    for host_bridge in &host.host_bridges {
+        ids.insert(&host_bridge.id);
+        ids.extend(host_bridge.root_ports.iter().map(|port| port.id.as_str()));
+    }
+    for (_, switch) in host.switches() {
+        ids.insert(&switch.id);
+        ids.extend(switch.downstream_ports.iter().map(|port| port.id.as_str()));
+    }
+    ids.extend(host.devices().into_iter().map(|placement| placement.device.id.as_str()));
+    ids
 }
 
 #[test]
@@ -74,6 +98,38 @@ fn rendered_argv_with_a_guest() {
     for (name, topology) in shipped_profiles() {
         if name == "seed" || name == "shared" {
             insta::assert_snapshot!(format!("boot_argv_{name}"), argv_text(&topology, (10, 0, 2), true));
+        }
+    }
+}
+
+/// Every `id=` and `bus=` (a bus is named by a device id) in a `-device`, `-object` or `-chardev`
+/// argument, and the `-name`, is a QEMU identifier, and every id of the topology is among them: a
+/// template change that lets a name add options or split an argument fails here.
+#[test]
+fn every_rendered_id_is_a_qemu_identifier() {
+    for (name, topology) in shipped_profiles() {
+        for (host, argv) in render_hosts(&topology, (10, 0, 2), true) {
+            let mut rendered_ids = BTreeSet::new();
+            for pair in argv.windows(2) {
+                let (option, value) = (pair[0].as_str(), pair[1].as_str());
+                if option == "-name" {
+                    assert!(id_wellformed(value), "{name}: -name {value}");
+                }
+                if !matches!(option, "-device" | "-object" | "-chardev") {
+                    continue;
+                }
+                for (key, id) in value.split(',').filter_map(|property| property.split_once('=')) {
+                    if key == "id" || key == "bus" {
+                        assert!(id_wellformed(id), "{name}, host {}: `{id}` in {option} {value}", host.name);
+                    }
+                    if key == "id" {
+                        rendered_ids.insert(id);
+                    }
+                }
+            }
+            let expected = topology_ids(&topology, host);
+            let missing: Vec<_> = expected.difference(&rendered_ids).collect();
+            assert!(missing.is_empty(), "{name}, host {}: ids not rendered as id=: {missing:?}", host.name);
         }
     }
 }

@@ -20,10 +20,11 @@ pub struct ProfileFile {
     /// Memory backends (files with share=on), referenced by id from type-3 devices.
     #[serde(default)]
     pub memory_backends: Vec<MemoryBackendSpec>,
-    /// Words appended to the kernel command line of every host.
+    /// Words appended to the kernel command line of every host, one kernel parameter each.
     #[serde(default)]
-    pub kernel_cmdline: Vec<String>,
-    /// Raw QEMU arguments appended to every host's argv, for what the schema does not cover.
+    pub kernel_cmdline: Vec<Spanned<String>>,
+    /// Raw QEMU arguments appended to every host's argv, for what the schema does not cover: the
+    /// one value no rule checks.
     #[serde(default)]
     pub qemu_extra: Vec<String>,
 
@@ -54,23 +55,15 @@ pub struct MachineSpec {
     pub memory: Spanned<ByteSize>,
     /// Defaults to memory plus the total size of the fixed windows.
     pub maxmem: Option<Spanned<ByteSize>>,
-    #[serde(default = "default_slots")]
-    pub slots: u32,
-    #[serde(default = "default_cpus")]
-    pub cpus: u32,
+    /// Memory hotplug slots; default [`crate::validate::DEFAULT_SLOTS`].
+    pub slots: Option<Spanned<u32>>,
+    /// Default [`crate::validate::DEFAULT_CPUS`].
+    pub cpus: Option<Spanned<u32>>,
     #[serde(default)]
     pub accel: AccelRequest,
     /// The guest onlines CXL memory as System RAM: such guests must run under TCG.
     #[serde(default)]
     pub online_cxl_as_ram: bool,
-}
-
-fn default_slots() -> u32 {
-    8
-}
-
-fn default_cpus() -> u32 {
-    1
 }
 
 /// What the profile asks for; `auto` is resolved by probing before boot.

@@ -1,6 +1,11 @@
 //! From the profile as written to the typed [`Topology`]: every rule QEMU (and the lab) imposes is
 //! checked here, once, before anything starts. Each broken rule becomes a [`ProfileError`] at the
 //! line and column of the value that broke it; all of them are reported, not just the first.
+//!
+//! Profiles are shared data, so the rules also keep a profile inside the lab: every name that
+//! reaches the argv or a path is a QEMU identifier (it cannot add an option, split an argument or
+//! leave a directory), and kernel command line words are single parameters. `qemu_extra` is the
+//! one value left unchecked, by design.
 
 use std::collections::HashMap;
 
@@ -18,6 +23,63 @@ pub const GRANULARITIES: [u64; 7] = [256, 512, KIB, 2 * KIB, 4 * KIB, 8 * KIB, 1
 pub const WINDOW_TARGET_COUNTS: [usize; 8] = [1, 2, 4, 8, 16, 3, 6, 12];
 /// The most dynamic-capacity regions a device has.
 pub const MAX_DC_REGIONS: u8 = 8;
+/// Memory hotplug slots when the profile does not say.
+pub const DEFAULT_SLOTS: u32 = 8;
+/// CPUs when the profile does not say.
+pub const DEFAULT_CPUS: u32 = 1;
+/// A backend's file is `<id>.raw` and file names stay below 255 bytes.
+pub const MAX_BACKEND_ID_LEN: usize = 250;
+/// A host's name is its run directory, which holds unix sockets (`run/<host>/qmp.sock`) whose
+/// whole path must stay below 108 bytes: a short name leaves room for the lab directory.
+pub const MAX_HOST_NAME_LEN: usize = 32;
+
+/// QEMU's rule for ids (util/id.c `id_wellformed`): a letter, then letters, digits, `-`, `.` and
+/// `_`. Such a name cannot add options to an argument (`,` `=`), split one (whitespace, newline) or
+/// leave a directory (`/`, `..`, a leading `.`).
+pub fn id_wellformed(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|first| first.is_ascii_alphabetic())
+        && chars.all(|other| other.is_ascii_alphanumeric() || matches!(other, '-' | '.' | '_'))
+}
+
+/// What a name becomes, which decides its length limit; `what` names it in errors.
+struct NameUse {
+    what: &'static str,
+    /// The most bytes it may have, and why.
+    limit: Option<(usize, &'static str)>,
+}
+
+/// Host bridge, port, switch and device ids: QEMU ids and bus names.
+const DEVICE_ID: NameUse = NameUse { what: "id", limit: None };
+const BACKEND_ID: NameUse = NameUse {
+    what: "memory backend id",
+    limit: Some((MAX_BACKEND_ID_LEN, "its file `<id>.raw` must stay below 255 bytes")),
+};
+const HOST_NAME: NameUse = NameUse {
+    what: "host name",
+    limit: Some((MAX_HOST_NAME_LEN, "it names the directory of the host's unix sockets, whose paths must stay below 108 bytes")),
+};
+/// QEMU's `-name <profile>-<host>`.
+const PROFILE_NAME: NameUse = NameUse { what: "profile name", limit: None };
+
+/// Why `name` cannot be used as `name_use`, if it cannot. Values are shown escaped: a hostile one
+/// must not write control characters to the terminal.
+fn name_problem(name: &str, name_use: &NameUse) -> Option<String> {
+    let what = name_use.what;
+    if name.is_empty() {
+        return Some(format!("{what} is empty"));
+    }
+    if !id_wellformed(name) {
+        return Some(format!(
+            "{what} `{}` is not a QEMU identifier: a letter first, then only letters, digits, `-`, `.` or `_`",
+            name.escape_debug()
+        ));
+    }
+    match name_use.limit {
+        Some((max, why)) if name.len() > max => Some(format!("{what} is {} bytes, more than {max}: {why}", name.len())),
+        _ => None,
+    }
+}
 
 /// Parses and validates one profile. `file` is how errors name the file; `default_name` is the
 /// profile's name when it gives none (its file stem).
@@ -86,15 +148,37 @@ impl Validator<'_> {
         });
     }
 
+    /// An error about something the file does not spell out (a missing key, the file name).
+    fn error_at_start(&mut self, field: &str, message: String) {
+        self.errors.push(ProfileError { file: self.file.to_owned(), line: 1, column: 1, field: field.to_owned(), message });
+    }
+
+    fn check_name(&mut self, name: &Spanned<String>, field: &str, name_use: &NameUse) {
+        if let Some(message) = name_problem(&name.value, name_use) {
+            self.error(name, field, message);
+        }
+    }
+
     fn profile(&mut self, file: ProfileFile, default_name: &str) -> Topology {
-        let name = file.name.as_ref().map(|name| name.value.clone()).unwrap_or_else(|| default_name.to_owned());
+        let name = match &file.name {
+            Some(name) => {
+                self.check_name(name, "name", &PROFILE_NAME);
+                name.value.clone()
+            }
+            None => {
+                if let Some(message) = name_problem(default_name, &PROFILE_NAME) {
+                    self.error_at_start("name", format!("{message} (it comes from the file name; set `name:`)"));
+                }
+                default_name.to_owned()
+            }
+        };
         let backends = self.backends(&file.memory_backends);
         let mut topology = Topology {
             name,
             description: file.description.trim().to_owned(),
             backends,
             hosts: Vec::new(),
-            kernel_cmdline: file.kernel_cmdline,
+            kernel_cmdline: self.kernel_cmdline(&file.kernel_cmdline),
             qemu_extra: file.qemu_extra,
         };
         // Which host already uses each backend, to allow `shared` ones once per host.
@@ -105,9 +189,13 @@ impl Validator<'_> {
                 self.error(&hosts, "hosts", "use either `hosts:` or a top-level `machine:`, not both".to_owned());
             }
             (Some(hosts), false) => {
+                if hosts.value.is_empty() {
+                    self.error(&hosts, "hosts", "`hosts:` is empty: a profile needs at least one host".to_owned());
+                }
                 let mut names: HashMap<String, u64> = HashMap::new();
                 for (index, host) in hosts.value.into_iter().enumerate() {
                     let prefix = format!("hosts[{index}].");
+                    self.check_name(&host.name, &format!("{prefix}name"), &HOST_NAME);
                     if let Some(line) = names.insert(host.name.value.clone(), host.name.referenced.line()) {
                         let message = format!("duplicate host name `{}` (first used at line {line})", host.name.value);
                         self.error(&host.name, &format!("{prefix}name"), message);
@@ -138,32 +226,41 @@ impl Validator<'_> {
                     );
                     topology.hosts.push(host);
                 }
-                None => self.errors.push(ProfileError {
-                    file: self.file.to_owned(),
-                    line: 1,
-                    column: 1,
-                    field: "machine".to_owned(),
-                    message: "missing `machine:` (memory, cpus, accel) for the host".to_owned(),
-                }),
+                None => self.error_at_start("machine", "missing `machine:` (memory, cpus, accel) for the host".to_owned()),
             },
-            (None, false) => self.errors.push(ProfileError {
-                file: self.file.to_owned(),
-                line: 1,
-                column: 1,
-                field: "machine".to_owned(),
-                message: "a profile needs `machine:` and `host_bridges:` (one host) or `hosts:`".to_owned(),
-            }),
+            (None, false) => self.error_at_start(
+                "machine",
+                "a profile needs `machine:` and `host_bridges:` (one host) or `hosts:`".to_owned(),
+            ),
         }
         topology
+    }
+
+    /// Each word is one kernel parameter: no whitespace to make it two, no control character.
+    fn kernel_cmdline(&mut self, words: &[Spanned<String>]) -> Vec<String> {
+        for (index, word) in words.iter().enumerate() {
+            let problem = if word.value.chars().any(char::is_control) {
+                "holds a control character"
+            } else if word.value.is_empty() || word.value.chars().any(char::is_whitespace) {
+                "is empty or holds whitespace: each item is one kernel parameter"
+            } else {
+                continue;
+            };
+            let message = format!("kernel command line word `{}` {problem}", word.value.escape_debug());
+            self.error(word, &format!("kernel_cmdline[{index}]"), message);
+        }
+        words.iter().map(|word| word.value.clone()).collect()
     }
 
     fn backends(&mut self, specs: &[MemoryBackendSpec]) -> Vec<MemoryBackend> {
         let mut seen: HashMap<&str, u64> = HashMap::new();
         let mut backends = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
+            let id_field = format!("memory_backends[{index}].id");
+            self.check_name(&spec.id, &id_field, &BACKEND_ID);
             if let Some(line) = seen.insert(&spec.id.value, spec.id.referenced.line()) {
                 let message = format!("duplicate memory backend id `{}` (first used at line {line})", spec.id.value);
-                self.error(&spec.id, &format!("memory_backends[{index}].id"), message);
+                self.error(&spec.id, &id_field, message);
             }
             if spec.size.value.bytes() == 0 {
                 self.error(&spec.size, &format!("memory_backends[{index}].size"), "size must not be zero".to_owned());
@@ -193,36 +290,60 @@ impl Validator<'_> {
             let field = format!("{prefix}host_bridges[{index}]");
             host_bridges.push(self.host_bridge(topology, &mut scope, backend_hosts, &name, &field, spec));
         }
-        let mut host = Host { name, machine: self.machine_shape(&machine), host_bridges, windows: Vec::new() };
+        let mut host = Host { name, machine: self.machine_shape(&machine, prefix), host_bridges, windows: Vec::new() };
+        let has_windows = !window_specs.is_empty();
         for (index, spec) in window_specs.into_iter().enumerate() {
             let field = format!("{prefix}fixed_windows[{index}]");
             if let Some(window) = self.window(&host, &scope, &field, spec) {
                 host.windows.push(window);
             }
         }
-        self.fit_windows_in_maxmem(&mut host, &machine, prefix);
+        self.fit_windows_in_maxmem(&mut host, &machine, prefix, has_windows);
         host
     }
 
-    fn machine_shape(&mut self, machine: &Spanned<MachineSpec>) -> Machine {
+    fn machine_shape(&mut self, machine: &Spanned<MachineSpec>, prefix: &str) -> Machine {
         let spec = &machine.value;
+        if spec.memory.value.bytes() == 0 {
+            self.error(&spec.memory, &format!("{prefix}machine.memory"), "memory must not be zero".to_owned());
+        }
         Machine {
             memory: spec.memory.value.bytes(),
             maxmem: spec.maxmem.as_ref().map(|maxmem| maxmem.value.bytes()).unwrap_or(0),
-            slots: spec.slots,
-            cpus: spec.cpus.max(1),
+            slots: self.count(spec.slots.as_ref(), DEFAULT_SLOTS, prefix, "slots"),
+            cpus: self.count(spec.cpus.as_ref(), DEFAULT_CPUS, prefix, "cpus"),
             accel: spec.accel,
             online_cxl_as_ram: spec.online_cxl_as_ram,
         }
     }
 
+    /// A machine count the profile may leave out (then `default`). Zero is always a mistake: QEMU
+    /// refuses zero CPUs, and zero slots are a memory hotplug space with no slot.
+    fn count(&mut self, count: Option<&Spanned<u32>>, default: u32, prefix: &str, name: &str) -> u32 {
+        let Some(count) = count else { return default };
+        if count.value == 0 {
+            self.error(count, &format!("{prefix}machine.{name}"), format!("{name} must be at least 1"));
+        }
+        count.value
+    }
+
     /// CXL windows are placed in the guest physical space the lab reserves with maxmem: their total
-    /// must fit in `maxmem - memory`. Without maxmem, reserve exactly what the windows need.
-    fn fit_windows_in_maxmem(&mut self, host: &mut Host, machine: &Spanned<MachineSpec>, prefix: &str) {
+    /// must fit in `maxmem - memory`. Without maxmem, reserve exactly what the windows need. QEMU
+    /// refuses memory slots when maxmem equals memory, so something must be reserved.
+    fn fit_windows_in_maxmem(&mut self, host: &mut Host, machine: &Spanned<MachineSpec>, prefix: &str, has_windows: bool) {
         let windows_total: u64 = host.windows.iter().map(|window| window.size).sum();
         let memory = host.machine.memory;
+        let no_room = "QEMU refuses memory slots without room above memory";
         match &machine.value.maxmem {
+            None if !has_windows => {
+                let message = format!("no fixed window and no `maxmem`: {no_room}; set `maxmem` above {}", ByteSize(memory));
+                self.error(machine, &format!("{prefix}machine"), message);
+            }
             None => host.machine.maxmem = memory + windows_total,
+            Some(maxmem) if !has_windows && maxmem.value.bytes() == memory => {
+                let message = format!("maxmem {} equals memory and no fixed window needs room: {no_room}", maxmem.value);
+                self.error(maxmem, &format!("{prefix}machine.maxmem"), message);
+            }
             Some(maxmem) if maxmem.value.bytes() < memory => {
                 let message = format!("maxmem {} is smaller than memory {}", maxmem.value, ByteSize(memory));
                 self.error(maxmem, &format!("{prefix}machine.maxmem"), message);
@@ -242,6 +363,7 @@ impl Validator<'_> {
     }
 
     fn claim_id(&mut self, scope: &mut HostScope, id: &Spanned<String>, kind: &'static str, field: &str) {
+        self.check_name(id, &format!("{field}.id"), &DEVICE_ID);
         let seen = Seen { owner: id.value.clone(), line: id.referenced.line() };
         if let Some((first, first_kind)) = scope.ids.get(&id.value).cloned() {
             let message = if first.line == 0 {

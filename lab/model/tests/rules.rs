@@ -2,6 +2,7 @@
 //! (file, line, column, field, text).
 
 use cxl_lab_model::parse_profile;
+use cxl_lab_model::validate::id_wellformed;
 
 /// Validates `source` as `bad.yaml` and returns all error lines.
 fn errors(source: &str) -> String {
@@ -218,7 +219,7 @@ fn rejects_a_backend_shared_by_two_hosts_unless_marked_shared() {
     let host = |name: &str| {
         format!(
             "  - name: {name}
-    machine: {{memory: 1G}}
+    machine: {{memory: 1G, maxmem: 2G}}
     host_bridges:
       - id: hb0
         bus_nr: 12
@@ -236,9 +237,10 @@ fn rejects_a_backend_shared_by_two_hosts_unless_marked_shared() {
 }
 
 #[test]
-fn rejects_dynamic_capacity_with_more_than_8_regions() {
-    let source = format!(
-        "{MACHINE}memory_backends: [{{id: dc, size: 4G}}]
+fn rejects_dynamic_capacity_with_0_or_more_than_8_regions() {
+    for regions in [0, 9] {
+        let source = format!(
+            "{MACHINE}memory_backends: [{{id: dc, size: 4G}}]
 host_bridges:
   - id: hb0
     bus_nr: 12
@@ -247,13 +249,14 @@ host_bridges:
         port: 0
         chassis: 0
         slot: 0
-        type3: {{id: d0, serial: 1, dynamic_capacity: {{backend: dc, regions: 9}}}}
+        type3: {{id: d0, serial: 1, dynamic_capacity: {{backend: dc, regions: {regions}}}}}
 "
-    );
-    assert_eq!(
-        errors(&source),
-        "bad.yaml:11:77: host_bridges[0].root_ports[0].type3.dynamic_capacity.regions: dynamic capacity has 9 regions; QEMU supports 1 to 8"
-    );
+        );
+        assert_eq!(
+            errors(&source),
+            format!("bad.yaml:11:77: host_bridges[0].root_ports[0].type3.dynamic_capacity.regions: dynamic capacity has {regions} regions; QEMU supports 1 to 8")
+        );
+    }
 }
 
 #[test]
@@ -335,4 +338,139 @@ fn reports_every_broken_rule_not_just_the_first() {
 "
     );
     assert_eq!(errors(&source).lines().count(), 2);
+}
+
+#[test]
+fn id_wellformed_is_qemus_rule() {
+    for good in ["a", "cxl.1", "root_port13", "cxl-mem0", "Z9-._"] {
+        assert!(id_wellformed(good), "{good}");
+    }
+    for bad in ["", "1a", "-a", ".a", "_a", "a,b", "a=b", "a b", "a/b", "a\nb", "é", "aé"] {
+        assert!(!id_wellformed(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn rejects_ids_that_are_not_qemu_identifiers() {
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: \"mem0,share=off,mem-path=/etc/passwd\", size: 256M}}]
+host_bridges:
+  - id: ../../etc/x
+    bus_nr: 12
+    root_ports:
+      - id: root port
+        port: 0
+        chassis: 0
+        slot: 0
+        switch:
+          id: .us0
+          downstream_ports:
+            - {{id: dp0, port: 0, chassis: 0, slot: 1, type3: {{id: \"d0\\n-x\", serial: 1, volatile: \"mem0,share=off,mem-path=/etc/passwd\"}}}}
+"
+    );
+    let rule = "is not a QEMU identifier: a letter first, then only letters, digits, `-`, `.` or `_`";
+    assert_eq!(
+        errors(&source),
+        format!(
+            "bad.yaml:2:24: memory_backends[0].id: memory backend id `mem0,share=off,mem-path=/etc/passwd` {rule}\n\
+             bad.yaml:4:9: host_bridges[0].id: id `../../etc/x` {rule}\n\
+             bad.yaml:7:13: host_bridges[0].root_ports[0].id: id `root port` {rule}\n\
+             bad.yaml:12:15: host_bridges[0].root_ports[0].switch.id: id `.us0` {rule}\n\
+             bad.yaml:14:67: host_bridges[0].root_ports[0].switch.downstream_ports[0].type3.id: id `d0\\n-x` {rule}"
+        )
+    );
+}
+
+#[test]
+fn rejects_backend_ids_too_long_for_a_file_name() {
+    let id = "m".repeat(251);
+    let source = format!("{MACHINE}memory_backends: [{{id: {id}, size: 256M}}]\nhost_bridges: []\n");
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:2:24: memory_backends[0].id: memory backend id is 251 bytes, more than 250: its file `<id>.raw` must stay below 255 bytes"
+    );
+    let fits = source.replace(&id, &"m".repeat(250));
+    assert!(parse_profile("ok.yaml", &fits, "ok").is_ok());
+}
+
+#[test]
+fn rejects_host_names_that_leave_the_lab_directory() {
+    let host = |name: &str| format!("  - name: {name}\n    machine: {{memory: 1G, maxmem: 2G}}\n");
+    let long = "h".repeat(33);
+    let source = format!("hosts:\n{}{}{}{}", host("../.."), host("\"\""), host(".h"), host(&long));
+    let rule = "is not a QEMU identifier: a letter first, then only letters, digits, `-`, `.` or `_`";
+    assert_eq!(
+        errors(&source),
+        format!(
+            "bad.yaml:2:11: hosts[0].name: host name `../..` {rule}\n\
+             bad.yaml:4:11: hosts[1].name: host name is empty\n\
+             bad.yaml:6:11: hosts[2].name: host name `.h` {rule}\n\
+             bad.yaml:8:11: hosts[3].name: host name is 33 bytes, more than 32: it names the directory of the host's unix sockets, whose paths must stay below 108 bytes"
+        )
+    );
+}
+
+#[test]
+fn rejects_profile_names_that_are_not_qemu_identifiers() {
+    let body = format!("{MACHINE}host_bridges: []\n");
+    let named = format!("name: lab,debug-threads=on\n{body}");
+    assert_eq!(
+        errors(&named),
+        "bad.yaml:1:7: name: profile name `lab,debug-threads=on` is not a QEMU identifier: a letter first, then only letters, digits, `-`, `.` or `_`"
+    );
+    // Without `name:` the file name is the profile name, and obeys the same rule.
+    let Err(from_file) = parse_profile("my lab.yaml", &body, "my lab") else { panic!("accepted") };
+    assert_eq!(
+        from_file.to_string(),
+        "my lab.yaml:1:1: name: profile name `my lab` is not a QEMU identifier: a letter first, then only letters, digits, `-`, `.` or `_` (it comes from the file name; set `name:`)"
+    );
+}
+
+#[test]
+fn rejects_zero_cpus_slots_and_memory() {
+    let source = "machine: {memory: 0, maxmem: 8G, cpus: 0, slots: 0}\nhost_bridges: []\n";
+    assert_eq!(
+        errors(source),
+        "bad.yaml:1:19: machine.memory: memory must not be zero\n\
+         bad.yaml:1:40: machine.cpus: cpus must be at least 1\n\
+         bad.yaml:1:50: machine.slots: slots must be at least 1"
+    );
+}
+
+#[test]
+fn rejects_an_empty_host_list() {
+    assert_eq!(errors("hosts: []\n"), "bad.yaml:1:8: hosts: `hosts:` is empty: a profile needs at least one host");
+}
+
+#[test]
+fn rejects_no_room_above_memory_for_the_memory_slots() {
+    assert_eq!(
+        errors("machine: {memory: 2G}\nhost_bridges: []\n"),
+        "bad.yaml:1:10: machine: no fixed window and no `maxmem`: QEMU refuses memory slots without room above memory; set `maxmem` above 2G"
+    );
+    assert_eq!(
+        errors("machine: {memory: 2G, maxmem: 2G}\nhost_bridges: []\n"),
+        "bad.yaml:1:31: machine.maxmem: maxmem 2G equals memory and no fixed window needs room: QEMU refuses memory slots without room above memory"
+    );
+}
+
+#[test]
+fn rejects_kernel_cmdline_words_with_whitespace_or_control_characters() {
+    let source = format!(
+        "{MACHINE}host_bridges: []
+kernel_cmdline:
+  - cxl_acpi.dyndbg=+fplm
+  - console=ttyS0 init=/bin/sh
+  - \"quiet\\ninit=/bin/sh\"
+  - \"\"
+  - \"loglevel=7\\u0000\"
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:5:5: kernel_cmdline[1]: kernel command line word `console=ttyS0 init=/bin/sh` is empty or holds whitespace: each item is one kernel parameter\n\
+         bad.yaml:6:5: kernel_cmdline[2]: kernel command line word `quiet\\ninit=/bin/sh` holds a control character\n\
+         bad.yaml:7:5: kernel_cmdline[3]: kernel command line word `` is empty or holds whitespace: each item is one kernel parameter\n\
+         bad.yaml:8:5: kernel_cmdline[4]: kernel command line word `loglevel=7\\0` holds a control character"
+    );
 }

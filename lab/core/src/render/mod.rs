@@ -103,6 +103,16 @@ struct BackendView {
     path: PathBuf,
 }
 
+/// What `profile validate` and `profile render` say about a profile with `qemu_extra`: those
+/// arguments reach QEMU as written, checked by no rule, on the word of the profile's author.
+pub fn unchecked_arguments_note(topology: &Topology) -> Option<String> {
+    let extra = &topology.qemu_extra;
+    (!extra.is_empty()).then(|| {
+        let shown: Vec<String> = extra.iter().map(|argument| format!("{argument:?}")).collect();
+        format!("profile `{}` adds {} raw QEMU argument(s) that no rule checks (qemu_extra): {}", topology.name, extra.len(), shown.join(" "))
+    })
+}
+
 /// Renders the argv of host `host_index` of `profile`.
 pub fn render_machine(profile: &Profile, host_index: usize, inputs: &RenderInputs) -> anyhow::Result<RenderedMachine> {
     render_with_templates(&profile.templates_dir, &profile.topology, host_index, inputs)
@@ -124,15 +134,14 @@ pub fn render_with_templates(
         bail!("profile `{}` cannot run on this QEMU:\n  {}", topology.name, missing.join("\n  "));
     }
     let environment = environment(templates_dir);
-    let backends: Vec<BackendView> = topology
+    let backends = topology
         .backends_of(host)
         .into_iter()
-        .map(|backend| BackendView {
-            id: backend.id.clone(),
-            size: backend.size,
-            path: crate::backing::backend_file(&inputs.memory_dir, &backend.id),
+        .map(|backend| {
+            let path = crate::backing::backend_file(&inputs.memory_dir, &backend.id)?;
+            Ok(BackendView { id: backend.id.clone(), size: backend.size, path })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<BackendView>>>()?;
     let cmdline = match &inputs.boot {
         Some(boot) => Some(render_cmdline(&environment, topology, host, boot)?),
         None => None,
@@ -203,4 +212,22 @@ fn template_error(templates_dir: &Path, error: minijinja::Error) -> anyhow::Erro
 /// One argument per non-empty line; leading and trailing blanks of a line are layout, not data.
 fn split_argv(text: &str) -> Vec<String> {
     text.lines().map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_raw_qemu_arguments() {
+        let source = "name: raw\nmachine: {memory: 1G, maxmem: 2G}\nhost_bridges: []\n";
+        let plain = cxl_lab_model::parse_profile("raw.yaml", source, "raw").unwrap();
+        assert_eq!(unchecked_arguments_note(&plain), None);
+        let with_extra = format!("{source}qemu_extra: [-device, \"pci-testdev,id=t\\n\"]\n");
+        let topology = cxl_lab_model::parse_profile("raw.yaml", &with_extra, "raw").unwrap();
+        assert_eq!(
+            unchecked_arguments_note(&topology).as_deref(),
+            Some(r#"profile `raw` adds 2 raw QEMU argument(s) that no rule checks (qemu_extra): "-device" "pci-testdev,id=t\n""#)
+        );
+    }
 }
