@@ -17,8 +17,10 @@ pub enum Prerequisite {
     Root,
     /// A `qemu-system-x86_64` to run (`CXL_LAB_TEST_QEMU` names another).
     Qemu,
-    /// The Debian archive at this mirror URL answers (downloads, apt lists).
-    Archive(String),
+    /// The Debian archive of the distro recipe (`images/distro.yaml`) answers.
+    Archive,
+    /// The Debian archive at this mirror URL answers.
+    Mirror(String),
 }
 
 impl Prerequisite {
@@ -31,11 +33,20 @@ impl Prerequisite {
                 let found = if qemu.contains('/') { std::path::Path::new(&qemu).is_file() } else { crate::host::find_program(&qemu).is_some() };
                 (!found).then(|| format!("needs QEMU: `{qemu}` not found (`cargo xtask host setup` installs it)"))
             }
-            Prerequisite::Archive(mirror) => {
+            Prerequisite::Archive => match crate::images::load(&workspace_images_dir(), "distro") {
+                Ok(recipe) => Prerequisite::Mirror(recipe.recipe.archive.mirror).unmet(),
+                Err(error) => Some(format!("needs the distro recipe: {error}")),
+            },
+            Prerequisite::Mirror(mirror) => {
                 archive_unreachable(mirror).map(|why| format!("needs the Debian archive at {mirror}: {why}"))
             }
         }
     }
+}
+
+/// `images/` of the checkout this crate was built from.
+fn workspace_images_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images")
 }
 
 /// The QEMU binary tests run: `CXL_LAB_TEST_QEMU`, else `qemu-system-x86_64` from PATH.
@@ -105,7 +116,7 @@ mod tests {
     #[test]
     fn an_unreachable_archive_is_unmet_with_its_reason() {
         // Port 9 on loopback (discard) is closed here: the connection is refused at once.
-        let unmet = Prerequisite::Archive("http://127.0.0.1:9/debian".to_owned()).unmet().unwrap();
+        let unmet = Prerequisite::Mirror("http://127.0.0.1:9/debian".to_owned()).unmet().unwrap();
         assert!(unmet.contains("127.0.0.1:9 does not answer"), "{unmet}");
     }
 }

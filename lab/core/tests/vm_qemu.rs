@@ -1,20 +1,18 @@
 //! The VM layer against the real, installed QEMU (TCG, machines created paused with `-S`, no guest
-//! OS): QMP handshake and commands, QEMU's own errors, and that no QEMU outlives its owner.
+//! OS): QMP handshake and commands, QEMU's own errors, and that no QEMU outlives its owner. Each
+//! test needs a QEMU (skipped with the reason outside CI when there is none).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cxl_lab_core::paths::MachineRunDir;
+use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
 use cxl_lab_core::model::schema::AccelRequest;
 use cxl_lab_core::render::Accel;
 use cxl_lab_core::vm::accel::resolve_accel;
 use cxl_lab_core::vm::qmp::QmpError;
 use cxl_lab_core::vm::supervisor::{process_runs_program, wait_until_gone, MachineSpec, RunningMachine};
 use serde_json::json;
-
-fn qemu_binary() -> String {
-    std::env::var("CXL_LAB_TEST_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".to_owned())
-}
 
 /// A paused q35 machine with one CXL type-3 device (the seed's shape) and the lab's sockets, written
 /// by hand so these tests do not depend on the renderer.
@@ -31,7 +29,7 @@ fn paused_cxl_machine(run_dir: &MachineRunDir, memory_dir: &Path) -> MachineSpec
          -device cxl-rp,port=0,bus=cxl.1,id=root_port13,chassis=0,slot=2 \
          -device cxl-type3,bus=root_port13,persistent-memdev=cxl-mem0-backend,lsa=cxl-lsa0-backend,id=cxl-mem0,sn=0x100 \
          -M cxl-fmw.0.targets.0=cxl.1,cxl-fmw.0.size=4G,cxl-fmw.0.interleave-granularity=8k",
-        qemu = qemu_binary(),
+        qemu = test_qemu(),
         qmp = run_dir.qmp_socket().display(),
         qga = run_dir.agent_socket().display(),
         serial = run_dir.serial_log().display(),
@@ -49,6 +47,9 @@ fn spawn_paused(scratch: &Path) -> RunningMachine {
 
 #[test]
 fn qmp_handshake_status_version_and_cont_against_installed_qemu() {
+    if !require(&[Prerequisite::Qemu]) {
+        return;
+    }
     let scratch = tempfile::tempdir().unwrap();
     let mut machine = spawn_paused(scratch.path());
     let mut qmp = machine.wait_for_qmp(Duration::from_secs(20)).unwrap();
@@ -68,6 +69,9 @@ fn qmp_handshake_status_version_and_cont_against_installed_qemu() {
 
 #[test]
 fn cxl_inject_poison_is_accepted_and_malformed_arguments_get_qemus_error() {
+    if !require(&[Prerequisite::Qemu]) {
+        return;
+    }
     let scratch = tempfile::tempdir().unwrap();
     let mut machine = spawn_paused(scratch.path());
     let mut qmp = machine.wait_for_qmp(Duration::from_secs(20)).unwrap();
@@ -93,6 +97,9 @@ fn cxl_inject_poison_is_accepted_and_malformed_arguments_get_qemus_error() {
 
 #[test]
 fn dropping_the_machine_kills_qemu_and_removes_its_sockets() {
+    if !require(&[Prerequisite::Qemu]) {
+        return;
+    }
     let scratch = tempfile::tempdir().unwrap();
     let mut machine = spawn_paused(scratch.path());
     machine.wait_for_qmp(Duration::from_secs(20)).unwrap();
@@ -104,30 +111,35 @@ fn dropping_the_machine_kills_qemu_and_removes_its_sockets() {
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o700);
 
     drop(machine);
-    assert!(!process_runs_program(pid, &qemu_binary()), "QEMU {pid} survived the drop");
+    assert!(!process_runs_program(pid, &test_qemu()), "QEMU {pid} survived the drop");
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "QEMU {pid} was not reaped");
     assert!(!run_dir.qmp_socket().exists() && !run_dir.agent_socket().exists() && !run_dir.pid_file().exists());
 }
 
 const OWNER_ENV: &str = "CXL_LAB_TEST_OWNER_SCRATCH";
 
-/// Not a test by itself: the body of the owner process that `qemu_dies_when_its_owner_is_killed`
-/// starts (this test binary, filtered to this test, with the scratch directory in the environment).
-#[test]
-fn owner_process_for_death_test() {
-    let Some(scratch) = std::env::var_os(OWNER_ENV).map(PathBuf::from) else { return };
-    let mut machine = spawn_paused(&scratch);
+/// The owner's side of [`qemu_dies_when_its_owner_is_killed`]: that test starts this test binary
+/// again, filtered to itself, with the scratch directory in the environment; the child starts
+/// QEMU, says its pid and waits to be killed.
+fn own_qemu_until_killed(scratch: &Path) -> ! {
+    let mut machine = spawn_paused(scratch);
     machine.wait_for_qmp(Duration::from_secs(20)).unwrap();
     std::fs::write(scratch.join("qemu-pid"), machine.pid().unwrap().to_string()).unwrap();
-    // Stay alive (owning QEMU) until the test kills this process.
     std::thread::sleep(Duration::from_secs(600));
+    panic!("the owner process was not killed within 600 s");
 }
 
 #[test]
 fn qemu_dies_when_its_owner_is_killed() {
+    if let Some(scratch) = std::env::var_os(OWNER_ENV) {
+        own_qemu_until_killed(Path::new(&scratch));
+    }
+    if !require(&[Prerequisite::Qemu]) {
+        return;
+    }
     let scratch = tempfile::tempdir().unwrap();
     let mut owner = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "owner_process_for_death_test", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "qemu_dies_when_its_owner_is_killed", "--nocapture", "--test-threads=1"])
         .env(OWNER_ENV, scratch.path())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -140,11 +152,11 @@ fn qemu_dies_when_its_owner_is_killed() {
     }
     std::thread::sleep(Duration::from_millis(50));
     let qemu_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    assert!(process_runs_program(qemu_pid, &qemu_binary()));
+    assert!(process_runs_program(qemu_pid, &test_qemu()));
 
     owner.kill().unwrap(); // SIGKILL: no destructor runs in the owner.
     owner.wait().unwrap();
-    let gone = wait_until_gone(Duration::from_secs(5), || process_runs_program(qemu_pid, &qemu_binary()));
+    let gone = wait_until_gone(Duration::from_secs(5), || process_runs_program(qemu_pid, &test_qemu()));
     if !gone {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu_pid as i32), nix::sys::signal::Signal::SIGKILL).ok();
         panic!("QEMU {qemu_pid} outlived its owner");
@@ -153,16 +165,19 @@ fn qemu_dies_when_its_owner_is_killed() {
 
 #[test]
 fn accel_auto_picks_tcg_on_this_host() {
+    if !require(&[Prerequisite::Qemu]) {
+        return;
+    }
     // This host (and CI runners without KVM access) cannot run KVM guests: /dev/kvm is missing,
     // closed to us, or hangs. On a host where KVM works, set CXL_LAB_TEST_KVM_WORKS=1.
     let kvm_expected = std::env::var_os("CXL_LAB_TEST_KVM_WORKS").is_some();
     let probe_dir = tempfile::tempdir().unwrap();
-    let decision = resolve_accel(AccelRequest::Auto, false, Path::new(&qemu_binary()), probe_dir.path());
+    let decision = resolve_accel(AccelRequest::Auto, false, Path::new(&test_qemu()), probe_dir.path());
     let expected = if kvm_expected { Accel::Kvm } else { Accel::Tcg };
     assert_eq!(decision.accel, expected, "{}", decision.reason);
     assert!(!decision.reason.is_empty());
     // The second decision comes from the per-boot cache and agrees.
-    let cached = resolve_accel(AccelRequest::Auto, false, Path::new(&qemu_binary()), probe_dir.path());
+    let cached = resolve_accel(AccelRequest::Auto, false, Path::new(&test_qemu()), probe_dir.path());
     assert_eq!(cached.accel, decision.accel);
     assert!(cached.reason.contains("probed earlier"), "{}", cached.reason);
 }
