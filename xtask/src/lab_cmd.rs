@@ -17,7 +17,7 @@ use crate::Context;
 #[derive(Args)]
 pub struct LabArgs {
     /// Which lab: several can run side by side, each with its own state and sockets.
-    #[arg(long, global = true, default_value = DEFAULT_LAB)]
+    #[arg(long, global = true, default_value = DEFAULT_LAB, value_parser = lab_name)]
     lab: String,
     #[command(subcommand)]
     command: LabCommand,
@@ -201,6 +201,14 @@ impl LabArgs {
             }
         }
     }
+}
+
+/// A lab's name names its state directory: a plain word, never a path.
+fn lab_name(text: &str) -> Result<String, String> {
+    let plain = (1..=32).contains(&text.len())
+        && !text.starts_with(['.', '-'])
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain { Ok(text.to_owned()) } else { Err("1 to 32 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`".to_owned()) }
 }
 
 /// The context of lab commands on lab `lab_name`; the supervisor is this program's hidden

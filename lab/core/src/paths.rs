@@ -38,8 +38,10 @@ impl LabPaths {
         self.workspace.join("templates")
     }
 
+    /// Stack recipes and their locks: `images/` of the checkout, or `CXL_LAB_IMAGES` (tests point
+    /// it at a private copy so a run never rewrites the checkout's lock).
     pub fn images_dir(&self) -> PathBuf {
-        self.workspace.join("images")
+        env_dir("CXL_LAB_IMAGES").unwrap_or_else(|| self.workspace.join("images"))
     }
 
     /// The state directory of one lab (`default` unless the user names another).

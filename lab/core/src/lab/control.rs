@@ -106,8 +106,46 @@ impl CopyEndpoint {
     }
 }
 
+/// `prefix` and `path` of an operand written `prefix:path` with a plain word as prefix.
+fn prefixed(operand: &str) -> Option<(&str, &str)> {
+    let (prefix, path) = operand.split_once(':')?;
+    let word = !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    word.then_some((prefix, path))
+}
+
+/// What can be said of `lab cp`'s operands before the lab is asked (host names need its state).
+fn check_copy_operands(source: &str, destination: &str) -> anyhow::Result<()> {
+    for operand in [source, destination] {
+        if let Some(("guest", path)) = prefixed(operand) {
+            if !path.starts_with('/') {
+                bail!("`{operand}`: the guest path must be absolute (`guest:/path`)");
+            }
+        }
+    }
+    let in_guest = |operand: &str| prefixed(operand).is_some_and(|(_, path)| path.starts_with('/'));
+    match (in_guest(source), in_guest(destination)) {
+        (false, false) => bail!("neither `{source}` nor `{destination}` is in the guest: `lab cp FILE guest:/path` or `lab cp guest:/path FILE`"),
+        (true, true) if source.starts_with("guest:") && destination.starts_with("guest:") => {
+            bail!("`{source}` and `{destination}` are both in the guest: one side of `lab cp` is local")
+        }
+        (false, true) => match std::fs::metadata(source) {
+            Err(error) => bail!("`{source}`: {error}"),
+            Ok(metadata) if !metadata.is_file() => bail!("`{source}` is not a regular file: `lab cp` copies one file"),
+            Ok(_) => {}
+        },
+        (true, false) => {
+            if let Some(parent) = Path::new(destination).parent().filter(|parent| !parent.as_os_str().is_empty() && !parent.is_dir()) {
+                bail!("`{destination}`: {} is not a directory", parent.display());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Copies one file into or out of the guest; returns the number of bytes.
 pub fn copy(context: &LabContext, source: &str, destination: &str) -> anyhow::Result<u64> {
+    check_copy_operands(source, destination)?;
     let state = context.files.require_running()?;
     let host_names: Vec<String> = state.machines.iter().map(|machine| machine.host.clone()).collect();
     match (CopyEndpoint::parse(source, &host_names), CopyEndpoint::parse(destination, &host_names)) {
@@ -134,6 +172,9 @@ pub fn copy(context: &LabContext, source: &str, destination: &str) -> anyhow::Re
 
 /// Runs a QMP command with optional JSON arguments; QEMU's refusal comes back as an error.
 pub fn qmp(context: &LabContext, host: Option<&str>, command: &str, arguments: Option<&str>) -> anyhow::Result<Value> {
+    if command.is_empty() || !command.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("`{command}` is not a QMP command name (letters, digits, `-` and `_`; e.g. `query-status`)");
+    }
     let arguments = crate::vm::qmp::parse_command_arguments(arguments).map_err(anyhow::Error::msg)?;
     let state = context.files.require_running()?;
     let machine = state.machine(host)?;
