@@ -1,4 +1,5 @@
-//! `cargo xtask cache ls|gc [--all]`: what the artifact cache holds, and cleaning it.
+//! `cargo xtask cache ls|gc [--all]|verify`: what the artifact cache holds, cleaning it, and
+//! hashing all of it.
 
 use std::process::ExitCode;
 
@@ -18,6 +19,9 @@ pub enum CacheCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Hash every cached file and download against its manifest or pin (lookups only hash files
+    /// whose size, mtime or ctime changed); exits 1 when something is damaged.
+    Verify,
 }
 
 impl CacheCommand {
@@ -45,6 +49,22 @@ impl CacheCommand {
                     let used = if referenced.contains(&entry.name) { "current" } else { "-" };
                     println!("{kind:<12} {key:<13} {size:>10} {age:>8}  {used}");
                 }
+                Ok(ExitCode::SUCCESS)
+            }
+            CacheCommand::Verify => {
+                let report = cache.verify_all()?;
+                let damaged = report.iter().filter(|entry| entry.problem.is_some()).count();
+                for entry in &report {
+                    match &entry.problem {
+                        None => println!("ok       {}", entry.name),
+                        Some(problem) => println!("DAMAGED  {}: {problem}", entry.name),
+                    }
+                }
+                if damaged > 0 {
+                    context.shell.warn(format!("{damaged} of {} damaged: `cargo xtask build` rebuilds them", report.len()));
+                    return Ok(ExitCode::FAILURE);
+                }
+                context.shell.status("Verified", format!("{} entries", report.len()));
                 Ok(ExitCode::SUCCESS)
             }
             CacheCommand::Gc { all } => {

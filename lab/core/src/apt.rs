@@ -9,7 +9,8 @@
 //! pinning priorities in between (a backports suite alone is not outranked by its base release).
 //!
 //! Downloads go through `apt-helper download-file` with the sha256 from the signed package lists
-//! (or from the lock file), so a pinned .deb is fetched again without refreshing any list.
+//! (or from the lock file), so a pinned .deb is fetched again without refreshing any list. A .deb
+//! already in the cache is used only once its size and sha256 match the pin ([`check_deb`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -264,14 +265,65 @@ impl SimulatedInstall {
     }
 }
 
-/// Downloads `pin` into `dir` (kept there: a second call costs a stat) and returns its path.
-/// A 404 or an unreachable mirror is `Unavailable`; a hash mismatch is fatal.
-pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<PathBuf, SourceError> {
-    let destination = dir.join(pin.file_name());
-    if fs::metadata(&destination).is_ok_and(|metadata| metadata.len() == pin.size) {
-        return Ok(destination);
+/// What the cache holds of one pinned .deb.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DebFile {
+    Missing,
+    /// Size and sha256 as pinned.
+    Whole,
+    /// There, but not what the pin names: why.
+    Damaged(String),
+}
+
+/// Whether `path` holds exactly `pin`: its size, then its sha256 (the whole file is read).
+pub fn check_deb(path: &Path, pin: &DebPin) -> std::io::Result<DebFile> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(DebFile::Missing),
+        Err(error) => return Err(error),
+    };
+    if metadata.len() != pin.size {
+        return Ok(DebFile::Damaged(format!("{} bytes, the pin says {}", metadata.len(), pin.size)));
     }
-    fs::create_dir_all(dir).map_err(|error| SourceError::Fatal(error.into()))?;
+    let sha256 = sha256_file(path)?;
+    if !sha256.eq_ignore_ascii_case(&pin.sha256) {
+        return Ok(DebFile::Damaged(format!("sha256 {sha256}, the pin says {}", pin.sha256)));
+    }
+    Ok(DebFile::Whole)
+}
+
+/// The sha256 of a file's contents, in lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Downloads `pin` into `dir` (kept there: a later call checks its size and sha256) and returns
+/// its path; a file there that is not the pin's is replaced. A 404 or an unreachable mirror is
+/// `Unavailable`; a hash mismatch or a full disk is fatal, and leaves no partial file.
+pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<PathBuf, SourceError> {
+    let fatal = |error: std::io::Error| SourceError::Fatal(error.into());
+    let destination = dir.join(pin.file_name());
+    match check_deb(&destination, pin).map_err(fatal)? {
+        DebFile::Whole => return Ok(destination),
+        DebFile::Damaged(_) => fs::remove_file(&destination).map_err(fatal)?,
+        DebFile::Missing => {}
+    }
+    fs::create_dir_all(dir).map_err(fatal)?;
+    let no_room = |free: u64| {
+        SourceError::Fatal(anyhow::anyhow!(
+            "No space left on device: downloading {} ({} bytes) into {}, whose file system has {free} bytes free",
+            pin.file_name(),
+            pin.size,
+            dir.display()
+        ))
+    };
+    // Refused before anything is written when it cannot fit.
+    if let Some(free) = crate::cache::free_space(dir).filter(|free| *free < pin.size) {
+        return Err(no_room(free));
+    }
     // Download beside the destination and rename: a killed download leaves no file that looks whole.
     let partial = partial_path(dir, pin);
     let mut command = Command::new("/usr/lib/apt/apt-helper");
@@ -279,8 +331,18 @@ pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<Path
         command.args(["-o", "APT::Sandbox::User=root"]);
     }
     command.arg("download-file").arg(pin.url()).arg(&partial).arg(format!("SHA256:{}", pin.sha256));
-    runner.run(&format!("download-{}", pin.package), &mut command).map_err(classify)?;
-    fs::rename(&partial, &destination).map_err(|error| SourceError::Fatal(error.into()))?;
+    if let Err(error) = runner.run(&format!("download-{}", pin.package), &mut command) {
+        let _ = std::fs::remove_file(&partial);
+        // The disk filled while downloading (another writer): apt-helper's own words may not
+        // have fit into its log.
+        if let (RunError::Failed { tail, .. }, Some(free)) = (&error, crate::cache::free_space(dir)) {
+            if !tail.contains("No space left on device") && free < pin.size {
+                return Err(SourceError::Fatal(anyhow::Error::new(error).context(no_room(free).to_string())));
+            }
+        }
+        return Err(classify(error));
+    }
+    fs::rename(&partial, &destination).map_err(fatal)?;
     Ok(destination)
 }
 

@@ -6,15 +6,19 @@ use std::path::Path;
 use fs_err as fs;
 
 /// Writes `contents` to `path` atomically, creating the parent directory if needed. The
-/// temporary name carries the process id, so two writers never share one.
+/// temporary name carries the process id, so two writers never share one; a write that fails
+/// (a full disk) removes it again.
 pub fn replace_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
     let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
-    fs::write(&temporary, contents)?;
-    fs::rename(&temporary, path)
+    let written = fs::write(&temporary, contents).and_then(|()| fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -5,12 +5,26 @@
 //! (recipe text, resolved versions and sha256s, [`FORMAT_VERSION`]). It is built in
 //! `<cache>/tmp/<kind>-<key>.<random>/` and published by one `rename`, so an interrupted build leaves
 //! no half artifact, only a tmp directory that `cache gc` removes. A `manifest.json` inside says what
-//! it is. An exclusive file lock per key (`<cache>/locks/`) makes a second `lab up` wait for the
-//! first build instead of repeating it.
+//! it is and every file it holds, with its size and blake3 hash. An exclusive file lock per key
+//! (`<cache>/locks/`) makes a second `lab up` wait for the first build instead of repeating it.
 //!
-//! Lookups never read artifact contents: a warm run costs one `stat` per artifact.
+//! # Damage
+//!
+//! [`Cache::check`] reads the manifest and `lstat`s every file it records: a missing file, a size
+//! or a file type that differs is damage, found on every lookup. Contents are hashed only when a
+//! file's (inode, size, mtime, ctime) differs from the stamp `<cache>/verified/<kind>-<key>`
+//! written when it was last hashed, so a warm run reads no big file. Any write through the file
+//! system (a `dd` into the image, an editor, `truncate`) changes ctime, which no one can set back,
+//! and is caught; a bit flip below the file system (the disk, a write to the block device) keeps
+//! all four and is found only by `cache verify`, which hashes everything. The caller decides what
+//! damage means (`stack.rs`: rebuild, or refuse with `--locked`); [`Cache::get_or_build`] replaces
+//! a damaged artifact. A manifest from before file hashes is adopted: its files are hashed as they
+//! are now and recorded ([`Lookup::Adopted`]), so damage done before that goes unseen.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,6 +37,10 @@ use serde::{Deserialize, Serialize};
 pub const FORMAT_VERSION: u32 = 1;
 
 const MANIFEST: &str = "manifest.json";
+
+/// Free space below which a failed build is said to have run out of it: an external program that
+/// fills the file system often cannot even write why into its log, which lives on the same one.
+const NEARLY_FULL_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A hash of every input of one artifact.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -59,6 +77,98 @@ pub struct Manifest {
     pub size_bytes: u64,
     /// A readable summary of the inputs (versions, suites), not the inputs themselves.
     pub inputs: serde_json::Value,
+    /// Every regular file and symlink, as built. `None` in manifests written before file hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileRecord>>,
+}
+
+/// One file of an artifact as it was published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// Relative to the artifact's directory.
+    pub path: String,
+    /// Bytes; a symlink's is the length of its target.
+    pub size: u64,
+    /// blake3 of the contents (of the target, for a symlink), 32 hex digits.
+    pub blake3: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub symlink: bool,
+}
+
+/// What [`Cache::check`] found.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// Published, every recorded file present with its size (and hash, where it was checked).
+    Hit(PathBuf),
+    /// Published by a cxl-lab before file hashes: its files were hashed and recorded as they are
+    /// now, so damage done before this lookup is not seen.
+    Adopted(PathBuf),
+    Miss,
+    Damaged(Damage),
+}
+
+/// Files of a published artifact that are not as its manifest records.
+#[derive(Clone, Debug)]
+pub struct Damage {
+    pub artifact: PathBuf,
+    /// Each damaged file (its full path) and what is wrong with it.
+    pub files: Vec<(PathBuf, String)>,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 5;
+        let shown: Vec<String> =
+            self.files.iter().take(SHOWN).map(|(path, what)| format!("{}: {what}", path.display())).collect();
+        f.write_str(&shown.join("; "))?;
+        if self.files.len() > SHOWN {
+            write!(f, "; and {} more files of {}", self.files.len() - SHOWN, self.artifact.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// What `cache verify` found in one artifact or download.
+#[derive(Clone, Debug)]
+pub struct VerifyEntry {
+    pub name: String,
+    /// `None` when whole.
+    pub problem: Option<String>,
+}
+
+/// The identity of a file's current contents as far as `lstat` can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    inode: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl Fingerprint {
+    fn of(metadata: &std::fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            inode: metadata.ino(),
+            size: metadata.size(),
+            mtime_ns: metadata.mtime().saturating_mul(1_000_000_000).saturating_add(metadata.mtime_nsec()),
+            ctime_ns: metadata.ctime().saturating_mul(1_000_000_000).saturating_add(metadata.ctime_nsec()),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!("{} {} {} {}", self.inode, self.size, self.mtime_ns, self.ctime_ns)
+    }
+
+    fn parse(line: &str) -> Option<Fingerprint> {
+        let mut numbers = line.split(' ');
+        let fingerprint = Fingerprint {
+            inode: numbers.next()?.parse().ok()?,
+            size: numbers.next()?.parse().ok()?,
+            mtime_ns: numbers.next()?.parse().ok()?,
+            ctime_ns: numbers.next()?.parse().ok()?,
+        };
+        numbers.next().is_none().then_some(fingerprint)
+    }
 }
 
 /// One published artifact, as `cache ls` shows it.
@@ -100,6 +210,11 @@ impl Cache {
         self.root.join("locks")
     }
 
+    /// Stamps: the fingerprints of an artifact's files when they were last hashed and found whole.
+    fn verified_dir(&self) -> PathBuf {
+        self.root.join("verified")
+    }
+
     /// Downloaded .deb files, named by package, version and hash.
     pub fn downloads_dir(&self) -> PathBuf {
         self.root.join("downloads")
@@ -118,10 +233,171 @@ impl Cache {
         self.artifacts_dir().join(Cache::artifact_name(kind, key))
     }
 
-    /// The artifact's directory if it is published. One `stat`.
-    pub fn lookup(&self, kind: &str, key: &CacheKey) -> Option<PathBuf> {
-        let path = self.artifact_path(kind, key);
-        path.join(MANIFEST).is_file().then_some(path)
+    /// Whether the artifact is published and whole: reads its manifest and `lstat`s each file it
+    /// records; hashes only files changed since their stamp (see the module documentation).
+    pub fn check(&self, kind: &str, key: &CacheKey) -> anyhow::Result<Lookup> {
+        let name = Cache::artifact_name(kind, key);
+        let path = self.artifacts_dir().join(&name);
+        let manifest_path = path.join(MANIFEST);
+        let bytes = match std::fs::read(&manifest_path) {
+            Ok(bytes) => bytes,
+            // A directory without a manifest is a hand-made leftover, not an artifact.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::Miss),
+            Err(error) => return Err(error).with_context(|| format!("reading {}", manifest_path.display())),
+        };
+        let damaged = |what: String| Ok(Lookup::Damaged(Damage { artifact: path.clone(), files: vec![(manifest_path.clone(), what)] }));
+        let mut manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(manifest) => manifest,
+            Err(error) => return damaged(format!("does not parse ({error})")),
+        };
+        if manifest.kind != kind || manifest.key != *key {
+            return damaged(format!("describes {} instead", Cache::artifact_name(&manifest.kind, &manifest.key)));
+        }
+        let Some(files) = &manifest.files else {
+            let (files, fingerprints) = record_files(&path)?;
+            manifest.files = Some(files);
+            let bytes = serde_json::to_vec_pretty(&manifest)?;
+            crate::atomic_file::replace_file(&manifest_path, &bytes)
+                .with_context(|| format!("recording the file hashes of {}", path.display()))?;
+            self.write_stamp(&name, &bytes, &fingerprints);
+            return Ok(Lookup::Adopted(path));
+        };
+        let problems = self.verify_files(&path, &name, &bytes, files, false)?;
+        if problems.is_empty() {
+            Ok(Lookup::Hit(path))
+        } else {
+            Ok(Lookup::Damaged(Damage { artifact: path, files: problems }))
+        }
+    }
+
+    /// Damaged files of an artifact (empty when whole). Hashes the files whose fingerprint differs
+    /// from the stamp (all of them when `full`), and stamps the artifact again when all are whole.
+    fn verify_files(
+        &self,
+        artifact: &Path,
+        name: &str,
+        manifest_bytes: &[u8],
+        files: &[FileRecord],
+        full: bool,
+    ) -> anyhow::Result<Vec<(PathBuf, String)>> {
+        let stamp = if full { None } else { self.read_stamp(name, manifest_bytes, files.len()) };
+        let mut problems = Vec::new();
+        let mut fingerprints = Vec::with_capacity(files.len());
+        let mut to_hash = Vec::new();
+        for (index, record) in files.iter().enumerate() {
+            let path = artifact.join(&record.path);
+            let metadata = match std::fs::symlink_metadata(&path) {
+                Ok(metadata) => metadata,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    problems.push((path, "missing".to_owned()));
+                    continue;
+                }
+                Err(error) => return Err(error).with_context(|| format!("checking {}", path.display())),
+            };
+            let fingerprint = Fingerprint::of(&metadata);
+            if metadata.is_symlink() != record.symlink || !(metadata.is_symlink() || metadata.is_file()) {
+                let was = if record.symlink { "a symlink" } else { "a regular file" };
+                problems.push((path, format!("is no longer {was}")));
+            } else if metadata.len() != record.size {
+                problems.push((path, format!("{} bytes, the manifest records {}", metadata.len(), record.size)));
+            } else if stamp.as_ref().and_then(|stamp| stamp.get(index)) != Some(&fingerprint) {
+                to_hash.push(index);
+            }
+            fingerprints.push(fingerprint);
+        }
+        if !problems.is_empty() {
+            return Ok(problems);
+        }
+        for &index in &to_hash {
+            let record = &files[index];
+            let path = artifact.join(&record.path);
+            let hash = content_hash(&path, record.symlink).with_context(|| format!("hashing {}", path.display()))?;
+            if hash != record.blake3 {
+                problems.push((path, format!("contents changed (blake3 {hash}, the manifest records {})", record.blake3)));
+            }
+        }
+        if !problems.is_empty() {
+            // Found by a full hash with unchanged fingerprints: the next lookup must hash again.
+            let _ = std::fs::remove_file(self.verified_dir().join(name));
+        } else if stamp.is_none() || !to_hash.is_empty() {
+            self.write_stamp(name, manifest_bytes, &fingerprints);
+        }
+        Ok(problems)
+    }
+
+    /// The stamp of `name` if it was written for this very manifest.
+    fn read_stamp(&self, name: &str, manifest_bytes: &[u8], count: usize) -> Option<Vec<Fingerprint>> {
+        let text = std::fs::read_to_string(self.verified_dir().join(name)).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != format!("manifest {}", blake3::hash(manifest_bytes).to_hex()) {
+            return None;
+        }
+        let fingerprints: Vec<Fingerprint> = lines.map(Fingerprint::parse).collect::<Option<_>>()?;
+        (fingerprints.len() == count).then_some(fingerprints)
+    }
+
+    /// Best effort: without a stamp (a full disk, a read-only cache) the files are hashed again
+    /// next time, nothing worse.
+    fn write_stamp(&self, name: &str, manifest_bytes: &[u8], fingerprints: &[Fingerprint]) {
+        let mut text = format!("manifest {}\n", blake3::hash(manifest_bytes).to_hex());
+        for fingerprint in fingerprints {
+            text.push_str(&fingerprint.line());
+            text.push('\n');
+        }
+        let _ = crate::atomic_file::replace_file(&self.verified_dir().join(name), text.as_bytes());
+    }
+
+    /// Hashes every file of every artifact (ignoring stamps) and every download (against the
+    /// sha256 its name carries): what a bit flip below the file system needs. Reads everything.
+    pub fn verify_all(&self) -> anyhow::Result<Vec<VerifyEntry>> {
+        let mut report = Vec::new();
+        for entry in self.list()? {
+            let manifest_path = entry.path.join(MANIFEST);
+            let problem = match (fs::read(&manifest_path), &entry.manifest) {
+                (Err(error), _) => Some(error.to_string()),
+                (Ok(_), None) => Some(format!("{} does not parse", manifest_path.display())),
+                (Ok(_), Some(Manifest { files: None, .. })) => {
+                    Some("no file hashes (cached by an older cxl-lab; the next lookup records them)".to_owned())
+                }
+                (Ok(bytes), Some(Manifest { files: Some(files), .. })) => {
+                    let problems = self.verify_files(&entry.path, &entry.name, &bytes, files, true)?;
+                    (!problems.is_empty()).then(|| Damage { artifact: entry.path.clone(), files: problems }.to_string())
+                }
+            };
+            report.push(VerifyEntry { name: entry.name, problem });
+        }
+        if let Ok(read_dir) = fs::read_dir(self.downloads_dir()) {
+            let mut downloads: Vec<PathBuf> = read_dir.map(|entry| entry.map(|entry| entry.path())).collect::<Result<_, _>>()?;
+            downloads.sort();
+            for path in downloads.into_iter().filter(|path| path.extension().is_some_and(|extension| extension == "deb")) {
+                let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                // `<package>_<version>_<first 16 hex digits of its sha256>.deb`
+                let Some(expected) = name.strip_suffix(".deb").and_then(|stem| stem.rsplit_once('_')).map(|(_, hash)| hash.to_owned())
+                else {
+                    continue;
+                };
+                let actual = crate::apt::sha256_file(&path)?;
+                let problem =
+                    (!actual.starts_with(&expected)).then(|| format!("{}: sha256 {actual}, its name says {expected}…", path.display()));
+                report.push(VerifyEntry { name: format!("downloads/{name}"), problem });
+            }
+        }
+        Ok(report)
+    }
+
+    /// `error`, with the full file system named when the cache's has (almost) no space left: a
+    /// program that ran out of it often could not write why into its log on the same file system.
+    pub fn note_if_full(&self, error: anyhow::Error) -> anyhow::Error {
+        if format!("{error:#}").contains("No space left on device") {
+            return error;
+        }
+        match free_space(&self.root) {
+            Some(free) if free < NEARLY_FULL_BYTES => error.context(format!(
+                "No space left on device: the file system of {} has {free} bytes free",
+                self.root.display()
+            )),
+            _ => error,
+        }
     }
 
     /// The lock file of entry `name` (created empty; only its flock matters).
@@ -140,8 +416,10 @@ impl Cache {
         Ok(file)
     }
 
-    /// Returns the artifact, building it first if needed: `build` fills an empty directory, which
-    /// is published by rename once it returns `Ok`. On error the directory is removed.
+    /// Returns the artifact, building it first if it is missing or damaged (the caller has
+    /// decided a damaged one may be replaced): `build` fills an empty directory, whose files are
+    /// then hashed into the manifest and which is published by rename. On error the directory is
+    /// removed.
     pub fn get_or_build(
         &self,
         kind: &str,
@@ -149,35 +427,44 @@ impl Cache {
         inputs: serde_json::Value,
         build: impl FnOnce(&Path) -> anyhow::Result<()>,
     ) -> anyhow::Result<PathBuf> {
-        if let Some(path) = self.lookup(kind, key) {
+        if let Lookup::Hit(path) | Lookup::Adopted(path) = self.check(kind, key)? {
             return Ok(path);
         }
         let name = Cache::artifact_name(kind, key);
         let _lock = self.lock(&name)?;
         // Another process may have built it while this one waited for the lock.
-        if let Some(path) = self.lookup(kind, key) {
+        if let Lookup::Hit(path) | Lookup::Adopted(path) = self.check(kind, key)? {
             return Ok(path);
         }
         fs::create_dir_all(self.tmp_dir())?;
         fs::create_dir_all(self.artifacts_dir())?;
         let staging = tempfile::Builder::new().prefix(&format!("{name}.")).tempdir_in(self.tmp_dir())?;
-        build(staging.path()).with_context(|| format!("building {kind} artifact {}", key.short()))?;
-        let manifest = Manifest {
-            kind: kind.to_owned(),
-            key: key.clone(),
-            created: now_seconds(),
-            size_bytes: disk_usage(staging.path()),
-            inputs,
-        };
-        fs::write(staging.path().join(MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+        let built = build(staging.path()).and_then(|()| {
+            let (files, fingerprints) = record_files(staging.path())?;
+            let manifest = Manifest {
+                kind: kind.to_owned(),
+                key: key.clone(),
+                created: now_seconds(),
+                size_bytes: disk_usage(staging.path()),
+                inputs,
+                files: Some(files),
+            };
+            let bytes = serde_json::to_vec_pretty(&manifest)?;
+            fs::write(staging.path().join(MANIFEST), &bytes)?;
+            Ok((bytes, fingerprints))
+        });
+        // Measured while the staging directory still holds what filled the disk.
+        let (manifest_bytes, fingerprints) =
+            built.map_err(|error| self.note_if_full(error).context(format!("building {kind} artifact {}", key.short())))?;
         let destination = self.artifact_path(kind, key);
-        // A leftover without a manifest (a crash between an older rename and its manifest cannot
-        // happen, but a hand-made directory can) is not an artifact: replace it.
+        // What is there is damaged, or a hand-made directory without a manifest: replace it.
         if destination.exists() {
             remove_tree(&destination)?;
         }
         let staged = staging.keep();
         fs::rename(&staged, &destination)?;
+        // The rename keeps every inode: the fingerprints taken in staging hold.
+        self.write_stamp(&name, &manifest_bytes, &fingerprints);
         Ok(destination)
     }
 
@@ -235,6 +522,15 @@ impl Cache {
                 self.remove_unless_busy(&name, &entry.path(), &mut report)?;
             }
         }
+        // Stamps of artifacts that are gone (removed by hand, or by an older gc).
+        if let Ok(read_dir) = fs::read_dir(self.verified_dir()) {
+            for entry in read_dir {
+                let entry = entry?;
+                if !self.artifacts_dir().join(entry.file_name()).exists() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
         Ok(report)
     }
 
@@ -246,9 +542,98 @@ impl Cache {
         }
         report.freed_bytes += disk_usage(path);
         remove_tree(path)?;
+        let _ = std::fs::remove_file(self.verified_dir().join(name));
         report.removed.push(path.file_name().unwrap_or_default().to_string_lossy().into_owned());
         Ok(())
     }
+}
+
+/// Every regular file and symlink below `dir` (except the manifest), hashed, with the
+/// fingerprints they had when hashed. Other file types (device nodes in a root tree) are left out.
+fn record_files(dir: &Path) -> anyhow::Result<(Vec<FileRecord>, Vec<Fingerprint>)> {
+    let mut records = Vec::new();
+    let mut fingerprints = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir.join(&relative))?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(fs::DirEntry::file_name);
+        for entry in entries {
+            let child = relative.join(entry.file_name());
+            if child.as_os_str() == MANIFEST {
+                continue;
+            }
+            let path = dir.join(&child);
+            let metadata = fs::symlink_metadata(&path)?;
+            if metadata.is_dir() {
+                pending.push(child);
+                continue;
+            }
+            if !(metadata.is_file() || metadata.is_symlink()) {
+                continue;
+            }
+            let text = child.to_str().with_context(|| format!("{}: the cache records UTF-8 file names only", path.display()))?;
+            let blake3 = content_hash(&path, metadata.is_symlink()).with_context(|| format!("hashing {}", path.display()))?;
+            records.push(FileRecord { path: text.to_owned(), size: metadata.len(), blake3, symlink: metadata.is_symlink() });
+            fingerprints.push(Fingerprint::of(&metadata));
+        }
+    }
+    // Deterministic order whatever the walk's: the manifest's and the stamp's lines pair up.
+    let mut paired: Vec<(FileRecord, Fingerprint)> = records.into_iter().zip(fingerprints).collect();
+    paired.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+    Ok(paired.into_iter().unzip())
+}
+
+/// blake3 of a file's contents, or of a symlink's target, as 32 hex digits.
+fn content_hash(path: &Path, symlink: bool) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    if symlink {
+        hasher.update(std::fs::read_link(path)?.as_os_str().as_bytes());
+    } else {
+        hash_sparse(&mut std::fs::File::open(path)?, &mut hasher)?;
+    }
+    Ok(hasher.finalize().to_hex()[..32].to_owned())
+}
+
+/// Feeds a file's bytes to `hasher`, its holes as zeros without reading them: the root image is
+/// 3 GB of which a third is data, and reading holes costs the kernel seconds of zeroed pages.
+fn hash_sparse(file: &mut std::fs::File, hasher: &mut blake3::Hasher) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    use nix::unistd::{lseek, Whence};
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let length = file.metadata()?.len();
+    let mut position = 0u64;
+    while position < length {
+        let data = match lseek(&*file, position as i64, Whence::SeekData) {
+            Ok(offset) => offset as u64,
+            // No data after `position`: the rest is a hole.
+            Err(nix::errno::Errno::ENXIO) => length,
+            // A file system without SEEK_DATA: read everything that is left.
+            Err(_) => {
+                file.seek(SeekFrom::Start(position))?;
+                hasher.update_reader(file.take(length - position))?;
+                return Ok(());
+            }
+        };
+        let mut zeros = data.min(length) - position;
+        while zeros > 0 {
+            let chunk = zeros.min(ZEROS.len() as u64) as usize;
+            hasher.update(&ZEROS[..chunk]);
+            zeros -= chunk as u64;
+        }
+        if data >= length {
+            break;
+        }
+        let hole = (lseek(&*file, data as i64, Whence::SeekHole).map_err(std::io::Error::from)? as u64).min(length);
+        file.seek(SeekFrom::Start(data))?;
+        hasher.update_reader(file.by_ref().take(hole - data))?;
+        position = hole;
+    }
+    Ok(())
+}
+
+/// Bytes this process may still write below `path` (root may use the blocks ext4 reserves).
+pub fn free_space(path: &Path) -> Option<u64> {
+    if crate::host::is_root() { fs4::free_space(path) } else { fs4::available_space(path) }.ok()
 }
 
 /// Bytes on disk below `path` (allocated blocks: sparse images count for what they use).
@@ -335,7 +720,7 @@ mod tests {
             })
             .unwrap_err();
         assert!(format!("{error:#}").contains("debootstrap died"));
-        assert!(cache.lookup("demo", &key).is_none());
+        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Miss));
         assert!(!cache.artifact_path("demo", &key).exists());
         assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
     }
@@ -360,10 +745,90 @@ mod tests {
         assert_eq!(report.removed.len(), 4, "{report:?}");
         assert!(cache.downloads_dir().join("kept.deb").exists());
         assert!(!cache.downloads_dir().join("old.deb").exists());
-        assert!(cache.lookup("demo", &keep).is_some());
-        assert!(cache.lookup("demo", &drop).is_none());
+        assert!(matches!(cache.check("demo", &keep).unwrap(), Lookup::Hit(_)));
+        assert!(matches!(cache.check("demo", &drop).unwrap(), Lookup::Miss));
+        assert!(cache.verified_dir().join(Cache::artifact_name("demo", &keep)).is_file());
+        assert!(!cache.verified_dir().join(Cache::artifact_name("demo", &drop)).exists());
         assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
         cache.gc(&referenced, true).unwrap();
         assert!(cache.list().unwrap().is_empty());
+    }
+
+    fn build_payload_and_link(staging: &Path) -> anyhow::Result<()> {
+        fs::create_dir_all(staging.join("sub"))?;
+        fs::write(staging.join("sub/payload"), "hello world")?;
+        fs_err::os::unix::fs::symlink("sub/payload", staging.join("link"))?;
+        Ok(())
+    }
+
+    fn damage_of(cache: &Cache, key: &CacheKey) -> Vec<String> {
+        match cache.check("demo", key).unwrap() {
+            Lookup::Damaged(damage) => damage.files.iter().map(|(path, what)| format!("{}: {what}", path.file_name().unwrap().to_string_lossy())).collect(),
+            other => panic!("expected damage, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn damage_is_found_by_size_type_and_contents_even_with_the_mtime_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let key = CacheKey::of("demo", &3);
+        let path = cache.get_or_build("demo", &key, serde_json::Value::Null, build_payload_and_link).unwrap();
+        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Hit(_)));
+
+        // Same size, other bytes, mtime restored: ctime still moved, so the file is hashed again.
+        let payload = path.join("sub/payload");
+        let modified = fs::metadata(&payload).unwrap().modified().unwrap();
+        fs::write(&payload, "HELLO world").unwrap();
+        std::fs::File::options().write(true).open(&payload).unwrap().set_modified(modified).unwrap();
+        let damage = damage_of(&cache, &key);
+        assert!(damage.len() == 1 && damage[0].starts_with("payload: contents changed"), "{damage:?}");
+
+        fs::write(&payload, "hello").unwrap();
+        assert_eq!(damage_of(&cache, &key), ["payload: 5 bytes, the manifest records 11"]);
+        fs::remove_file(&payload).unwrap();
+        assert_eq!(damage_of(&cache, &key), ["payload: missing"]);
+        fs::remove_file(path.join("link")).unwrap();
+        fs::write(path.join("link"), "sub/payload").unwrap();
+        assert_eq!(damage_of(&cache, &key), ["link: is no longer a symlink", "payload: missing"]);
+
+        // A damaged artifact is replaced by the next get_or_build.
+        let rebuilt = cache.get_or_build("demo", &key, serde_json::Value::Null, build_payload_and_link).unwrap();
+        assert_eq!(fs::read_to_string(rebuilt.join("link")).unwrap(), "hello world");
+        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn a_manifest_without_file_hashes_is_adopted_and_a_broken_one_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let key = CacheKey::of("demo", &4);
+        let path = cache
+            .get_or_build("demo", &key, serde_json::Value::Null, |staging| Ok(fs::write(staging.join("payload"), "data")?))
+            .unwrap();
+        let manifest_path = path.join(MANIFEST);
+        let mut old: serde_json::Value = serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
+        old.as_object_mut().unwrap().remove("files");
+        fs::write(&manifest_path, serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Adopted(_)));
+        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Hit(_)));
+
+        let text = fs::read_to_string(&manifest_path).unwrap();
+        fs::write(&manifest_path, &text[..text.len() / 2]).unwrap();
+        let damage = damage_of(&cache, &key);
+        assert!(damage[0].starts_with("manifest.json: does not parse"), "{damage:?}");
+    }
+
+    #[test]
+    fn sparse_files_hash_as_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(3 * 1024 * 1024).unwrap();
+        std::os::unix::fs::FileExt::write_at(&file, b"data in the middle", 1024 * 1024 + 7).unwrap();
+        let plain = blake3::hash(&std::fs::read(&path).unwrap()).to_hex()[..32].to_owned();
+        assert_eq!(content_hash(&path, false).unwrap(), plain);
+        file.set_len(5).unwrap();
+        assert_eq!(content_hash(&path, false).unwrap(), blake3::hash(&[0; 5]).to_hex()[..32].to_owned());
     }
 }

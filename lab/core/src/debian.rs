@@ -88,20 +88,40 @@ pub fn release_from_dependencies(metapackage: &str, dependencies: &[String]) -> 
     None
 }
 
-/// The .debs of a pin if all are already downloaded.
-pub fn fetch_cached(cache: &Cache, pin: &Pin) -> Result<Vec<PathBuf>, SourceError> {
+/// What the downloads directory holds of a pin's .debs, each checked against its size and sha256.
+#[derive(Debug, Default)]
+pub struct CachedDebs {
+    /// Where each .deb of the pin is (or will be), in the pin's order.
+    pub paths: Vec<PathBuf>,
+    /// Packages not downloaded yet.
+    pub missing: Vec<String>,
+    /// Files there that are not what the pin names, and why.
+    pub damaged: Vec<(PathBuf, String)>,
+}
+
+impl CachedDebs {
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty() && self.damaged.is_empty()
+    }
+}
+
+/// Checks the downloaded .debs of a pin (reads each whole: only called before a build).
+pub fn cached_debs(cache: &Cache, pin: &Pin) -> Result<CachedDebs, SourceError> {
     let Pin::Debian { packages, .. } = pin else {
         return Err(SourceError::Unsupported(format!("fetching {pin}")));
     };
     let dir = cache.downloads_dir();
-    packages
-        .iter()
-        .map(|package| {
-            let path = dir.join(package.file_name());
-            let complete = std::fs::metadata(&path).is_ok_and(|metadata| metadata.len() == package.size);
-            if complete { Ok(path) } else { Err(SourceError::Unavailable(format!("{} is not downloaded yet", package.package))) }
-        })
-        .collect()
+    let mut cached = CachedDebs::default();
+    for package in packages {
+        let path = dir.join(package.file_name());
+        match apt::check_deb(&path, package).map_err(|error| SourceError::Fatal(anyhow::Error::new(error).context(format!("checking {}", path.display()))))? {
+            apt::DebFile::Whole => {}
+            apt::DebFile::Missing => cached.missing.push(package.package.clone()),
+            apt::DebFile::Damaged(why) => cached.damaged.push((path.clone(), why)),
+        }
+        cached.paths.push(path);
+    }
+    Ok(cached)
 }
 
 /// Downloads every .deb of a Debian pin into the cache's downloads directory, showing the bytes

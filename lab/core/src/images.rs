@@ -17,8 +17,9 @@ pub const HOST_RELEASE: &str = "host";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
-    #[error("cannot read recipe {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // Not a `source`: the message already quotes it, and `{:#}` would print it twice.
+    #[error("cannot read recipe {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: u64, column: u64, message: String },
     #[error("{path}: {field}: {message}")]
@@ -126,17 +127,23 @@ pub fn recipe_path(images_dir: &Path, stack: &str) -> PathBuf {
 /// Reads and validates `images/<stack>.yaml`.
 pub fn load(images_dir: &Path, stack: &str) -> Result<LoadedRecipe, RecipeError> {
     let path = recipe_path(images_dir, stack);
-    let text = std::fs::read_to_string(&path).map_err(|source| RecipeError::Read { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|error| RecipeError::Read { path: path.clone(), error })?;
     let recipe = parse(&path, &text)?;
     Ok(LoadedRecipe { path, text, recipe })
 }
 
 /// Parses recipe text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<StackRecipe, RecipeError> {
+    if text.trim().is_empty() {
+        return Err(RecipeError::Parse { path: path.to_path_buf(), line: 1, column: 1, message: "the recipe is empty".to_owned() });
+    }
     let recipe: StackRecipe = serde_saphyr::from_str(text).map_err(|error| {
         let (line, column) = error.location().map(|location| (location.line(), location.column())).unwrap_or((0, 0));
         let message = first_line(&error.to_string());
-        let message = match field_path_at(text, line) {
+        // A missing field is reported at the last key of the mapping that lacks it: the mapping
+        // is that key's parent (the whole recipe at the top level).
+        let at_key = message.starts_with("missing field");
+        let message = match field_path_at(text, line, column, at_key) {
             Some(field) if !message.contains(&field) => format!("{field}: {message}"),
             _ => message,
         };
@@ -146,20 +153,27 @@ pub fn parse(path: &Path, text: &str) -> Result<StackRecipe, RecipeError> {
     Ok(recipe)
 }
 
-/// serde-saphyr renders a snippet under its message and repeats the position before it; the
-/// message itself is what we quote, after our own `file:line:column`.
+/// serde-saphyr renders a snippet under its message and repeats the position before or after
+/// it; the message itself is what we quote, after our own `file:line:column`.
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message).trim();
     let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
-        Some((position, rest)) if position.contains(" column ") => rest.to_owned(),
-        _ => line.to_owned(),
-    }
+    let line = match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((position, rest)) if position.contains(" column ") => rest,
+        _ => line,
+    };
+    let line = match line.rsplit_once(" at line ") {
+        Some((message, position)) if position.contains(", column ") => message,
+        _ => line,
+    };
+    // A hint at the parser's options is no use to someone writing a recipe.
+    line.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable").to_owned()
 }
 
 /// The dotted key path of the mapping entry on `line` (1-based), from indentation: serde-saphyr
-/// knows where an error is but not always which field it is in.
-fn field_path_at(text: &str, line: u64) -> Option<String> {
+/// knows where an error is but not always which field it is in. With `parent_if_at_key`, a
+/// position on the key itself (not on its value) names the mapping that holds the key.
+fn field_path_at(text: &str, line: u64, column: u64, parent_if_at_key: bool) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let key_of = |raw: &str| -> Option<(usize, String)> {
         let indent = raw.len() - raw.trim_start().len();
@@ -170,6 +184,7 @@ fn field_path_at(text: &str, line: u64) -> Option<String> {
     };
     let index = usize::try_from(line).ok()?.checked_sub(1)?;
     let (mut indent, key) = key_of(lines.get(index)?)?;
+    let on_key = u64::try_from(indent).is_ok_and(|indent| indent + 1 == column);
     let mut path = vec![key];
     for raw in lines[..index].iter().rev() {
         if let Some((parent_indent, parent)) = key_of(raw) {
@@ -180,7 +195,10 @@ fn field_path_at(text: &str, line: u64) -> Option<String> {
         }
     }
     path.reverse();
-    Some(path.join("."))
+    if parent_if_at_key && on_key {
+        path.pop();
+    }
+    (!path.is_empty()).then(|| path.join("."))
 }
 
 fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
@@ -204,8 +222,45 @@ fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
     if recipe.initramfs.modules.is_empty() {
         return Err(invalid("initramfs.modules", "lists no module: the root could not be mounted"));
     }
-    if recipe.rootfs.packages.iter().any(|package| package.contains([',', ' '])) {
-        return Err(invalid("rootfs.packages", "one package a list item, without commas or spaces"));
+    for (field, sources) in [
+        ("qemu.sources", &recipe.qemu.sources),
+        ("kernel.sources", &recipe.kernel.sources),
+        ("initramfs.busybox", &recipe.initramfs.busybox),
+    ] {
+        for (index, candidate) in sources.iter().enumerate() {
+            let Candidate::Debian(debian) = candidate else { continue };
+            let field = |name: &str| format!("{field}[{index}].debian.{name}");
+            if !is_package_name(&debian.package) {
+                return Err(invalid(&field("package"), PACKAGE_NAME_RULE));
+            }
+            if !is_suite(&debian.suite) {
+                return Err(invalid(&field("suite"), SUITE_RULE));
+            }
+            if debian.parts.iter().any(|part| !is_package_name(&part.replace("{release}", "0"))) {
+                return Err(invalid(&field("parts"), "package names, with `{release}` where the release goes"));
+            }
+            if debian.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
+                return Err(invalid(&field("mirror"), MIRROR_RULE));
+            }
+        }
+    }
+    if !is_mirror_url(&recipe.archive.mirror) {
+        return Err(invalid("archive.mirror", MIRROR_RULE));
+    }
+    if recipe.rootfs.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
+        return Err(invalid("rootfs.mirror", MIRROR_RULE));
+    }
+    if !is_suite(&recipe.rootfs.suite) {
+        return Err(invalid("rootfs.suite", SUITE_RULE));
+    }
+    if let Some(package) = recipe.rootfs.packages.iter().find(|package| !is_package_name(package)) {
+        return Err(invalid("rootfs.packages", &format!("`{package}`: one package a list item, without commas or spaces ({PACKAGE_NAME_RULE})")));
+    }
+    if recipe.rootfs.headroom_mib > MAX_HEADROOM_MIB {
+        return Err(invalid("rootfs.headroom_mib", "at most 1048576 (1 TiB)"));
+    }
+    if let Some(module) = recipe.initramfs.modules.iter().find(|module| module.is_empty() || !module.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
+        return Err(invalid("initramfs.modules", &format!("`{module}` is not a module name (letters, digits, `_`, `-`)")));
     }
     if recipe.rootfs.hostname.is_empty() || !recipe.rootfs.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(invalid("rootfs.hostname", "letters, digits and `-` only"));
@@ -216,6 +271,28 @@ fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
         }
     }
     Ok(())
+}
+
+const PACKAGE_NAME_RULE: &str = "a Debian package name: lowercase letters, digits, `+`, `-` and `.`";
+const SUITE_RULE: &str = "a suite name (`trixie`, `trixie-backports`), `host` or `host-backports`";
+const MIRROR_RULE: &str = "an archive URL: `http://`, `https://`, `file:/` or `copy:/`";
+/// Free space an image may be given beyond its tree (keeps the image size within a u64 of bytes).
+const MAX_HEADROOM_MIB: u64 = 1024 * 1024;
+
+/// Debian policy: at least two characters, starting with a letter or digit.
+pub(crate) fn is_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+}
+
+/// A plain word (it becomes a debootstrap argument and a directory name).
+fn is_suite(suite: &str) -> bool {
+    !suite.is_empty() && suite.starts_with(|c: char| c.is_ascii_alphanumeric()) && suite.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+}
+
+pub(crate) fn is_mirror_url(url: &str) -> bool {
+    ["http://", "https://", "file:/", "copy:/"].iter().any(|scheme| url.starts_with(scheme)) && !url.contains(char::is_whitespace)
 }
 
 pub fn parse_major_minor(text: &str) -> Option<(u32, u32)> {
@@ -273,7 +350,34 @@ rootfs:
     fn semantic_errors_name_the_field() {
         let text = GOOD.replace("[openssh-server, jq]", "[\"openssh-server,jq\"]");
         let error = parse(Path::new("images/distro.yaml"), &text).unwrap_err().to_string();
-        assert_eq!(error, "images/distro.yaml: rootfs.packages: one package a list item, without commas or spaces");
+        assert_eq!(
+            error,
+            "images/distro.yaml: rootfs.packages: `openssh-server,jq`: one package a list item, without commas or spaces \
+             (a Debian package name: lowercase letters, digits, `+`, `-` and `.`)"
+        );
+    }
+
+    #[test]
+    fn a_missing_field_names_the_mapping_that_lacks_it() {
+        let error = |text: &str| parse(Path::new("r.yaml"), text).unwrap_err().to_string();
+        let without_modules = GOOD.replace("  modules: [virtio_blk, ext4]\n", "");
+        assert!(error(&without_modules).ends_with(": initramfs: missing field `modules`"), "{}", error(&without_modules));
+        let without_stack = GOOD.replace("stack: distro\n", "");
+        assert!(error(&without_stack).ends_with(": missing field `stack`"), "{}", error(&without_stack));
+        let without_suite = GOOD.replace("{ package: busybox-static, suite: trixie }", "{ package: busybox-static }");
+        assert!(error(&without_suite).ends_with(": initramfs.busybox.debian: missing field `suite`"), "{}", error(&without_suite));
+        assert_eq!(error(""), "r.yaml:1:1: the recipe is empty");
+    }
+
+    #[test]
+    fn words_that_reach_apt_and_debootstrap_are_checked() {
+        let error = |from: &str, to: &str| parse(Path::new("r.yaml"), &GOOD.replace(from, to)).unwrap_err().to_string();
+        assert!(error("suite: trixie }", "suite: --foo }").contains("initramfs.busybox[0].debian.suite: a suite name"));
+        assert!(error("package: qemu-system-x86", "package: Qemu").contains("qemu.sources[0].debian.package"));
+        assert!(error("  packages: [openssh-server, jq]", "  packages: [jq]\n  suite: '-x'").contains("rootfs.suite"));
+        assert!(error("  packages: [openssh-server, jq]", "  packages: [jq]\n  mirror: deb.debian.org").contains("rootfs.mirror: an archive URL"));
+        assert!(error("  packages: [openssh-server, jq]", "  packages: [jq]\n  headroom_mib: 18446744073709551615").contains("rootfs.headroom_mib: at most"));
+        assert!(error("[virtio_blk, ext4]", "[virtio_blk, 'ext4 x']").contains("`ext4 x` is not a module name"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::{Candidate, Pin};
+use crate::source::{Candidate, DebPin, Pin};
 
 pub const LOCK_FORMAT: u32 = 1;
 
@@ -68,8 +68,9 @@ pub struct RootfsLock {
 pub enum LockError {
     #[error("cannot read lock file {path}: {message}")]
     Read { path: PathBuf, message: String },
-    #[error("cannot write lock file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    // Not a `source`: the message already quotes it, and `{:#}` would print it twice.
+    #[error("cannot write lock file {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
 }
 
 pub fn lock_path(images_dir: &Path, stack: &str) -> PathBuf {
@@ -80,6 +81,26 @@ pub fn lock_path(images_dir: &Path, stack: &str) -> PathBuf {
 pub fn candidates_digest(candidates: &[Candidate]) -> String {
     let json = serde_json::to_vec(candidates).expect("candidates serialize");
     blake3::hash(&json).to_hex()[..16].to_owned()
+}
+
+/// A pinned .deb names files in the cache and a URL: every part must be what apt would write.
+fn check_deb_pin(pin: &DebPin) -> Result<(), String> {
+    if !crate::images::is_package_name(&pin.package) {
+        return Err("not a Debian package name".to_owned());
+    }
+    if pin.version.is_empty() || !pin.version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-')) {
+        return Err(format!("version `{}` is not a Debian version", pin.version));
+    }
+    if pin.sha256.len() != 64 || !pin.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("sha256 `{}` is not 64 hex digits", pin.sha256));
+    }
+    if !crate::images::is_mirror_url(&pin.mirror) {
+        return Err(format!("mirror `{}` is not an archive URL", pin.mirror));
+    }
+    if pin.filename.starts_with('/') || pin.filename.split('/').any(|part| part.is_empty() || part == "..") {
+        return Err(format!("filename `{}` is not a path below the mirror", pin.filename));
+    }
+    Ok(())
 }
 
 impl StackLock {
@@ -102,6 +123,15 @@ impl StackLock {
                 message: format!("format {} is not {LOCK_FORMAT}: delete it to resolve again", lock.format),
             });
         }
+        let pins = [lock.kernel.as_ref().map(|kernel| &kernel.component), lock.busybox.as_ref()];
+        for (component, entry) in ["kernel", "busybox"].into_iter().zip(pins) {
+            let Some(ComponentLock { pin: Pin::Debian { packages, .. }, .. }) = entry else { continue };
+            for package in packages {
+                if let Err(message) = check_deb_pin(package) {
+                    return Err(LockError::Read { path: path.to_path_buf(), message: format!("{component}: {}: {message}", package.package) });
+                }
+            }
+        }
         Ok(Some(lock))
     }
 
@@ -113,7 +143,7 @@ impl StackLock {
             return Ok(false);
         }
         crate::atomic_file::replace_file(path, text.as_bytes())
-            .map_err(|source| LockError::Write { path: path.to_path_buf(), source })?;
+            .map_err(|error| LockError::Write { path: path.to_path_buf(), error })?;
         Ok(true)
     }
 
@@ -130,7 +160,6 @@ impl StackLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::DebPin;
 
     #[test]
     fn round_trips_and_writes_only_changes() {
@@ -148,7 +177,7 @@ mod tests {
                     version: "1:1.37.0-6+b9".into(),
                     mirror: "http://deb.debian.org/debian".into(),
                     filename: "pool/main/b/busybox/busybox-static_1.37.0-6+b9_amd64.deb".into(),
-                    sha256: "598a".into(),
+                    sha256: "598a3fd92bdafc34cd81196b2952ad36e910e47a4ecf162f8ce5e8e262598e53".into(),
                     size: 955316,
                 }],
             },
@@ -160,5 +189,11 @@ mod tests {
         assert!(read.busybox_for(&candidates).is_some());
         let other: Vec<Candidate> = serde_saphyr::from_str("- debian: { package: busybox-static, suite: sid }").unwrap();
         assert!(read.busybox_for(&other).is_none());
+
+        // A pin that would write outside the downloads directory is refused when read.
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"busybox-static\"", "\"../../busybox\"");
+        std::fs::write(&path, text).unwrap();
+        let error = StackLock::read(&path).unwrap_err().to_string();
+        assert!(error.ends_with("distro.lock: busybox: ../../busybox: not a Debian package name"), "{error}");
     }
 }

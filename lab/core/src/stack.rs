@@ -2,8 +2,13 @@
 //!
 //! Order of work per component: the lock entry (or resolution through `source`, then the lock is
 //! updated), the cache key from the recipe and the pin, a cache lookup, and only on a miss a
-//! download and build. A warm run with a lock reads two small files, hashes a few hundred bytes
-//! and `stat`s one path per artifact: no network, no process except none, no big file read.
+//! download and build. A warm run with a lock reads the recipe, the lock and each artifact's
+//! manifest and stamp, and `lstat`s the files the manifests record: no network, no process, no
+//! big file read.
+//!
+//! A damaged artifact or download (a file missing, of another size, or whose contents changed:
+//! `cache.rs`) is rebuilt or downloaded again with a warning naming each file; with `--locked`
+//! it is an error naming them instead.
 //!
 //! The distro stack's QEMU is the host's `qemu-system-x86_64` (installed from the host release's
 //! backports by `host setup`); its version is remembered in `<cache>/probes/` keyed by the
@@ -16,12 +21,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::build::{self, initramfs, kernel, rootfs, rootfs_config};
-use crate::cache::{Cache, CacheKey};
+use crate::cache::{Cache, CacheKey, Lookup};
 use crate::debian::{self, DebianResolver};
 use crate::host;
 use crate::images::{self, LoadedRecipe};
@@ -217,6 +221,30 @@ impl<'a> Session<'a> {
         self.timings.push((stage.to_owned(), started.elapsed().as_secs_f64()));
     }
 
+    /// The artifact if it is cached and whole. Damage is refused with `--locked`; otherwise it is
+    /// reported and the artifact counts as missing (`get_or_build` replaces it).
+    fn lookup(&self, kind: &str, key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
+        match self.cache.check(kind, key)? {
+            Lookup::Hit(path) => Ok(Some(path)),
+            Lookup::Adopted(path) => {
+                self.shell.warn(format!(
+                    "{} was cached by an older cxl-lab without file hashes: recorded them as the files are now \
+                     (damage done before now is not detected; `cargo xtask cache gc --all` starts over)",
+                    path.display()
+                ));
+                Ok(Some(path))
+            }
+            Lookup::Miss => Ok(None),
+            Lookup::Damaged(damage) if self.options.locked => {
+                bail!("--locked, but the cached {kind} artifact is damaged: {damage}; run without --locked to rebuild it")
+            }
+            Lookup::Damaged(damage) => {
+                self.shell.warn(format!("the cached {kind} artifact is damaged, rebuilding it: {damage}"));
+                Ok(None)
+            }
+        }
+    }
+
     fn refuse_if_locked(&self, what: &str) -> anyhow::Result<()> {
         if self.options.locked {
             bail!("--locked, but {} has no entry for {what} as the recipe now asks: run once without --locked", self.lock_path.display());
@@ -297,7 +325,7 @@ impl<'a> Session<'a> {
         let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox_lock.pin);
         let release = kernel_lock.release.clone();
 
-        let kernel_artifact = match self.cache.lookup("kernel", &kernel_key) {
+        let kernel_artifact = match self.lookup("kernel", &kernel_key)? {
             Some(path) => path,
             None => {
                 let Some(debs) = self.fetch_or_refuse("kernel", &kernel_lock.component.pin)? else { return self.kernel() };
@@ -313,7 +341,7 @@ impl<'a> Session<'a> {
                 path
             }
         };
-        let initramfs_artifact = match self.cache.lookup("initramfs", &initramfs_key) {
+        let initramfs_artifact = match self.lookup("initramfs", &initramfs_key)? {
             Some(path) => path,
             None => {
                 let Some(debs) = self.fetch_or_refuse("busybox", &busybox_lock.pin)? else { return self.kernel() };
@@ -378,8 +406,17 @@ impl<'a> Session<'a> {
             _ => 0,
         };
         // Just resolved (the resolver downloads) or fetched by an earlier run: no step to show.
-        if let Ok(debs) = debian::fetch_cached(&self.cache, pin) {
-            return Ok(Some(debs));
+        let cached = debian::cached_debs(&self.cache, pin).map_err(anyhow::Error::from)?;
+        if cached.complete() {
+            return Ok(Some(cached.paths));
+        }
+        if !cached.damaged.is_empty() {
+            let damaged: Vec<String> = cached.damaged.iter().map(|(path, why)| format!("{}: {why}", path.display())).collect();
+            let damaged = damaged.join("; ");
+            if self.options.locked {
+                bail!("--locked, but downloaded {component} files are damaged: {damaged}; run without --locked to download them again");
+            }
+            self.shell.warn(format!("downloaded {component} files are damaged, downloading them again: {damaged}"));
         }
         let progress = self.shell.step_with_total(&format!("downloading {component}"), total);
         match debian::fetch(&self.cache, &self.runner, pin, Some(&progress)) {
@@ -398,7 +435,7 @@ impl<'a> Session<'a> {
                 }
                 Ok(None)
             }
-            Err(error) => Err(error).with_context(|| format!("downloading {component} as locked ({pin})")),
+            Err(error) => Err(self.cache.note_if_full(error.into())).with_context(|| format!("downloading {component} as locked ({pin})")),
         }
     }
 
@@ -412,10 +449,10 @@ impl<'a> Session<'a> {
                 bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
             }
         }
-        if let Some(path) = self.cache.lookup("rootfs", &image_key) {
+        if let Some(path) = self.lookup("rootfs", &image_key)? {
             return Ok(rootfs::image_path(&path));
         }
-        let tree = match self.cache.lookup("rootfs-tree", &tree_key) {
+        let tree = match self.lookup("rootfs-tree", &tree_key)? {
             Some(path) => path,
             None => {
                 let progress = self.shell.step(&format!("debootstrap {} ({} packages asked)", rootfs.suite, rootfs.packages.len()));
@@ -483,7 +520,6 @@ fn probe_cached(cache: &Cache, binary: &Path) -> Option<(u32, u32, u32)> {
 fn write_probe(cache: &Cache, binary: &Path, version: (u32, u32, u32)) -> anyhow::Result<()> {
     let Some((inode, size, mtime_ns)) = fingerprint(binary) else { return Ok(()) };
     let probe = QemuProbe { path: binary.to_path_buf(), inode, size, mtime_ns, version };
-    fs::create_dir_all(cache.root.join("probes"))?;
-    fs::write(probe_path(cache), serde_json::to_vec(&probe)?)?;
+    crate::atomic_file::replace_file(&probe_path(cache), &serde_json::to_vec(&probe)?)?;
     Ok(())
 }
