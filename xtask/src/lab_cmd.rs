@@ -36,7 +36,8 @@ struct BootArgs {
     /// Start each host's disk over from the base image instead of keeping the guest's changes.
     #[arg(long)]
     fresh_disk: bool,
-    /// Seconds to wait for the guest agent to answer.
+    /// Seconds to wait for the guest agent to answer; then QEMU is stopped and the error quotes
+    /// the serial console's last lines.
     #[arg(long, default_value_t = DEFAULT_BOOT_TIMEOUT.as_secs())]
     boot_timeout: u64,
     /// Extra words for the guest kernel command line (repeatable).

@@ -8,6 +8,8 @@
 //! touches a user's labs; the artifact cache is the usual one, so a warm machine reuses it. Needs
 //! root (debootstrap), QEMU and the Debian archive (skipped with the reason outside CI).
 
+mod sandbox;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -37,13 +39,7 @@ impl Lab {
             .env("CXL_LAB_STATE", &self.state_dir)
             .output()
             .unwrap();
-        eprintln!(
-            "$ lab {}\n  exit: {}\n  stdout: {}\n  stderr: {}",
-            arguments.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        sandbox::report(arguments, &output);
         output
     }
 

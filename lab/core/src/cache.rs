@@ -4,9 +4,10 @@
 //! `<cache>/artifacts/<kind>-<key>/` where `key` is the blake3 hash of every input that shapes it
 //! (recipe text, resolved versions and sha256s, [`FORMAT_VERSION`]). It is built in
 //! `<cache>/tmp/<kind>-<key>.<random>/` and published by one `rename`, so an interrupted build leaves
-//! no half artifact, only a tmp directory that `cache gc` removes. A `manifest.json` inside says what
-//! it is and every file it holds, with its size and blake3 hash. An exclusive file lock per key
-//! (`<cache>/locks/`) makes a second `lab up` wait for the first build instead of repeating it.
+//! no half artifact, only a tmp directory that the next build of the same key (or `cache gc`)
+//! removes. A `manifest.json` inside says what it is and every file it holds, with its size and
+//! blake3 hash. An exclusive file lock per key (`<cache>/locks/`) makes a second `lab up` wait
+//! for the first build instead of repeating it.
 //!
 //! # Damage
 //!
@@ -436,6 +437,7 @@ impl Cache {
         if let Lookup::Hit(path) | Lookup::Adopted(path) = self.check(kind, key)? {
             return Ok(path);
         }
+        self.remove_stale_staging(&name);
         fs::create_dir_all(self.tmp_dir())?;
         fs::create_dir_all(self.artifacts_dir())?;
         let staging = tempfile::Builder::new().prefix(&format!("{name}.")).tempdir_in(self.tmp_dir())?;
@@ -466,6 +468,20 @@ impl Cache {
         // The rename keeps every inode: the fingerprints taken in staging hold.
         self.write_stamp(&name, &manifest_bytes, &fingerprints);
         Ok(destination)
+    }
+
+    /// Removes `tmp/<name>.*`: staging directories of builders of `name` killed outright, which
+    /// could not remove them. Call with the lock of `name` held: it says their builders are gone.
+    /// One with a mount below it (debootstrap outside its namespaces) is left alone.
+    fn remove_stale_staging(&self, name: &str) {
+        let Ok(entries) = std::fs::read_dir(self.tmp_dir()) else { return };
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let prefix = format!("{name}.");
+        for path in entries.flatten().filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix)).map(|entry| entry.path()) {
+            if !mounts.lines().filter_map(|line| line.split(' ').nth(4)).any(|point| Path::new(point).starts_with(&path)) {
+                let _ = remove_tree(&path);
+            }
+        }
     }
 
     /// Every published artifact, sorted by name.

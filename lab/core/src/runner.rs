@@ -3,12 +3,19 @@
 //! Every command is logged exactly as it runs (argv, quoted for a shell) into its step's log file,
 //! together with everything it prints. A failure names the step, the command, the last lines it
 //! printed and the path of the whole log, so nobody has to rerun anything to see what went wrong.
+//!
+//! A command dies with the tool: the kernel sends it SIGKILL when the tool dies, even by SIGKILL
+//! ([`die_with_parent`]), so a killed `lab up` leaves no `mkfs.ext4` or `qemu-img` running. A
+//! command that starts a tree of its own (debootstrap) is run in its own namespaces so that the
+//! whole tree goes with it (see `build::rootfs`).
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use fs_err as fs;
+use nix::sys::signal::Signal;
 
 /// How many lines of a failed command's output an error message quotes.
 const TAIL_LINES: usize = 15;
@@ -59,6 +66,7 @@ impl CommandRunner {
         tracing_line(step, &shown);
 
         let stderr = log_file.try_clone().map_err(log_error)?;
+        die_with_parent(command, Signal::SIGKILL);
         let stdout = if capture { Stdio::piped() } else { Stdio::from(log_file.try_clone().map_err(log_error)?) };
         let output = command
             .stdin(Stdio::null())
@@ -75,6 +83,27 @@ impl CommandRunner {
             return Ok(captured);
         }
         Err(RunError::Failed { step: step.to_owned(), command: shown, status: output.status, tail: tail_of(&log), log })
+    }
+}
+
+/// Makes the child started by `command` get `signal` from the kernel when this process dies (any
+/// way, SIGKILL included), without changing its process group: a Ctrl-C still reaches it.
+///
+/// Linux sends the signal when the *thread* that forked exits, so spawn from a thread that lives
+/// as long as the child: the runner waits for its commands on the calling thread; long-running
+/// children (QEMU, the lab supervisor) are spawned from the main thread.
+pub fn die_with_parent(command: &mut Command, signal: Signal) {
+    let owner = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
+    // calls (prctl, getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != owner {
+                return Err(std::io::Error::other("the parent died before the child started"));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -125,6 +154,22 @@ mod tests {
         assert!(message.contains("sh -c 'echo first; echo last-words >&2; exit 3'"), "{message}");
         assert!(message.contains("  | last-words"), "{message}");
         assert!(message.contains(&dir.path().join("demo-step.log").display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        use std::os::unix::process::ExitStatusExt;
+        // Linux sends the parent-death signal when the thread that forked ends: a thread that
+        // ends stands for a tool that is killed.
+        let mut child = std::thread::spawn(|| {
+            let mut command = Command::new("sleep");
+            command.arg("300");
+            die_with_parent(&mut command, Signal::SIGKILL);
+            command.spawn().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(Signal::SIGKILL as i32));
     }
 
     #[test]

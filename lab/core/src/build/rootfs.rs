@@ -6,7 +6,12 @@
 //! 2. `rootfs`: a hard-link copy of the tree, configured ([`super::rootfs_config`]), made into
 //!    `rootfs.img` by `mkfs.ext4 -d`: no loop device, no mount. Seconds.
 //!
-//! debootstrap is the only step that needs root (it chroots to run maintainer scripts).
+//! debootstrap is the only step that needs root (it chroots to run maintainer scripts). It runs
+//! in its own mount and pid namespaces (`unshare`): the /proc and /sys it mounts in the tree and
+//! every process it starts in the chroot live there, so when it ends, or dies with the tool
+//! (the runner's parent-death signal kills `unshare`, whose `--kill-child` kills debootstrap, the
+//! namespace's init, and the kernel then kills the rest), no process keeps running and no mount
+//! is left in the staging directory to stop its removal.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,10 +38,16 @@ pub fn image_path(rootfs_artifact: &Path) -> PathBuf {
     rootfs_artifact.join("rootfs.img")
 }
 
-/// The exact debootstrap command for `recipe`.
+/// `unshare`'s words before the command it runs: private mounts, a pid namespace whose init is
+/// the command, killed when `unshare` dies.
+const PRIVATE_NAMESPACES: &[&str] = &["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--"];
+
+/// The exact debootstrap command for `recipe`, in its own namespaces.
 pub fn debootstrap_command(recipe: &RootfsRecipe, archive: &ArchiveRecipe, tree: &Path, debs_cache: &Path) -> Command {
-    let mut command = Command::new(crate::host::program("debootstrap"));
+    let mut command = Command::new(crate::host::program("unshare"));
     command
+        .args(PRIVATE_NAMESPACES)
+        .arg(crate::host::program("debootstrap"))
         .env("DEBIAN_FRONTEND", "noninteractive")
         .arg("--arch=amd64")
         .arg(format!("--include={}", recipe.packages.join(",")))
@@ -131,12 +142,15 @@ mod tests {
         };
         let command = debootstrap_command(&recipe, &ArchiveRecipe::default(), Path::new("/c/tree"), Path::new("/c/debs"));
         let arguments: Vec<String> = command.get_args().map(|arg| arg.to_string_lossy().into_owned()).collect();
+        let (namespaces, debootstrap) = arguments.split_at(PRIVATE_NAMESPACES.len());
+        assert!(command.get_program().to_string_lossy().ends_with("unshare"));
+        assert_eq!(namespaces.join(" "), "--mount --propagation private --pid --fork --kill-child --mount-proc --");
+        assert!(debootstrap[0].ends_with("debootstrap"), "{}", debootstrap[0]);
         assert_eq!(
-            arguments.join(" "),
+            debootstrap[1..].join(" "),
             "--arch=amd64 --include=openssh-server,ndctl --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
              --cache-dir=/c/debs trixie /c/tree http://deb.debian.org/debian"
         );
-        assert!(command.get_program().to_string_lossy().ends_with("debootstrap"));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use fs_err as fs;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use crate::lab::lock::LabLock;
 use crate::lab::state::{LabState, MachineState};
 use crate::lab::LabContext;
 use crate::vm::agent::{GuestAgent, GuestExecOutput};
@@ -276,7 +277,11 @@ pub fn down(context: &LabContext) -> anyhow::Result<DownReport> {
         }
         remove_runtime_files(&machine.run_dir());
     }
-    files.remove_state_files();
+    // The supervisor removed the state files as it ended; if it had to be killed, they are ours to
+    // remove, under the lab's lock (a `lab up` that has since taken the lab owns what is there).
+    if let Ok(_lock) = LabLock::acquire_within(files, "lab down", Duration::from_secs(5)) {
+        files.remove_state_files();
+    }
     Ok(report)
 }
 

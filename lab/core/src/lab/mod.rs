@@ -1,10 +1,11 @@
 //! Labs: the commands users type (`lab up`, `exec`, `switch`, `down`...) on top of the profile,
 //! render, stack and vm layers. A lab is a named set of machines booted from one profile; its
-//! files live in `<state>/labs/<name>/` ([`state::LabFiles`]) and its QEMUs are owned by one
-//! supervisor process ([`supervise`]).
+//! files live in `<state>/labs/<name>/` ([`state::LabFiles`]), its QEMUs are owned by one
+//! supervisor process ([`supervise`]), and one `lab up` at a time holds it ([`lock`]).
 
 pub mod artifacts;
 pub mod control;
+pub mod lock;
 pub mod state;
 pub mod supervise;
 pub mod up;

@@ -4,7 +4,8 @@
 //!
 //! Each file has one writer, and both are replaced by rename, so a reader never sees half a file.
 //! A state whose supervisor is gone is stale (the supervisor was killed outright: its QEMU died
-//! with it through the parent-death signal); [`LabFiles::read_live_state`] cleans it up.
+//! with it through the parent-death signal); [`LabFiles::read_live_state`] cleans it up, but only
+//! when it can take the lab's lock ([`crate::lab::lock`]): a `lab up` under way owns what is there.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
+use crate::lab::lock::LabLock;
 use crate::paths::{LabPaths, MachineRunDir};
 use crate::vm::supervisor::{process_runs_program, remove_runtime_files};
 
@@ -148,6 +150,11 @@ impl LabFiles {
         self.dir.join("launch.json")
     }
 
+    /// The lab's lock ([`crate::lab::lock::LabLock`]); never removed.
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("lab.lock")
+    }
+
     /// Step logs of this lab's commands (overlay creation, the supervisor).
     pub fn logs_dir(&self) -> PathBuf {
         self.dir.join("logs")
@@ -207,7 +214,9 @@ impl LabFiles {
         match self.read_state_file()? {
             Some(state) if state.supervisor_runs() => Ok(Some(state)),
             Some(stale) => {
-                self.clean_stale(&stale);
+                if let Ok(_lock) = LabLock::try_acquire(self, "stale state cleanup") {
+                    self.clean_stale(&stale);
+                }
                 Ok(None)
             }
             None => Ok(None),

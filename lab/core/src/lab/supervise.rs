@@ -2,13 +2,17 @@
 //! `lab up`).
 //!
 //! A detached lab must outlive the `lab up` command yet still die with an owner, so `lab up`
-//! re-executes the tool as this supervisor in a new session. The supervisor starts every machine
+//! re-executes the tool as this supervisor in a new session. The supervisor holds the lab's lock
+//! it inherited from `lab up` ([`crate::lab::lock`]) for as long as it runs, starts every machine
 //! of the launch plan (each QEMU dies with it through the parent-death signal), writes `lab.json`,
 //! then sleeps in `sigwait` until one of:
-//! - SIGTERM, SIGINT or SIGHUP (`lab down`, Ctrl-C on an attached `lab up`, a closed terminal):
-//!   it kills its QEMUs;
+//! - SIGTERM, SIGINT or SIGHUP (`lab down`, Ctrl-C on an attached `lab up`, a closed terminal, and
+//!   the kernel's parent-death signal when `lab up` dies before the lab is ready): it kills its
+//!   QEMUs;
 //! - SIGCHLD from a QEMU that exited (the guest powered off, QEMU crashed): the lab is over, it
-//!   kills the others.
+//!   kills the others;
+//! - SIGUSR1 from a detached `lab up` whose guests all answered: it drops the parent-death signal
+//!   (the lab now outlives `lab up`), names itself the lab's holder, and sleeps on.
 //!
 //! Either way it reaps them, removes their sockets and the state files, and exits. Killed outright
 //! (SIGKILL), it cannot clean up, but its QEMUs still die; the next command finds the stale state
@@ -19,6 +23,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::lab::lock::{LabLock, SUPERVISOR_ROLE};
 use crate::lab::state::{unix_millis, LabFiles, LabState, MachineState};
 use crate::paths::{LabPaths, MachineRunDir};
 use crate::vm::supervisor::{stop_signals, MachineSpec, RunningMachine};
@@ -29,6 +34,8 @@ pub fn run_supervisor(paths: &LabPaths, lab_name: &str) -> anyhow::Result<()> {
     let signals = supervisor_signals();
     signals.thread_block().context("blocking signals in the supervisor")?;
     let files = LabFiles::new(paths, lab_name);
+    // Held until this process exits, whichever way.
+    let lock = LabLock::inherited(&files)?;
     let plan = files.read_launch_plan()?;
     let started_at = SystemTime::now();
     eprintln!("supervisor {} of lab `{lab_name}`: starting {} machine(s)", std::process::id(), plan.machines.len());
@@ -67,7 +74,7 @@ pub fn run_supervisor(paths: &LabPaths, lab_name: &str) -> anyhow::Result<()> {
     };
     files.write_state(&state)?;
 
-    let reason = wait_for_end(&signals, &mut machines);
+    let reason = wait_for_end(&signals, &mut machines, &lock);
     eprintln!("supervisor {}: {reason}; stopping the lab", std::process::id());
     for machine in &mut machines {
         machine.kill_and_reap();
@@ -79,15 +86,16 @@ pub fn run_supervisor(paths: &LabPaths, lab_name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The stop signals, and SIGCHLD for a QEMU that exits.
+/// The stop signals, SIGCHLD for a QEMU that exits, SIGUSR1 for the hand-over.
 fn supervisor_signals() -> SigSet {
     let mut signals = stop_signals();
     signals.add(Signal::SIGCHLD);
+    signals.add(Signal::SIGUSR1);
     signals
 }
 
 /// Sleeps until a stop signal arrives or a machine exits; says which.
-fn wait_for_end(signals: &SigSet, machines: &mut [RunningMachine]) -> String {
+fn wait_for_end(signals: &SigSet, machines: &mut [RunningMachine], lock: &LabLock) -> String {
     loop {
         // Check first: a QEMU that died before we started waiting left only a pending SIGCHLD,
         // which is fine, but checking costs nothing and keeps the loop obviously correct.
@@ -98,6 +106,16 @@ fn wait_for_end(signals: &SigSet, machines: &mut [RunningMachine]) -> String {
         }
         match signals.wait() {
             Ok(Signal::SIGCHLD) => continue,
+            Ok(Signal::SIGUSR1) => {
+                // `lab up` saw the lab ready and leaves it to us. If it died before this (its
+                // SIGTERM is pending too), the lowest signal comes first: SIGUSR1, then SIGTERM
+                // stops the lab, and `lab up` never said it was ready.
+                if let Err(error) = nix::sys::prctl::set_pdeathsig(None) {
+                    return format!("cannot outlive `lab up` ({error})");
+                }
+                lock.set_holder(SUPERVISOR_ROLE);
+                eprintln!("supervisor {}: the lab is ready; running detached", std::process::id());
+            }
             Ok(signal) => return format!("received {signal}"),
             Err(error) => return format!("sigwait failed ({error})"),
         }

@@ -1,11 +1,17 @@
 //! `lab up` and `lab switch`: from a profile to a lab whose guests answer.
 //!
-//! The stages, in order: refuse if the lab already runs; load the profile; ensure the stack
-//! (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed, cached per host
-//! boot); one qcow2 overlay of the base image per host; a free 127.0.0.1 port for SSH; the memory
-//! backend files; the argv of each host; then the supervisor process starts QEMU, and this process
-//! waits for each guest agent, sets the root password and SSH key through it, and says how to
-//! reach the lab.
+//! The stages, in order: take the lab's lock ([`crate::lab::lock`]; refuse at once, naming the
+//! holder, if another command has the lab) and remove a dead run's stale state; load the profile;
+//! ensure the stack (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed,
+//! cached per host boot); one qcow2 overlay of the base image per host; a free 127.0.0.1 port for
+//! SSH; the memory backend files; the argv of each host; then the supervisor process starts QEMU,
+//! and this process waits for each guest agent (at most `--boot-timeout`), sets the root password
+//! and SSH key through it, and says how to reach the lab.
+//!
+//! Nothing outlives a `lab up` that fails or is killed before the lab is ready: build steps die
+//! with it (`runner`), and the supervisor, which holds the lab's lock with it, gets SIGTERM from
+//! the kernel when it dies and stops the lab. A detached lab's supervisor is released from that
+//! only once every guest answered ([`hand_over`]).
 //!
 //! `lab switch` shuts the lab down and runs the same stages with the *same* stack (no resolution,
 //! no download: the kernel and root filesystem the lab ran) and the same overlays, so the files a
@@ -18,16 +24,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
 use fs_err as fs;
+use nix::sys::signal::Signal;
 
 use crate::lab::control::{down, DownReport};
+use crate::lab::lock::{LabLock, LabLockError, SUPERVISOR_ROLE};
 use crate::lab::state::{unix_millis, BootStack, LabFiles, LabState, LaunchPlan, PlannedMachine};
 use crate::lab::LabContext;
 use crate::profile::Profile;
 use crate::render::{render_machine, BootMedia, RenderInputs};
-use crate::runner::{tail_of, CommandRunner};
+use crate::runner::{die_with_parent, tail_of, CommandRunner};
 use crate::vm::accel::resolve_accel;
 use crate::vm::agent::GuestAgent;
-use crate::vm::supervisor::{arm_parent_death_signal, pending_stop_signal, stop_signals, SupervisorError};
+use crate::vm::supervisor::{pending_stop_signal, signal_process, stop_signals, wait_until_gone, SupervisorError};
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
 /// TCG needs 15–30 s here; the margin is for loaded CI runners.
@@ -83,20 +91,22 @@ pub struct UpReport {
 /// Brings a lab up (or fails with the step, the last lines and the log).
 pub fn up(context: &LabContext, options: &UpOptions) -> anyhow::Result<UpReport> {
     let files = &context.files;
-    if let Some(running) = files.read_live_state()? {
-        bail!(
-            "lab `{}` is already running (profile `{}`); use `cargo xtask lab switch {}` or `cargo xtask lab down` first",
-            files.name,
-            running.plan.profile,
-            options.profile
-        );
+    // First of all, so a second `lab up` refuses at once and touches nothing of the first's.
+    let lock = lock_lab(context, "lab up", Duration::ZERO)?;
+    // Under the lock a state file can only be stale (a live supervisor holds the lock), unless a
+    // supervisor that predates the lock runs it: refuse that too.
+    if let Some(state) = files.read_state_file()? {
+        if state.supervisor_runs() {
+            bail!(already_running(context, &state));
+        }
+        files.clean_stale(&state);
     }
     let mut stages = StageClock::default();
     let profile = crate::profile::load(&context.paths, &options.profile)?;
     stages.lap("profile");
     let boot_stack = crate::lab::artifacts::resolve_boot_stack(context, options.stack)?;
     stages.lap("stack");
-    start_lab(context, &options.profile, &profile, boot_stack, options, stages)
+    start_lab(context, &lock, &options.profile, &profile, boot_stack, options, stages)
 }
 
 /// Shuts the lab down and boots the same stack and disks on another profile's topology.
@@ -108,14 +118,58 @@ pub fn switch(context: &LabContext, profile_name: &str, options: &UpOptions) -> 
     stages.lap("profile");
     let down_report = down(context)?;
     stages.lap("down");
+    // The stopped supervisor (and an attached `lab up` waiting on it) release the lock as they exit.
+    let lock = lock_lab(context, "lab switch", Duration::from_secs(10))?;
     let options = UpOptions { profile: profile_name.to_owned(), detach: true, ..options.clone() };
-    let up_report = start_lab(context, profile_name, &profile, running.plan.boot_stack, &options, stages)?;
+    let up_report = start_lab(context, &lock, profile_name, &profile, running.plan.boot_stack, &options, stages)?;
     Ok((down_report, up_report))
+}
+
+/// Takes the lab's lock, or says who has the lab: its running supervisor, or the command that is
+/// bringing it up.
+fn lock_lab(context: &LabContext, role: &str, patience: Duration) -> anyhow::Result<LabLock> {
+    let files = &context.files;
+    match LabLock::acquire_within(files, role, patience) {
+        Ok(lock) => Ok(lock),
+        Err(LabLockError::Busy { holder, path, .. }) => {
+            let live = files.read_state_file().ok().flatten().filter(LabState::supervisor_runs);
+            match live {
+                Some(state) if holder.role == "supervisor" => bail!(already_running(context, &state)),
+                _ => bail!(
+                    "lab `{}` is busy: {holder} is bringing it up ({}); wait for it, or stop it with `cargo xtask lab{} down`",
+                    files.name,
+                    path.display(),
+                    lab_flag(context)
+                ),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn already_running(context: &LabContext, state: &LabState) -> String {
+    format!(
+        "lab `{}` is already running (profile `{}`, supervisor pid {}); use `cargo xtask lab{flag} switch PROFILE` or `cargo xtask lab{flag} down` first",
+        context.files.name,
+        state.plan.profile,
+        state.supervisor_pid,
+        flag = lab_flag(context)
+    )
+}
+
+/// ` --lab NAME` for commands the user is told to type, unless the lab is the default one.
+fn lab_flag(context: &LabContext) -> String {
+    if context.files.name == crate::lab::state::DEFAULT_LAB {
+        String::new()
+    } else {
+        format!(" --lab {}", context.files.name)
+    }
 }
 
 /// The stages after the stack: secrets, accelerator, disks, ports, render, spawn, ready.
 fn start_lab(
     context: &LabContext,
+    lock: &LabLock,
     profile_name: &str,
     profile: &Profile,
     boot_stack: BootStack,
@@ -184,12 +238,11 @@ fn start_lab(
     // for them while waiting, then stop the supervisor. (Not earlier: the stack's long-running
     // builders must stay interruptible, and they would inherit the mask.)
     stop_signals().thread_block().context("blocking stop signals while the lab starts")?;
-    let mut supervisor = spawn_supervisor(context, options.detach)?;
+    let mut supervisor = spawn_supervisor(context, lock, options.detach)?;
     let state = match wait_for_state(files, &mut supervisor) {
         Ok(state) => state,
         Err(error) => {
-            let _ = supervisor.kill();
-            let _ = supervisor.wait();
+            stop_supervisor(files, &mut supervisor);
             return Err(error);
         }
     };
@@ -199,10 +252,12 @@ fn start_lab(
     stages.lap("supervisor");
 
     // From here on, an error stops the lab: a half-started lab is worse than none.
-    let ready = wait_until_ready_and_configure(&state, &mut supervisor, &secrets, options.boot_timeout, &boot_step);
+    // A detached lab is handed over to its supervisor only once ready: until then the supervisor
+    // dies with this process (and stops the lab), so a `lab up` killed during boot leaves nothing.
+    let ready = wait_until_ready_and_configure(&state, &mut supervisor, &secrets, options.boot_timeout, &boot_step)
+        .and_then(|()| if options.detach { hand_over(files, &mut supervisor) } else { Ok(()) });
     if let Err(error) = ready {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = supervisor.wait();
+        stop_supervisor(files, &mut supervisor);
         return Err(error);
     }
     let boot_to_ready = Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(first_spawn_ms));
@@ -223,7 +278,7 @@ fn start_lab(
 /// Tells the user how to use a ready lab.
 pub fn print_how_to_reach(context: &LabContext, state: &LabState, ssh_key: &Path) {
     let shell = &context.shell;
-    let lab_flag = if context.files.name == crate::lab::state::DEFAULT_LAB { String::new() } else { format!(" --lab {}", context.files.name) };
+    let lab_flag = lab_flag(context);
     shell.status(
         "Ready",
         format!(
@@ -290,9 +345,10 @@ fn free_local_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Starts `<tool> lab supervise` for this lab: detached in a new session (it outlives us), or
-/// attached as our child that dies with us.
-fn spawn_supervisor(context: &LabContext, detach: bool) -> anyhow::Result<Child> {
+/// Starts `<tool> lab supervise` for this lab, holding the lab's lock with us and dying with us
+/// (SIGTERM: it stops the lab): attached, as our child for the lab's whole life; detached, in a
+/// new session (so a closed terminal does not reach it) until [`hand_over`] lets it outlive us.
+fn spawn_supervisor(context: &LabContext, lock: &LabLock, detach: bool) -> anyhow::Result<Child> {
     let files = &context.files;
     fs::create_dir_all(files.logs_dir())?;
     let log = fs::OpenOptions::new().create(true).append(true).open(files.supervisor_log())?.into_parts().0;
@@ -309,12 +365,45 @@ fn spawn_supervisor(context: &LabContext, detach: bool) -> anyhow::Result<Child>
                 nix::unistd::setsid().map(drop).map_err(std::io::Error::from)
             });
         }
-    } else {
-        arm_parent_death_signal(&mut command, nix::sys::signal::Signal::SIGTERM);
     }
+    die_with_parent(&mut command, Signal::SIGTERM);
+    lock.inherit_by(&mut command);
     command.spawn().with_context(|| {
         format!("starting the lab supervisor `{}`", crate::runner::display_command(&command))
     })
+}
+
+/// Lets a detached lab's supervisor outlive this command: SIGUSR1 tells it to drop its
+/// parent-death signal, and it answers by naming itself the lab's holder in the lock file.
+fn hand_over(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<()> {
+    signal_process(supervisor.id(), Signal::SIGUSR1);
+    let deadline = Instant::now() + SUPERVISOR_START_TIMEOUT;
+    loop {
+        let holder = LabLock::holder(files);
+        if holder.pid == Some(supervisor.id()) && holder.role == SUPERVISOR_ROLE {
+            return Ok(());
+        }
+        if let Some(status) = supervisor.try_wait()? {
+            bail!("the lab supervisor exited ({status}) as the lab was handed over to it\n  log: {}", files.supervisor_log().display());
+        }
+        if Instant::now() >= deadline {
+            bail!("the lab supervisor did not take the lab over within {SUPERVISOR_START_TIMEOUT:?}\n  log: {}", files.supervisor_log().display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops a supervisor that still dies with us: SIGTERM (it kills its QEMUs and removes the lab's
+/// state), SIGKILL if it does not end; then removes what a killed one left (we hold the lock).
+fn stop_supervisor(files: &LabFiles, supervisor: &mut Child) {
+    signal_process(supervisor.id(), Signal::SIGTERM);
+    if !wait_until_gone(Duration::from_secs(10), || matches!(supervisor.try_wait(), Ok(None))) {
+        let _ = supervisor.kill();
+    }
+    let _ = supervisor.wait();
+    if let Ok(Some(state)) = files.read_state_file() {
+        files.clean_stale(&state);
+    }
 }
 
 /// Waits for the supervisor to write `lab.json` (its QEMUs are then spawned).

@@ -25,7 +25,7 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::paths::MachineRunDir;
-use crate::runner::{display_command, tail_of};
+use crate::runner::{die_with_parent, display_command, tail_of};
 use crate::vm::agent::{AgentError, GuestAgent};
 use crate::vm::qmp::{QmpClient, QmpError};
 
@@ -295,38 +295,18 @@ impl Drop for RunningMachine {
     }
 }
 
-/// Sets up the child so that it dies with this process: the parent-death signal, a check that the
-/// parent did not die before the signal was armed, its own process group, and an empty signal
-/// mask (a supervisor blocks signals to wait for them, and exec would hand that mask to QEMU).
+/// Sets up the child so that it dies with this process: the parent-death signal (SIGKILL), its own
+/// process group, and an empty signal mask (a supervisor blocks signals to wait for them, and exec
+/// would hand that mask to QEMU).
 fn die_with_owner(command: &mut Command) {
-    let owner = nix::unistd::getpid();
+    die_with_parent(command, Signal::SIGKILL);
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (prctl, getppid, setpgid, sigprocmask); it allocates nothing.
+    // calls (setpgid, sigprocmask); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != owner {
-                return Err(std::io::Error::other("the owner died before QEMU started"));
-            }
             nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)).map_err(std::io::Error::from)?;
             nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
                 .map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-}
-
-/// Makes a child started by `command` die when this process dies (with `signal`), without
-/// changing its process group; for helper processes such as the lab supervisor.
-pub fn arm_parent_death_signal(command: &mut Command, signal: Signal) {
-    let owner = nix::unistd::getpid();
-    // SAFETY: as in `die_with_owner`: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != owner {
-                return Err(std::io::Error::other("the parent died before the child started"));
-            }
             Ok(())
         });
     }
