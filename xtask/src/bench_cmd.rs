@@ -16,12 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use cxl_lab_core::build::initramfs::BARE_READY_MARKER;
+use cxl_lab_core::stack::build::initramfs::BARE_READY_MARKER;
 use cxl_lab_core::lab::state::{unix_millis, LabFiles};
-use cxl_lab_core::lab::up::StackKind;
-use cxl_lab_core::paths::MachineRunDir;
+use cxl_lab_core::stack::StackKind;
+use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::render::{render_machine, BootMedia, RenderInputs};
-use cxl_lab_core::runner::CommandRunner;
+use cxl_lab_core::sys::runner::CommandRunner;
 use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
 
 use crate::Context;
@@ -49,7 +49,6 @@ struct RunTimes {
 impl BenchCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let BenchCommand::Lab { runs } = self;
-        let lab_context = crate::lab_cmd::lab_context(context, BENCH_LAB)?;
         let files = LabFiles::new(&context.paths, BENCH_LAB);
         let runner = CommandRunner::new(files.logs_dir().join("bench"));
         let program = std::env::current_exe()?;
@@ -65,7 +64,7 @@ impl BenchCommand {
         context.shell.status("Warming", "stack and accelerator probe (first `lab up`)");
         runner.run("bench: warm-up lab up", &mut lab(&["up", "--detach"]))?;
         runner.run("bench: warm-up lab down", &mut lab(&["down"]))?;
-        let stack = cxl_lab_core::lab::artifacts::resolve_boot_stack(&lab_context, StackKind::Distro)?;
+        let stack = cxl_lab_core::stack::ensure_boot_stack(&context.paths, &context.shell, StackKind::Distro)?;
 
         let mut results = Vec::new();
         for run in 1..=runs {
@@ -107,7 +106,7 @@ impl BenchCommand {
 fn bare_initramfs_boot(
     context: &Context,
     runner: &CommandRunner,
-    stack: &cxl_lab_core::lab::state::BootStack,
+    stack: &cxl_lab_core::stack::BootStack,
     files: &LabFiles,
 ) -> anyhow::Result<Duration> {
     let profile = cxl_lab_core::profile::load(&context.paths, cxl_lab_core::profile::DEFAULT_PROFILE)?;
@@ -124,7 +123,7 @@ fn bare_initramfs_boot(
     }
     let run_dir = MachineRunDir::new(scratch.join("run"));
     let memory_dir = scratch.join("memory");
-    cxl_lab_core::backing::prepare_backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;
+    cxl_lab_core::vm::backing::prepare_backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;
     let inputs = RenderInputs {
         qemu_binary: stack.qemu_binary.clone(),
         qemu_version: stack.qemu_version,

@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use cxl_lab_core::stack::{self, StackOptions};
+use cxl_lab_core::stack::distro::{self, StackOptions};
+use cxl_lab_core::stack::StackKind;
 
 use crate::Context;
 
@@ -15,18 +16,13 @@ pub enum BuildTarget {
     All,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum StackName {
-    Distro,
-}
-
 #[derive(Args)]
 pub struct BuildCommand {
     /// What to build: the kernel (with modules and initramfs), the root filesystem, or both.
     target: BuildTarget,
     /// The stack whose recipe (images/<stack>.yaml) is built.
-    #[arg(long, value_enum, default_value = "distro")]
-    stack: StackName,
+    #[arg(long, default_value = "distro", value_parser = crate::stack_kind_parser())]
+    stack: StackKind,
     /// Use images/<stack>.lock as it is; fail instead of resolving anything again.
     #[arg(long)]
     locked: bool,
@@ -34,24 +30,23 @@ pub struct BuildCommand {
 
 impl BuildCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        let StackName::Distro = self.stack;
+        cxl_lab_core::stack::require_built_from_recipes(self.stack)?;
         let options = StackOptions { locked: self.locked, ..StackOptions::default() };
         let (paths, shell) = (&context.paths, &context.shell);
         let timings = match self.target {
             BuildTarget::Kernel => {
-                let (kernel, timings) = stack::ensure_distro_kernel(paths, shell, &options)?;
+                let (kernel, timings) = distro::ensure_distro_kernel(paths, shell, &options)?;
                 print_kernel(&kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);
                 timings
             }
             BuildTarget::Rootfs => {
-                let (image, timings) = stack::ensure_distro_rootfs(paths, shell, &options)?;
+                let (image, timings) = distro::ensure_distro_rootfs(paths, shell, &options)?;
                 println!("rootfs      {}", image.display());
                 timings
             }
             BuildTarget::All => {
-                let artifacts = stack::ensure_distro_stack(paths, shell, &options)?;
-                let (major, minor, patch) = artifacts.qemu.version;
-                println!("qemu        {} ({major}.{minor}.{patch})", artifacts.qemu.path.display());
+                let artifacts = distro::ensure_distro_stack(paths, shell, &options)?;
+                println!("qemu        {} ({})", artifacts.qemu.path.display(), artifacts.qemu.version);
                 print_kernel(&artifacts.kernel_release, &artifacts.kernel, &artifacts.initrd, &artifacts.modules_dir);
                 println!("rootfs      {}", artifacts.rootfs_image.display());
                 for note in &artifacts.source_notes {

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use cxl_lab_core::cache::{now_seconds, Cache};
-use cxl_lab_core::stack;
+use cxl_lab_core::stack::cache::{now_seconds, Cache};
+use cxl_lab_core::stack::distro;
 
 use crate::Context;
 
@@ -27,7 +27,7 @@ pub enum CacheCommand {
 impl CacheCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let cache = Cache::new(&context.paths.cache);
-        let referenced = stack::referenced_artifacts(&context.paths)?;
+        let referenced = distro::referenced_artifacts(&context.paths)?;
         match self {
             CacheCommand::Ls => {
                 let entries = cache.list()?;

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use cxl_lab_core::{apt, cache::Cache, host, images, runner::CommandRunner};
+use cxl_lab_core::stack::debian::apt;
+use cxl_lab_core::stack::{cache::Cache, host, recipe, StackKind};
+use cxl_lab_core::sys::runner::CommandRunner;
 
 use crate::Context;
 
@@ -19,9 +21,9 @@ pub enum HostCommand {
 
 impl HostCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        let recipe = images::load(&context.paths.images_dir(), "distro")?;
+        let recipe = recipe::load(&context.paths.images_dir(), StackKind::Distro)?;
         let archive = &recipe.recipe.archive;
-        let minimum = recipe.recipe.qemu.minimum_version.as_deref().and_then(images::parse_major_minor);
+        let minimum = recipe.recipe.qemu.minimum_version;
         let runner = CommandRunner::new(context.paths.build_logs_dir());
         let report = host::check_with_versions(&archive.keyring, minimum, &runner)?;
         for (tool, path) in &report.found {
@@ -43,7 +45,7 @@ impl HostCommand {
                 if report.keyring_missing {
                     context.shell.warn(format!("{} is missing", archive.keyring.display()));
                 }
-                if host::is_root() {
+                if cxl_lab_core::sys::process::is_root() {
                     context.shell.status("Hint", "`cargo xtask host setup` installs them");
                 } else {
                     for line in report.install_lines(&codename) {

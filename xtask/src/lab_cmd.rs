@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use cxl_lab_core::lab::state::{LabFiles, DEFAULT_LAB};
-use cxl_lab_core::lab::up::{StackKind, UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
+use cxl_lab_core::stack::StackKind;
+use cxl_lab_core::lab::up::{UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
 use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
 use cxl_lab_core::profile::DEFAULT_PROFILE;
 
@@ -21,14 +22,6 @@ pub struct LabArgs {
     lab: String,
     #[command(subcommand)]
     command: LabCommand,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum StackArg {
-    /// Debian's packaged QEMU and kernel.
-    Distro,
-    /// QEMU and the kernel built from source.
-    Source,
 }
 
 #[derive(Args, Clone)]
@@ -51,8 +44,9 @@ enum LabCommand {
     Up {
         #[arg(long, default_value = DEFAULT_PROFILE)]
         profile: String,
-        #[arg(long, value_enum, default_value = "distro")]
-        stack: StackArg,
+        /// Where QEMU, the kernel and the root filesystem come from.
+        #[arg(long, default_value = "distro", value_parser = crate::stack_kind_parser())]
+        stack: StackKind,
         /// Return once the lab is ready and leave it running in the background.
         #[arg(long)]
         detach: bool,
@@ -114,10 +108,6 @@ impl LabArgs {
         let context = &lab_context;
         match self.command {
             LabCommand::Up { profile, stack, detach, boot } => {
-                let stack = match stack {
-                    StackArg::Distro => StackKind::Distro,
-                    StackArg::Source => StackKind::Source,
-                };
                 let options = up_options(profile, stack, detach, &boot);
                 let report = up::up(context, &options)?;
                 if detach {
@@ -168,9 +158,9 @@ impl LabArgs {
                 Ok(ExitCode::SUCCESS)
             }
             LabCommand::Ssh { host, arguments } => {
-                let ssh_key = cxl_lab_core::lab::artifacts::ensure_credentials(&context.files.dir)?.ssh_private_key;
+                let ssh_key = cxl_lab_core::lab::secrets::ensure_lab_secrets(&context.files.dir)?.ssh_private_key;
                 let mut command = control::ssh_command(context, host.as_deref(), &ssh_key, &arguments)?;
-                context.shell.verbose(format!("$ {}", cxl_lab_core::runner::display_command(&command)));
+                context.shell.verbose(format!("$ {}", cxl_lab_core::sys::runner::display_command(&command)));
                 // Interactive: hand the terminal to ssh by becoming it.
                 let error = std::os::unix::process::CommandExt::exec(&mut command);
                 Err(anyhow::anyhow!("cannot run ssh: {error}"))

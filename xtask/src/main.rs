@@ -45,6 +45,13 @@ enum Command {
     Host(host_cmd::HostCommand),
 }
 
+/// `--stack`: the stack names, listed in `--help`.
+fn stack_kind_parser() -> impl clap::builder::TypedValueParser<Value = cxl_lab_core::stack::StackKind> {
+    use clap::builder::TypedValueParser as _;
+    let names = cxl_lab_core::stack::StackKind::ALL.map(|kind| kind.name());
+    clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse::<cxl_lab_core::stack::StackKind>())
+}
+
 /// What every command gets: where things are and how to talk to the user.
 pub struct Context {
     pub paths: LabPaths,

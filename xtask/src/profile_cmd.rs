@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 use cxl_lab_core::profile::{self, Profile};
-use cxl_lab_core::render::{self, features, picture, Accel, RenderInputs};
+use cxl_lab_core::qemu::QemuVersion;
+use cxl_lab_core::render::{self, picture, Accel, RenderInputs};
 use cxl_lab_core::lab::state::LabFiles;
-use cxl_lab_core::runner::CommandRunner;
+use cxl_lab_core::sys::runner::CommandRunner;
 
 use crate::Context;
 
@@ -42,7 +43,7 @@ pub enum ProfileCommand {
         qemu: PathBuf,
         /// Render for this version instead of asking the binary (e.g. 8.0.0).
         #[arg(long, value_parser = parse_version)]
-        qemu_version: Option<render::QemuVersion>,
+        qemu_version: Option<QemuVersion>,
     },
     /// Print the guest view Linux should show (`cxl list`), as JSON.
     Expect { profile: String },
@@ -72,7 +73,7 @@ impl ProfileCommand {
                 note_unchecked_arguments(context, &profile);
                 let version = match qemu_version {
                     Some(version) => version,
-                    None => cxl_lab_core::host::qemu_version(&CommandRunner::new(context.paths.build_logs_dir()), &qemu)
+                    None => cxl_lab_core::stack::host::qemu_version(&CommandRunner::new(context.paths.build_logs_dir()), &qemu)
                         .context("pass --qemu PATH or --qemu-version X.Y.Z to render without this QEMU")?,
                 };
                 for (index, machine) in profile.topology.hosts.iter().enumerate() {
@@ -132,7 +133,7 @@ fn note_unchecked_arguments(context: &Context, profile: &Profile) {
 }
 
 /// The inputs `profile render` shows: the default lab's run directory, no guest.
-fn inputs(context: &Context, profile: &Profile, host_index: usize, qemu: &std::path::Path, version: render::QemuVersion) -> RenderInputs {
+fn inputs(context: &Context, profile: &Profile, host_index: usize, qemu: &std::path::Path, version: QemuVersion) -> RenderInputs {
     let host_name = &profile.topology.hosts[host_index].name;
     let lab = LabFiles::new(&context.paths, "default");
     RenderInputs {
@@ -146,8 +147,8 @@ fn inputs(context: &Context, profile: &Profile, host_index: usize, qemu: &std::p
     }
 }
 
-fn parse_version(text: &str) -> Result<render::QemuVersion, String> {
-    features::parse_qemu_version(&format!("version {text}")).ok_or_else(|| format!("`{text}` is not a version like 10.0.2"))
+fn parse_version(text: &str) -> Result<QemuVersion, String> {
+    QemuVersion::from_version_output(&format!("version {text}")).ok_or_else(|| format!("`{text}` is not a version like 10.0.2"))
 }
 
 fn first_line(text: &str) -> &str {

@@ -11,10 +11,10 @@ mod scratch;
 
 use std::path::{Path, PathBuf};
 
-use cxl_lab_core::apt::sha256_file;
+use cxl_lab_core::stack::debian::apt::sha256_file;
 use cxl_lab_core::prerequisites::{require, Prerequisite};
 use cxl_lab_core::shell::Shell;
-use cxl_lab_core::stack::{self, StackOptions};
+use cxl_lab_core::stack::distro::{self, StackOptions};
 use scratch::{caller_paths, flip_byte_keeping_mtime, truncate, Scratch};
 
 /// The path after `label` in `build`'s output (`kernel      /path/vmlinuz (release)`).
@@ -103,7 +103,7 @@ fn damaged_rootfs_image_is_refused_when_locked_and_rebuilt_otherwise() {
         return;
     }
     let caller = caller_paths();
-    let referenced = stack::referenced_artifacts(&caller).unwrap();
+    let referenced = distro::referenced_artifacts(&caller).unwrap();
     let mut names: Vec<&String> = referenced.iter().filter(|name| name.starts_with("rootfs-")).collect();
     names.sort();
     let present = names.iter().all(|name| caller.cache.join("artifacts").join(name).join("manifest.json").is_file());
@@ -113,7 +113,7 @@ fn damaged_rootfs_image_is_refused_when_locked_and_rebuilt_otherwise() {
             return;
         }
         let options = StackOptions { locked: false, write_lock: false };
-        stack::ensure_distro_rootfs(&caller, &Shell::plain(), &options).unwrap();
+        distro::ensure_distro_rootfs(&caller, &Shell::plain(), &options).unwrap();
     }
     let scratch = Scratch::new("rootfs");
     std::fs::create_dir_all(scratch.cache.join("artifacts")).unwrap();

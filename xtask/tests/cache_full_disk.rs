@@ -9,7 +9,7 @@ mod scratch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cxl_lab_core::apt::{check_deb, DebFile};
+use cxl_lab_core::stack::debian::apt::{check_deb, DebFile};
 use cxl_lab_core::prerequisites::{require, Prerequisite};
 use scratch::Scratch;
 

@@ -1,29 +1,25 @@
-//! cxl-lab's pipeline, one module a stage:
-//! profiles are loaded ([`profile`]) into the typed model (`cxl-lab-model`), rendered into a QEMU
-//! argv ([`render`]); artifacts come from the cache; VMs are spawned and controlled.
-//! See `docs/ARCHITECTURE.md` for the map and the invariants.
+//! cxl-lab's pipeline, one folder a stage (see `docs/ARCHITECTURE.md` for the map and the
+//! invariants):
+//! - [`profile`] loads profiles into the typed model (`cxl-lab-model`);
+//! - [`render`] turns a topology into each host's QEMU argv, for the QEMU in use ([`qemu`]);
+//! - [`stack`] resolves, downloads, builds and caches what a lab boots (QEMU, kernel, root);
+//! - [`vm`] runs machines (QEMU, QMP, guest agent), knowing nothing of profiles or labs;
+//! - [`lab`] is the commands users type, on top of all of them.
+//!
+//! Below them: [`layout`] (where every file lives), [`sys`] (running programs, processes,
+//! atomic writes) and [`shell`] (all output).
 
-pub mod apt;
-pub mod atomic_file;
-pub mod backing;
-pub mod build;
-pub mod cache;
-pub mod debian;
-pub mod host;
-pub mod images;
 pub mod lab;
-pub mod lock;
-pub mod paths;
+pub mod layout;
 pub mod prerequisites;
 pub mod profile;
+pub mod qemu;
 pub mod render;
-pub mod runner;
-pub mod secrets;
 pub mod shell;
-pub mod source;
 pub mod stack;
+pub mod sys;
 pub mod vm;
 
 pub use cxl_lab_model as model;
-pub use paths::LabPaths;
+pub use layout::LabPaths;
 pub use shell::Shell;

@@ -27,13 +27,13 @@ impl Prerequisite {
     /// `None` when met, else why not.
     fn unmet(&self) -> Option<String> {
         match self {
-            Prerequisite::Root => (!crate::host::is_root()).then(|| "needs root".to_owned()),
+            Prerequisite::Root => (!crate::sys::process::is_root()).then(|| "needs root".to_owned()),
             Prerequisite::Qemu => {
                 let qemu = test_qemu();
-                let found = if qemu.contains('/') { std::path::Path::new(&qemu).is_file() } else { crate::host::find_program(&qemu).is_some() };
+                let found = if qemu.contains('/') { std::path::Path::new(&qemu).is_file() } else { crate::stack::host::find_program(&qemu).is_some() };
                 (!found).then(|| format!("needs QEMU: `{qemu}` not found (`cargo xtask host setup` installs it)"))
             }
-            Prerequisite::Archive => match crate::images::load(&workspace_images_dir(), "distro") {
+            Prerequisite::Archive => match crate::stack::recipe::load(&workspace_images_dir(), crate::stack::StackKind::Distro) {
                 Ok(recipe) => Prerequisite::Mirror(recipe.recipe.archive.mirror).unmet(),
                 Err(error) => Some(format!("needs the distro recipe: {error}")),
             },
@@ -51,7 +51,7 @@ fn workspace_images_dir() -> std::path::PathBuf {
 
 /// The QEMU binary tests run: `CXL_LAB_TEST_QEMU`, else `qemu-system-x86_64` from PATH.
 pub fn test_qemu() -> String {
-    std::env::var("CXL_LAB_TEST_QEMU").unwrap_or_else(|_| crate::host::QEMU_PROGRAM.to_owned())
+    std::env::var("CXL_LAB_TEST_QEMU").unwrap_or_else(|_| crate::stack::host::QEMU_PROGRAM.to_owned())
 }
 
 /// Whether this run is CI's (`CI=true`), where nothing may be skipped.

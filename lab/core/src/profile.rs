@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use cxl_lab_model::{parse_profile, ProfileErrors, Topology};
 
-use crate::paths::{profile_path, LabPaths};
+use crate::layout::{profile_path, LabPaths};
 
 /// The profile `lab up` uses when none is named.
 pub const DEFAULT_PROFILE: &str = "seed";

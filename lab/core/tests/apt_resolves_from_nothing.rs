@@ -7,15 +7,15 @@
 
 use std::path::{Path, PathBuf};
 
-use cxl_lab_core::apt::{self, PrivateApt, SimulatedInstall};
-use cxl_lab_core::host::{self, HostReport, Outdated, HOST_TOOLS, QEMU_TOOL};
-use cxl_lab_core::images::{self, LoadedRecipe};
+use cxl_lab_core::stack::debian::apt::{self, PrivateApt, SimulatedInstall};
+use cxl_lab_core::stack::host::{self, HostReport, Outdated, HOST_TOOLS, QEMU_TOOL};
+use cxl_lab_core::stack::recipe::{self, LoadedRecipe};
 use cxl_lab_core::prerequisites::{require, Prerequisite};
-use cxl_lab_core::render::features::parse_qemu_version;
-use cxl_lab_core::runner::CommandRunner;
+use cxl_lab_core::qemu::QemuVersion;
+use cxl_lab_core::sys::runner::CommandRunner;
 
 fn recipe() -> LoadedRecipe {
-    images::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images"), "distro").unwrap()
+    recipe::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images"), cxl_lab_core::stack::StackKind::Distro).unwrap()
 }
 
 /// A scratch apt directory of this test binary's (lists are kept between runs, refreshed when old).
@@ -54,19 +54,19 @@ fn simulate_plan(apt: &PrivateApt, report: &HostReport) -> Vec<SimulatedInstall>
 }
 
 /// The QEMU version a Debian package version carries (`1:10.0.2+ds-2` → 10.0.2).
-fn qemu_version_of(package_version: &str) -> (u32, u32, u32) {
+fn qemu_version_of(package_version: &str) -> QemuVersion {
     let upstream = package_version.split_once(':').map_or(package_version, |(_, rest)| rest);
-    parse_qemu_version(&format!("QEMU emulator version {}", upstream.split(['+', '-', '~']).next().unwrap())).unwrap()
+    QemuVersion::from_version_output(&format!("QEMU emulator version {}", upstream.split(['+', '-', '~']).next().unwrap())).unwrap()
 }
 
-fn minimum_qemu() -> (u32, u32) {
-    recipe().recipe.qemu.minimum_version.as_deref().and_then(images::parse_major_minor).expect("the recipe names a minimum QEMU")
+fn minimum_qemu() -> QemuVersion {
+    recipe().recipe.qemu.minimum_version.expect("the recipe names a minimum QEMU")
 }
 
 fn assert_qemu_new_enough(installs: &[SimulatedInstall]) {
     let qemu = installs.iter().find(|install| install.package == QEMU_TOOL.package).expect("QEMU is installed");
     let version = qemu_version_of(&qemu.version);
-    assert!((version.0, version.1) >= minimum_qemu(), "host setup would install QEMU {version:?} ({}, {})", qemu.version, qemu.origin);
+    assert!(version >= minimum_qemu(), "host setup would install QEMU {version:?} ({}, {})", qemu.version, qemu.origin);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn host_setup_replaces_the_host_releases_older_qemu() {
         .unwrap();
     let old_qemu = old.iter().find(|install| install.package == QEMU_TOOL.package).unwrap();
     let old_version = qemu_version_of(&old_qemu.version);
-    if (old_version.0, old_version.1) >= minimum_qemu() {
+    if old_version >= minimum_qemu() {
         eprintln!("the host release's own QEMU ({}) is new enough: nothing to replace here", old_qemu.version);
         return;
     }

@@ -11,9 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cxl_lab_core::build::initramfs::BARE_READY_MARKER;
+use cxl_lab_core::stack::build::initramfs::BARE_READY_MARKER;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
-use cxl_lab_core::stack::{self, StackOptions};
+use cxl_lab_core::stack::distro::{self, StackOptions};
 use cxl_lab_core::{LabPaths, Shell};
 
 /// TCG boots this kernel to /init in about 5 s here; CI machines may be slower.
@@ -46,7 +46,7 @@ fn distro_kernel_boots_the_generated_initramfs() {
     let paths = test_paths();
     // The checked-in lock is used when it still answers; the test never rewrites it.
     let options = StackOptions { locked: false, write_lock: false };
-    let (kernel, _) = stack::ensure_distro_kernel(&paths, &Shell::plain(), &options).expect("kernel and initramfs");
+    let (kernel, _) = distro::ensure_distro_kernel(&paths, &Shell::plain(), &options).expect("kernel and initramfs");
     let qemu = Command::new(test_qemu())
         .args(["-accel", "tcg", "-machine", "q35", "-m", "512", "-nographic", "-no-reboot"])
         .arg("-kernel")

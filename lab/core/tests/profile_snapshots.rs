@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use cxl_lab_core::model::expect::expected_view;
 use cxl_lab_core::model::validate::id_wellformed;
 use cxl_lab_core::model::{Host, Topology};
-use cxl_lab_core::paths::MachineRunDir;
+use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::profile::load_topology;
+use cxl_lab_core::qemu::QemuVersion;
 use cxl_lab_core::render::{picture, render_with_templates, Accel, BootMedia, RenderInputs};
 
 fn workspace() -> PathBuf {
@@ -35,7 +36,7 @@ fn shipped_profiles() -> Vec<(String, Topology)> {
 }
 
 /// Fixed inputs so snapshots do not depend on the machine.
-fn inputs(host: &str, version: (u32, u32, u32), boot: bool) -> RenderInputs {
+fn inputs(host: &str, version: QemuVersion, boot: bool) -> RenderInputs {
     RenderInputs {
         qemu_binary: PathBuf::from("qemu-system-x86_64"),
         qemu_version: version,
@@ -56,7 +57,7 @@ fn inputs(host: &str, version: (u32, u32, u32), boot: bool) -> RenderInputs {
 }
 
 /// Each host's argv.
-fn render_hosts(topology: &Topology, version: (u32, u32, u32), boot: bool) -> Vec<(&Host, Vec<String>)> {
+fn render_hosts(topology: &Topology, version: QemuVersion, boot: bool) -> Vec<(&Host, Vec<String>)> {
     let templates = workspace().join("templates");
     let mut rendered = Vec::new();
     for (index, host) in topology.hosts.iter().enumerate() {
@@ -66,7 +67,7 @@ fn render_hosts(topology: &Topology, version: (u32, u32, u32), boot: bool) -> Ve
     rendered
 }
 
-fn argv_text(topology: &Topology, version: (u32, u32, u32), boot: bool) -> String {
+fn argv_text(topology: &Topology, version: QemuVersion, boot: bool) -> String {
     let hosts = render_hosts(topology, version, boot);
     hosts.into_iter().map(|(host, argv)| format!("# host {}\n{}\n", host.name, argv.join("\n"))).collect()
 }
@@ -89,7 +90,7 @@ fn topology_ids<'a>(topology: &'a Topology, host: &'a Host) -> BTreeSet<&'a str>
 #[test]
 fn rendered_argv_of_every_profile() {
     for (name, topology) in shipped_profiles() {
-        insta::assert_snapshot!(format!("argv_{name}"), argv_text(&topology, (10, 0, 2), false));
+        insta::assert_snapshot!(format!("argv_{name}"), argv_text(&topology, QemuVersion::new(10, 0, 2), false));
     }
 }
 
@@ -97,7 +98,7 @@ fn rendered_argv_of_every_profile() {
 fn rendered_argv_with_a_guest() {
     for (name, topology) in shipped_profiles() {
         if name == "seed" || name == "shared" {
-            insta::assert_snapshot!(format!("boot_argv_{name}"), argv_text(&topology, (10, 0, 2), true));
+            insta::assert_snapshot!(format!("boot_argv_{name}"), argv_text(&topology, QemuVersion::new(10, 0, 2), true));
         }
     }
 }
@@ -108,7 +109,7 @@ fn rendered_argv_with_a_guest() {
 #[test]
 fn every_rendered_id_is_a_qemu_identifier() {
     for (name, topology) in shipped_profiles() {
-        for (host, argv) in render_hosts(&topology, (10, 0, 2), true) {
+        for (host, argv) in render_hosts(&topology, QemuVersion::new(10, 0, 2), true) {
             let mut rendered_ids = BTreeSet::new();
             for pair in argv.windows(2) {
                 let (option, value) = (pair[0].as_str(), pair[1].as_str());
@@ -137,16 +138,16 @@ fn every_rendered_id_is_a_qemu_identifier() {
 #[test]
 fn seed_renders_the_deprecated_memdev_before_qemu_8_1() {
     let (_, seed) = shipped_profiles().into_iter().find(|(name, _)| name == "seed").unwrap();
-    let old = argv_text(&seed, (8, 0, 0), false);
+    let old = argv_text(&seed, QemuVersion::new(8, 0, 0), false);
     assert!(old.contains("cxl-type3,bus=root_port13,id=cxl-pmem0,sn=100,memdev=cxl-mem1,lsa=cxl-lsa1"), "{old}");
-    let new = argv_text(&seed, (8, 1, 0), false);
+    let new = argv_text(&seed, QemuVersion::new(8, 1, 0), false);
     assert!(new.contains(",persistent-memdev=cxl-mem1,"), "{new}");
 }
 
 #[test]
 fn refuses_features_the_qemu_lacks() {
     let (_, dcd) = shipped_profiles().into_iter().find(|(name, _)| name == "dcd").unwrap();
-    let error = render_with_templates(&workspace().join("templates"), &dcd, 0, &inputs("host0", (9, 0, 0), false))
+    let error = render_with_templates(&workspace().join("templates"), &dcd, 0, &inputs("host0", QemuVersion::new(9, 0, 0), false))
         .unwrap_err()
         .to_string();
     assert_eq!(

@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cxl_lab_core::backing::prepare_backend_files;
-use cxl_lab_core::paths::MachineRunDir;
+use cxl_lab_core::vm::backing::prepare_backend_files;
+use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
 use cxl_lab_core::profile::load_topology;
 use cxl_lab_core::render::{render_with_templates, Accel, RenderInputs};
-use cxl_lab_core::runner::CommandRunner;
+use cxl_lab_core::sys::runner::CommandRunner;
 use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
 
 fn workspace() -> PathBuf {
@@ -25,7 +25,7 @@ fn qemu_starts_every_shipped_profile_paused() {
     }
     let qemu = test_qemu();
     let logs = tempfile::tempdir().unwrap();
-    let version = cxl_lab_core::host::qemu_version(&CommandRunner::new(logs.path()), Path::new(&qemu))
+    let version = cxl_lab_core::stack::host::qemu_version(&CommandRunner::new(logs.path()), Path::new(&qemu))
         .expect("qemu-system-x86_64 is installed");
     let mut profiles: Vec<PathBuf> = std::fs::read_dir(workspace().join("profiles"))
         .unwrap()

@@ -5,13 +5,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cxl_lab_core::paths::MachineRunDir;
+use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
 use cxl_lab_core::model::schema::AccelRequest;
 use cxl_lab_core::render::Accel;
 use cxl_lab_core::vm::accel::resolve_accel;
 use cxl_lab_core::vm::qmp::QmpError;
-use cxl_lab_core::vm::supervisor::{process_runs_program, wait_until_gone, MachineSpec, RunningMachine};
+use cxl_lab_core::sys::process::{process_runs_program, wait_until_gone};
+use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
 use serde_json::json;
 
 /// A paused q35 machine with one CXL type-3 device (the seed's shape) and the lab's sockets, written
@@ -56,7 +57,7 @@ fn qmp_handshake_status_version_and_cont_against_installed_qemu() {
 
     let version = qmp.query_version().unwrap();
     assert_eq!(version, qmp.greeting().version);
-    assert!(version.0 >= 8, "QEMU {version:?} is older than the lab supports");
+    assert!(version.major >= 8, "QEMU {version:?} is older than the lab supports");
 
     let status = qmp.query_status().unwrap();
     assert_eq!((status.running, status.status.as_str()), (false, "prelaunch"));

@@ -9,12 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use cxl_lab_core::apt::{check_deb, DebFile};
-use cxl_lab_core::cache::Cache;
-use cxl_lab_core::lock::{self, StackLock};
+use cxl_lab_core::stack::debian::apt::{check_deb, DebFile};
+use cxl_lab_core::stack::cache::Cache;
+use cxl_lab_core::stack::lock::{self, StackLock};
 use cxl_lab_core::prerequisites::{require, Prerequisite};
-use cxl_lab_core::runner::CommandRunner;
-use cxl_lab_core::source::{DebPin, Pin};
+use cxl_lab_core::sys::runner::CommandRunner;
+use cxl_lab_core::stack::sources::{DebPin, Pin};
 use cxl_lab_core::LabPaths;
 
 pub struct Scratch {
@@ -38,7 +38,7 @@ pub fn caller_paths() -> LabPaths {
 
 /// Every .deb the checkout's lock pins (kernel parts, then busybox).
 pub fn locked_debs() -> Vec<DebPin> {
-    let lock = StackLock::read(&lock::lock_path(&workspace().join("images"), "distro"))
+    let lock = StackLock::read(&lock::lock_path(&workspace().join("images"), cxl_lab_core::stack::StackKind::Distro))
         .unwrap()
         .expect("images/distro.lock exists (it is committed)");
     let mut debs = Vec::new();
@@ -91,7 +91,7 @@ impl Scratch {
             // Through the cache's own download path (its locks, its checks).
             let runner = CommandRunner::new(caller.build_logs_dir());
             let pin = Pin::Debian { suite: String::new(), packages: missing };
-            cxl_lab_core::debian::fetch(&cache, &runner, &pin, None).unwrap();
+            cxl_lab_core::stack::debian::fetch(&cache, &runner, &pin, None).unwrap();
         }
         let url = format!("copy://{}", self.mirror.display());
         for pin in &debs {

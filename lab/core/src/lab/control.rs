@@ -17,7 +17,8 @@ use crate::lab::state::{LabState, MachineState};
 use crate::lab::LabContext;
 use crate::vm::agent::{GuestAgent, GuestExecOutput};
 use crate::vm::qmp::{QmpClient, VmRunStatus};
-use crate::vm::supervisor::{remove_runtime_files, signal_process, wait_until_gone};
+use crate::sys::process::{signal_process, wait_until_gone};
+use crate::vm::supervisor::remove_runtime_files;
 
 /// How long a command waits for the guest agent to accept it. The agent serves one client at a
 /// time, so this also covers waiting for another `lab exec` to finish.

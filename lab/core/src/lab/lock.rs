@@ -176,7 +176,7 @@ impl LabLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::LabPaths;
+    use crate::layout::LabPaths;
 
     fn lab_files(dir: &std::path::Path) -> LabFiles {
         let paths = LabPaths { workspace: dir.into(), cache: dir.join("cache"), state: dir.join("state") };

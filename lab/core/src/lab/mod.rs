@@ -3,9 +3,9 @@
 //! files live in `<state>/labs/<name>/` ([`state::LabFiles`]), its QEMUs are owned by one
 //! supervisor process ([`supervise`]), and one `lab up` at a time holds it ([`lock`]).
 
-pub mod artifacts;
 pub mod control;
 pub mod lock;
+pub mod secrets;
 pub mod state;
 pub mod supervise;
 pub mod up;
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use crate::lab::state::LabFiles;
-use crate::paths::LabPaths;
+use crate::layout::LabPaths;
 use crate::shell::Shell;
 
 /// How to start this tool as the supervisor of a lab (`<exe> lab --lab NAME supervise`): the

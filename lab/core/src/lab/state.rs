@@ -14,8 +14,10 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::lock::LabLock;
-use crate::paths::{LabPaths, MachineRunDir};
-use crate::vm::supervisor::{process_runs_program, remove_runtime_files};
+use crate::stack::BootStack;
+use crate::layout::{LabPaths, MachineRunDir};
+use crate::sys::process::process_runs_program;
+use crate::vm::supervisor::remove_runtime_files;
 
 /// The lab used when none is named.
 pub const DEFAULT_LAB: &str = "default";
@@ -32,21 +34,6 @@ pub enum LabStateError {
     NotRunning { lab: String },
     #[error("lab `{lab}` has no host `{host}` (hosts: {known})")]
     NoSuchHost { lab: String, host: String, known: String },
-}
-
-/// The kernel, root filesystem and QEMU a lab boots; `lab switch` reuses them as they are.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BootStack {
-    /// `distro` or `source`.
-    pub stack: String,
-    pub qemu_binary: PathBuf,
-    pub qemu_version: (u32, u32, u32),
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub modules_dir: PathBuf,
-    pub kernel_release: String,
-    /// The raw ext4 base image; never written: each host boots a qcow2 overlay of it.
-    pub rootfs_image: PathBuf,
 }
 
 /// One machine of a lab as planned by `lab up`.
@@ -249,7 +236,7 @@ pub fn unix_millis(time: SystemTime) -> u64 {
 fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Result<(), LabStateError> {
     let write_error = |source| LabStateError::Write { path: path.to_path_buf(), source };
     let text = serde_json::to_string_pretty(value).map_err(|error| write_error(std::io::Error::other(error)))?;
-    crate::atomic_file::replace_file(path, (text + "\n").as_bytes()).map_err(write_error)
+    crate::sys::atomic_file::replace_file(path, (text + "\n").as_bytes()).map_err(write_error)
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, LabStateError> {

@@ -25,8 +25,9 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::lab::lock::{LabLock, SUPERVISOR_ROLE};
 use crate::lab::state::{unix_millis, LabFiles, LabState, MachineState};
-use crate::paths::{LabPaths, MachineRunDir};
-use crate::vm::supervisor::{stop_signals, MachineSpec, RunningMachine};
+use crate::layout::{LabPaths, MachineRunDir};
+use crate::sys::process::stop_signals;
+use crate::vm::supervisor::{MachineSpec, RunningMachine};
 
 /// Runs the supervisor of lab `lab_name` until the lab ends. Call from the main thread before any
 /// other thread exists: the signal mask set here is what makes `sigwait` see every signal.

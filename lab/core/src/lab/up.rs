@@ -28,38 +28,22 @@ use nix::sys::signal::Signal;
 
 use crate::lab::control::{down, DownReport};
 use crate::lab::lock::{LabLock, LabLockError, SUPERVISOR_ROLE};
-use crate::lab::state::{unix_millis, BootStack, LabFiles, LabState, LaunchPlan, PlannedMachine};
+use crate::stack::{BootStack, StackKind};
+use crate::lab::state::{unix_millis, LabFiles, LabState, LaunchPlan, PlannedMachine};
 use crate::lab::LabContext;
 use crate::profile::Profile;
 use crate::render::{render_machine, BootMedia, RenderInputs};
-use crate::runner::{die_with_parent, tail_of, CommandRunner};
+use crate::sys::process::{die_with_parent, pending_stop_signal, signal_process, stop_signals, wait_until_gone};
+use crate::sys::runner::{tail_of, CommandRunner};
 use crate::vm::accel::resolve_accel;
 use crate::vm::agent::GuestAgent;
-use crate::vm::supervisor::{pending_stop_signal, signal_process, stop_signals, wait_until_gone, SupervisorError};
+use crate::vm::supervisor::SupervisorError;
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
 /// TCG needs 15–30 s here; the margin is for loaded CI runners.
 pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the supervisor may take to start QEMU and write `lab.json`.
 const SUPERVISOR_START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Which stack boots the lab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StackKind {
-    /// Debian's packaged QEMU and kernel.
-    Distro,
-    /// QEMU and the kernel built from source.
-    Source,
-}
-
-impl StackKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            StackKind::Distro => "distro",
-            StackKind::Source => "source",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {
@@ -104,7 +88,7 @@ pub fn up(context: &LabContext, options: &UpOptions) -> anyhow::Result<UpReport>
     let mut stages = StageClock::default();
     let profile = crate::profile::load(&context.paths, &options.profile)?;
     stages.lap("profile");
-    let boot_stack = crate::lab::artifacts::resolve_boot_stack(context, options.stack)?;
+    let boot_stack = crate::stack::ensure_boot_stack(&context.paths, &context.shell, options.stack)?;
     stages.lap("stack");
     start_lab(context, &lock, &options.profile, &profile, boot_stack, options, stages)
 }
@@ -181,7 +165,7 @@ fn start_lab(
     let topology = &profile.topology;
     let runner = CommandRunner::new(files.logs_dir());
 
-    let secrets = crate::lab::artifacts::ensure_credentials(&files.dir)?;
+    let secrets = crate::lab::secrets::ensure_lab_secrets(&files.dir)?;
     stages.lap("secrets");
 
     let first_host = topology.hosts.first().context("the profile has no host")?;
@@ -197,7 +181,7 @@ fn start_lab(
     for (host_index, host) in topology.hosts.iter().enumerate() {
         let overlay = files.overlay(&host.name);
         ensure_overlay(&runner, &boot_stack, &overlay, options.fresh_disk)?;
-        crate::backing::prepare_backend_files(topology, host, &memory_dir)?;
+        crate::vm::backing::prepare_backend_files(topology, host, &memory_dir)?;
         let ssh_port = free_local_port()?;
         let run_dir = files.machine_run_dir(&host.name);
         let inputs = RenderInputs {
@@ -369,7 +353,7 @@ fn spawn_supervisor(context: &LabContext, lock: &LabLock, detach: bool) -> anyho
     die_with_parent(&mut command, Signal::SIGTERM);
     lock.inherit_by(&mut command);
     command.spawn().with_context(|| {
-        format!("starting the lab supervisor `{}`", crate::runner::display_command(&command))
+        format!("starting the lab supervisor `{}`", crate::sys::runner::display_command(&command))
     })
 }
 
@@ -436,7 +420,7 @@ fn wait_for_state(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<La
 fn wait_until_ready_and_configure(
     state: &LabState,
     supervisor: &mut Child,
-    secrets: &crate::lab::artifacts::LabSecrets,
+    secrets: &crate::lab::secrets::LabSecrets,
     timeout: Duration,
     progress: &crate::shell::StepProgress,
 ) -> anyhow::Result<()> {

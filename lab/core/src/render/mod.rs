@@ -5,7 +5,6 @@
 //! shell ever parses it. The memory backends are files under the lab's memory directory with
 //! share=on; QMP and the guest agent are unix sockets in the machine's private run directory.
 
-pub mod features;
 pub mod picture;
 
 use std::path::{Path, PathBuf};
@@ -15,9 +14,9 @@ use cxl_lab_model::{ByteSize, Host, Topology};
 use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-pub use features::QemuVersion;
 
-use crate::paths::MachineRunDir;
+use crate::layout::MachineRunDir;
+use crate::qemu::{features, QemuVersion};
 use crate::profile::Profile;
 
 /// The template of the QEMU argv, relative to `templates/`.
@@ -78,7 +77,7 @@ impl RenderedMachine {
     /// The argv quoted for a POSIX shell, one argument group per line, ready to paste.
     pub fn shell_command(&self) -> String {
         let mut lines: Vec<String> = Vec::new();
-        let mut arguments = self.argv.iter().map(|arg| crate::runner::quote(arg)).peekable();
+        let mut arguments = self.argv.iter().map(|arg| crate::sys::runner::quote(arg)).peekable();
         if let Some(program) = arguments.next() {
             lines.push(program);
         }
@@ -138,7 +137,7 @@ pub fn render_with_templates(
         .backends_of(host)
         .into_iter()
         .map(|backend| {
-            let path = crate::backing::backend_file(&inputs.memory_dir, &backend.id)?;
+            let path = crate::vm::backing::backend_file(&inputs.memory_dir, &backend.id)?;
             Ok(BackendView { id: backend.id.clone(), size: backend.size, path })
         })
         .collect::<anyhow::Result<Vec<BackendView>>>()?;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use cxl_lab_model::schema::AccelRequest;
 
-use crate::paths::MachineRunDir;
+use crate::layout::MachineRunDir;
 use crate::render::Accel;
 use crate::vm::supervisor::{prepare_run_dir, MachineSpec, RunningMachine};
 
@@ -164,7 +164,7 @@ fn run_probe_guest(qemu_binary: &Path, accel: &str, probe_dir: &Path) -> Result<
             return Ok(started.elapsed());
         }
         if let Some(status) = machine.try_exit_status() {
-            let qemu_said = crate::runner::tail_of(&crate::vm::supervisor::qemu_log_path(&run_dir));
+            let qemu_said = crate::sys::runner::tail_of(&crate::vm::supervisor::qemu_log_path(&run_dir));
             return Err(format!("QEMU exited with {status}:\n{qemu_said}"));
         }
         std::thread::sleep(Duration::from_millis(25));

@@ -3,5 +3,6 @@
 
 pub mod accel;
 pub mod agent;
+pub mod backing;
 pub mod qmp;
 pub mod supervisor;

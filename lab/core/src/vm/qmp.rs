@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::qemu::QemuVersion;
+
 /// How long one command may take before the client gives up on it.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -49,7 +51,7 @@ pub enum QmpError {
 /// What QEMU says about itself in the greeting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QmpGreeting {
-    pub version: (u32, u32, u32),
+    pub version: QemuVersion,
     pub package: String,
     pub capabilities: Vec<String>,
 }
@@ -92,7 +94,7 @@ impl QmpClient {
             socket: socket.to_path_buf(),
             reader: BufReader::new(stream),
             writer,
-            greeting: QmpGreeting { version: (0, 0, 0), package: String::new(), capabilities: Vec::new() },
+            greeting: QmpGreeting { version: QemuVersion::new(0, 0, 0), package: String::new(), capabilities: Vec::new() },
             events: Vec::new(),
             next_id: 1,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
@@ -164,11 +166,11 @@ impl QmpClient {
         }
     }
 
-    /// The QEMU version as `(major, minor, micro)`.
-    pub fn query_version(&mut self) -> Result<(u32, u32, u32), QmpError> {
+    /// The QEMU version.
+    pub fn query_version(&mut self) -> Result<QemuVersion, QmpError> {
         let info = self.execute(&qapi::qmp::query_version {})?;
         let triple = info.qemu;
-        Ok((triple.major as u32, triple.minor as u32, triple.micro as u32))
+        Ok(QemuVersion::new(triple.major as u32, triple.minor as u32, triple.micro as u32))
     }
 
     /// Starts a machine created paused (`-S`).
@@ -209,7 +211,7 @@ impl QmpClient {
             .as_array()
             .map(|list| list.iter().filter_map(|item| item.as_str().map(str::to_owned)).collect())
             .unwrap_or_default();
-        Ok(QmpGreeting { version: (major, minor, micro), package, capabilities })
+        Ok(QmpGreeting { version: QemuVersion::new(major, minor, micro), package, capabilities })
     }
 
     fn read_reply(&mut self, command: &str, id: u64) -> Result<Value, QmpError> {

@@ -16,16 +16,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use fs_err as fs;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
-use crate::paths::MachineRunDir;
-use crate::runner::{die_with_parent, display_command, tail_of};
+use crate::layout::MachineRunDir;
+use crate::sys::process::die_with_parent;
+use crate::sys::runner::{display_command, tail_of};
 use crate::vm::agent::{AgentError, GuestAgent};
 use crate::vm::qmp::{QmpClient, QmpError};
 
@@ -310,57 +311,4 @@ fn die_with_owner(command: &mut Command) {
             Ok(())
         });
     }
-}
-
-/// Whether a process runs (or is a zombie not yet reaped) and its first argv word is `program`,
-/// so a pid reused by an unrelated process is not taken for ours.
-pub fn process_runs_program(pid: u32, program: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let first = cmdline.split(|byte| *byte == 0).next().unwrap_or_default();
-    if first.is_empty() {
-        // A zombie has an empty cmdline: it has exited, only its status waits to be collected.
-        return false;
-    }
-    let first = String::from_utf8_lossy(first);
-    first == program || Path::new(first.as_ref()).file_name() == Path::new(program).file_name()
-}
-
-/// The stop signals (SIGINT, SIGTERM, SIGHUP) a waiting command blocks, so that it can notice
-/// them between checks and stop what it started instead of dying half way.
-pub fn stop_signals() -> SigSet {
-    let mut signals = SigSet::empty();
-    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(signal);
-    }
-    signals
-}
-
-/// A blocked stop signal waiting for this process, if any (see [`stop_signals`]).
-pub fn pending_stop_signal() -> Option<Signal> {
-    let mut pending = std::mem::MaybeUninit::<nix::libc::sigset_t>::uninit();
-    // SAFETY: sigpending fills the set it is given; it is read only when the call succeeded.
-    let pending = unsafe {
-        if nix::libc::sigpending(pending.as_mut_ptr()) != 0 {
-            return None;
-        }
-        SigSet::from_sigset_t_unchecked(pending.assume_init())
-    };
-    stop_signals().iter().find(|signal| pending.contains(*signal))
-}
-
-/// Sends `signal` to a process, ignoring one that is already gone.
-pub fn signal_process(pid: u32, signal: Signal) {
-    let _ = kill(Pid::from_raw(pid as i32), signal);
-}
-
-/// Waits until `still_running` turns false or `timeout` passes; true if it turned false.
-pub fn wait_until_gone(timeout: Duration, mut still_running: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if !still_running() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    !still_running()
 }

@@ -14,12 +14,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-use crate::apt::PrivateApt;
-use crate::images::{ArchiveRecipe, HOST_BACKPORTS, HOST_RELEASE};
-use crate::render::features::{parse_qemu_version, QemuVersion};
-use crate::runner::CommandRunner;
+use crate::stack::debian::apt::PrivateApt;
+use crate::stack::recipe::{ArchiveRecipe, HOST_BACKPORTS, HOST_RELEASE};
+use crate::qemu::QemuVersion;
+use crate::sys::runner::CommandRunner;
 
 /// A host program and the Debian package (and suite word) that provides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,18 +56,17 @@ pub struct Outdated {
     pub tool: HostTool,
     pub path: PathBuf,
     pub version: QemuVersion,
-    pub minimum: (u32, u32),
+    pub minimum: QemuVersion,
 }
 
 impl std::fmt::Display for Outdated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (major, minor, patch) = self.version;
         write!(
             f,
-            "{} is QEMU {major}.{minor}.{patch}, older than the {}.{} the recipe asks for (qemu.minimum_version)",
+            "{} is QEMU {}, older than the {} the recipe asks for (qemu.minimum_version)",
             self.path.display(),
-            self.minimum.0,
-            self.minimum.1
+            self.version,
+            self.minimum.major_minor()
         )
     }
 }
@@ -135,7 +133,7 @@ impl HostReport {
             plan.push(AptInstall { target_release: None, packages: host_release });
         }
         if !backports.is_empty() {
-            let release = crate::apt::concrete_suite(HOST_BACKPORTS, host_codename);
+            let release = crate::stack::debian::apt::concrete_suite(HOST_BACKPORTS, host_codename);
             plan.push(AptInstall { target_release: Some(release), packages: backports });
         }
         plan
@@ -189,15 +187,15 @@ pub fn check(keyring: &Path) -> HostReport {
     report
 }
 
-/// [`check`], and the host QEMU's version against `minimum` (`major.minor`, the recipe's
+/// [`check`], and the host QEMU's version against `minimum` (the recipe's
 /// `qemu.minimum_version`): runs `qemu-system-x86_64 --version`.
-pub fn check_with_versions(keyring: &Path, minimum: Option<(u32, u32)>, runner: &CommandRunner) -> anyhow::Result<HostReport> {
+pub fn check_with_versions(keyring: &Path, minimum: Option<QemuVersion>, runner: &CommandRunner) -> anyhow::Result<HostReport> {
     let mut report = check(keyring);
     let Some(minimum) = minimum else { return Ok(report) };
     let qemu = report.found.iter().find(|(tool, _)| *tool == QEMU_TOOL).map(|(_, path)| path.clone());
     if let Some(path) = qemu {
         let version = qemu_version(runner, &path)?;
-        if (version.0, version.1) < minimum {
+        if version < minimum {
             report.found.retain(|(tool, _)| *tool != QEMU_TOOL);
             report.outdated.push(Outdated { tool: QEMU_TOOL, path, version, minimum });
         }
@@ -236,8 +234,8 @@ pub fn ensure_tools(
     if report.is_ready() {
         return Ok(());
     }
-    let codename = crate::apt::host_codename()?;
-    if !is_root() {
+    let codename = crate::stack::debian::apt::host_codename()?;
+    if !crate::sys::process::is_root() {
         anyhow::bail!("host programs are missing; install them with:\n  {}", report.install_lines(&codename).join("\n  "));
     }
     let progress = shell.step(&format!("installing host packages: {}", report.install_summary(&codename)));
@@ -246,22 +244,9 @@ pub fn ensure_tools(
     Ok(())
 }
 
-pub fn is_root() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| {
-        // The effective uid is the second field of `Uid:`; no libc binding needed for it.
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| {
-                status.lines().find_map(|line| line.strip_prefix("Uid:").map(|ids| ids.split_whitespace().nth(1) == Some("0")))
-            })
-            .unwrap_or(false)
-    })
-}
-
 /// The private apt `host setup` installs through: the host's release and its backports.
 pub fn host_apt(apt_dir: &Path, archive: &ArchiveRecipe, host_codename: &str) -> PrivateApt {
-    let suites = [HOST_RELEASE, HOST_BACKPORTS].map(|word| crate::apt::concrete_suite(word, host_codename));
+    let suites = [HOST_RELEASE, HOST_BACKPORTS].map(|word| crate::stack::debian::apt::concrete_suite(word, host_codename));
     PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring)
 }
 
@@ -272,8 +257,8 @@ pub fn install(
     archive: &ArchiveRecipe,
     runner: &CommandRunner,
 ) -> anyhow::Result<()> {
-    let codename = crate::apt::host_codename()?;
-    if !is_root() {
+    let codename = crate::stack::debian::apt::host_codename()?;
+    if !crate::sys::process::is_root() {
         anyhow::bail!("installing host packages needs root; run:\n  {}", report.install_lines(&codename).join("\n  "));
     }
     let mut apt = host_apt(apt_dir, archive, &codename);
@@ -290,7 +275,7 @@ pub fn install(
 /// `qemu-system-x86_64 --version` → (major, minor, patch), run through the runner so it is logged.
 pub fn qemu_version(runner: &CommandRunner, qemu: &Path) -> anyhow::Result<QemuVersion> {
     let output = runner.run_capture("qemu-version", Command::new(qemu).arg("--version"))?;
-    parse_qemu_version(&output).ok_or_else(|| anyhow::anyhow!("cannot read a version in `{} --version`: {output}", qemu.display()))
+    QemuVersion::from_version_output(&output).ok_or_else(|| anyhow::anyhow!("cannot read a version in `{} --version`: {output}", qemu.display()))
 }
 
 #[cfg(test)]
@@ -328,8 +313,8 @@ mod tests {
         let outdated = Outdated {
             tool: QEMU_TOOL,
             path: PathBuf::from("/usr/bin/qemu-system-x86_64"),
-            version: (7, 2, 19),
-            minimum: (8, 1),
+            version: QemuVersion::new(7, 2, 19),
+            minimum: QemuVersion::new(8, 1, 0),
         };
         let report = HostReport { outdated: vec![outdated.clone()], ..HostReport::default() };
         assert!(!report.is_ready());

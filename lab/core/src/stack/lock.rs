@@ -10,14 +10,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::{Candidate, DebPin, Pin};
+use crate::qemu::QemuVersion;
+use crate::stack::StackKind;
+use crate::stack::sources::{Candidate, DebPin, Pin};
 
 pub const LOCK_FORMAT: u32 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackLock {
     pub format: u32,
-    pub stack: String,
+    pub stack: StackKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu: Option<QemuLock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,8 +52,8 @@ pub struct QemuLock {
     pub package: String,
     pub package_version: String,
     pub suite: String,
-    /// As `qemu-system-x86_64 --version` says, `major.minor.patch`.
-    pub version: String,
+    /// As `qemu-system-x86_64 --version` says.
+    pub version: QemuVersion,
 }
 
 /// debootstrap installs the suite's current versions; the lock records what the built image holds.
@@ -73,7 +75,7 @@ pub enum LockError {
     Write { path: PathBuf, error: std::io::Error },
 }
 
-pub fn lock_path(images_dir: &Path, stack: &str) -> PathBuf {
+pub fn lock_path(images_dir: &Path, stack: StackKind) -> PathBuf {
     images_dir.join(format!("{stack}.lock"))
 }
 
@@ -85,7 +87,7 @@ pub fn candidates_digest(candidates: &[Candidate]) -> String {
 
 /// A pinned .deb names files in the cache and a URL: every part must be what apt would write.
 fn check_deb_pin(pin: &DebPin) -> Result<(), String> {
-    if !crate::images::is_package_name(&pin.package) {
+    if !crate::stack::recipe::is_package_name(&pin.package) {
         return Err("not a Debian package name".to_owned());
     }
     if pin.version.is_empty() || !pin.version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-')) {
@@ -94,7 +96,7 @@ fn check_deb_pin(pin: &DebPin) -> Result<(), String> {
     if pin.sha256.len() != 64 || !pin.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("sha256 `{}` is not 64 hex digits", pin.sha256));
     }
-    if !crate::images::is_mirror_url(&pin.mirror) {
+    if !crate::stack::recipe::is_mirror_url(&pin.mirror) {
         return Err(format!("mirror `{}` is not an archive URL", pin.mirror));
     }
     if pin.filename.starts_with('/') || pin.filename.split('/').any(|part| part.is_empty() || part == "..") {
@@ -104,8 +106,8 @@ fn check_deb_pin(pin: &DebPin) -> Result<(), String> {
 }
 
 impl StackLock {
-    pub fn empty(stack: &str) -> StackLock {
-        StackLock { format: LOCK_FORMAT, stack: stack.to_owned(), ..StackLock::default() }
+    pub fn empty(stack: StackKind) -> StackLock {
+        StackLock { format: LOCK_FORMAT, stack, ..StackLock::default() }
     }
 
     /// The lock at `path`, or `None` when there is none yet.
@@ -142,7 +144,7 @@ impl StackLock {
         if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
             return Ok(false);
         }
-        crate::atomic_file::replace_file(path, text.as_bytes())
+        crate::sys::atomic_file::replace_file(path, text.as_bytes())
             .map_err(|error| LockError::Write { path: path.to_path_buf(), error })?;
         Ok(true)
     }
@@ -164,10 +166,10 @@ mod tests {
     #[test]
     fn round_trips_and_writes_only_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = lock_path(dir.path(), "distro");
+        let path = lock_path(dir.path(), StackKind::Distro);
         assert_eq!(StackLock::read(&path).unwrap(), None);
         let candidates: Vec<Candidate> = serde_saphyr::from_str("- debian: { package: busybox-static, suite: trixie }").unwrap();
-        let mut lock = StackLock::empty("distro");
+        let mut lock = StackLock::empty(StackKind::Distro);
         lock.busybox = Some(ComponentLock {
             candidates: candidates_digest(&candidates),
             pin: Pin::Debian {

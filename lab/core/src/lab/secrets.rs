@@ -17,7 +17,7 @@ use fs_err as fs;
 use rand::Rng;
 use zeroize::Zeroizing;
 
-use crate::runner::CommandRunner;
+use crate::sys::runner::CommandRunner;
 
 const PASSWORD_LENGTH: usize = 24;
 /// No look-alike characters: the password may have to be typed on a serial console.

@@ -26,8 +26,8 @@ use anyhow::Context as _;
 use cpio::NewcBuilder;
 use fs_err as fs;
 
-use crate::apt;
-use crate::runner::CommandRunner;
+use crate::stack::debian::apt;
+use crate::sys::runner::CommandRunner;
 
 pub const INIT_SCRIPT: &str = include_str!("init.sh");
 /// The line `/init` prints when booted with `cxllab.bare=1` and every module loaded.

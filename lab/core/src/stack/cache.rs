@@ -258,7 +258,7 @@ impl Cache {
             let (files, fingerprints) = record_files(&path)?;
             manifest.files = Some(files);
             let bytes = serde_json::to_vec_pretty(&manifest)?;
-            crate::atomic_file::replace_file(&manifest_path, &bytes)
+            crate::sys::atomic_file::replace_file(&manifest_path, &bytes)
                 .with_context(|| format!("recording the file hashes of {}", path.display()))?;
             self.write_stamp(&name, &bytes, &fingerprints);
             return Ok(Lookup::Adopted(path));
@@ -345,7 +345,7 @@ impl Cache {
             text.push_str(&fingerprint.line());
             text.push('\n');
         }
-        let _ = crate::atomic_file::replace_file(&self.verified_dir().join(name), text.as_bytes());
+        let _ = crate::sys::atomic_file::replace_file(&self.verified_dir().join(name), text.as_bytes());
     }
 
     /// Hashes every file of every artifact (ignoring stamps) and every download (against the
@@ -377,7 +377,7 @@ impl Cache {
                 else {
                     continue;
                 };
-                let actual = crate::apt::sha256_file(&path)?;
+                let actual = crate::stack::debian::apt::sha256_file(&path)?;
                 let problem =
                     (!actual.starts_with(&expected)).then(|| format!("{}: sha256 {actual}, its name says {expected}…", path.display()));
                 report.push(VerifyEntry { name: format!("downloads/{name}"), problem });
@@ -649,7 +649,7 @@ fn hash_sparse(file: &mut std::fs::File, hasher: &mut blake3::Hasher) -> std::io
 
 /// Bytes this process may still write below `path` (root may use the blocks ext4 reserves).
 pub fn free_space(path: &Path) -> Option<u64> {
-    if crate::host::is_root() { fs4::free_space(path) } else { fs4::available_space(path) }.ok()
+    if crate::sys::process::is_root() { fs4::free_space(path) } else { fs4::available_space(path) }.ok()
 }
 
 /// Bytes on disk below `path` (allocated blocks: sparse images count for what they use).

@@ -24,17 +24,18 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::build::{self, initramfs, kernel, rootfs, rootfs_config};
-use crate::cache::{Cache, CacheKey, Lookup};
-use crate::debian::{self, DebianResolver};
-use crate::host;
-use crate::images::{self, LoadedRecipe};
-use crate::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
-use crate::paths::LabPaths;
-use crate::render::features::QemuVersion;
-use crate::runner::CommandRunner;
+use crate::stack::build::{self, initramfs, kernel, rootfs, rootfs_config};
+use crate::stack::cache::{Cache, CacheKey, Lookup};
+use crate::stack::debian::{self, DebianResolver};
+use crate::stack::host;
+use crate::stack::recipe::{self, LoadedRecipe};
+use crate::stack::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
+use crate::layout::LabPaths;
+use crate::qemu::QemuVersion;
+use crate::stack::StackKind;
+use crate::sys::runner::CommandRunner;
 use crate::shell::Shell;
-use crate::source::{self, Pin};
+use crate::stack::sources::{self, Pin};
 
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -125,8 +126,8 @@ const ROOTFS_TOOLS: &[&str] = &["debootstrap", "mkfs.ext4"];
 /// Cache entry names the current recipe and lock point at (`cache ls` marks them, `cache gc`
 /// keeps them), and their downloads as `downloads/<file>`. Reads no network and builds nothing.
 pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>> {
-    let recipe = images::load(&paths.images_dir(), "distro")?;
-    let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), "distro"))?.unwrap_or_else(|| StackLock::empty("distro"));
+    let recipe = recipe::load(&paths.images_dir(), StackKind::Distro)?;
+    let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), StackKind::Distro))?.unwrap_or_else(|| StackLock::empty(StackKind::Distro));
     let mut names = HashSet::new();
     let (tree_key, image_key) = rootfs_keys(&recipe);
     names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
@@ -193,8 +194,8 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     /// Loads recipe and lock and makes sure the host programs `tools` (all when empty) are there.
     fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions, tools: &[&str]) -> anyhow::Result<Session<'a>> {
-        let recipe = images::load(&paths.images_dir(), "distro")?;
-        let lock_path = lock::lock_path(&paths.images_dir(), "distro");
+        let recipe = recipe::load(&paths.images_dir(), StackKind::Distro)?;
+        let lock_path = lock::lock_path(&paths.images_dir(), StackKind::Distro);
         let lock_on_disk = StackLock::read(&lock_path)?;
         if options.locked && lock_on_disk.is_none() {
             bail!("--locked, but there is no lock file {}: run once without --locked", lock_path.display());
@@ -207,7 +208,7 @@ impl<'a> Session<'a> {
             options,
             cache,
             runner,
-            lock: lock_on_disk.clone().unwrap_or_else(|| StackLock::empty("distro")),
+            lock: lock_on_disk.clone().unwrap_or_else(|| StackLock::empty(StackKind::Distro)),
             lock_on_disk,
             recipe,
             lock_path,
@@ -272,8 +273,8 @@ impl<'a> Session<'a> {
             Some(version) if self.lock.qemu.is_some() => version,
             _ => self.probe_qemu(&binary)?,
         };
-        if let Some(minimum) = self.recipe.recipe.qemu.minimum_version.as_deref().and_then(images::parse_major_minor) {
-            if (version.0, version.1) < minimum {
+        if let Some(minimum) = self.recipe.recipe.qemu.minimum_version {
+            if version < minimum {
                 let outdated = host::Outdated { tool: host::QEMU_TOOL, path: binary, version, minimum };
                 bail!("{outdated}: `cargo xtask host setup` installs a newer one");
             }
@@ -281,7 +282,7 @@ impl<'a> Session<'a> {
         Ok(QemuBinary { path: binary, version })
     }
 
-    fn probe_qemu(&mut self, binary: &Path) -> anyhow::Result<(u32, u32, u32)> {
+    fn probe_qemu(&mut self, binary: &Path) -> anyhow::Result<QemuVersion> {
         let version = host::qemu_version(&self.runner, binary)?;
         let package = "qemu-system-x86";
         let package_version = self
@@ -289,14 +290,14 @@ impl<'a> Session<'a> {
             .run_capture("dpkg-query-qemu", Command::new("dpkg-query").args(["-W", "-f=${Version}", package]))
             .unwrap_or_else(|_| "not from a package".to_owned());
         let suite = self.recipe.recipe.qemu.sources.iter().find_map(|candidate| match candidate {
-            source::Candidate::Debian(debian) => Some(debian.suite.clone()),
+            sources::Candidate::Debian(debian) => Some(debian.suite.clone()),
             _ => None,
         });
         let entry = QemuLock {
             package: package.to_owned(),
             package_version,
             suite: suite.unwrap_or_default(),
-            version: format!("{}.{}.{}", version.0, version.1, version.2),
+            version,
         };
         if self.lock.qemu.as_ref() != Some(&entry) {
             if self.options.locked {
@@ -372,7 +373,7 @@ impl<'a> Session<'a> {
         let progress = self.shell.step("resolving and downloading the kernel");
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
         resolver.progress = Some(&progress);
-        let resolved = source::first_available("kernel", &candidates, &mut resolver)?;
+        let resolved = sources::first_available("kernel", &candidates, &mut resolver)?;
         let release = resolver.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")?;
         progress.done(&release);
         self.notes.extend(resolved.notes);
@@ -390,7 +391,7 @@ impl<'a> Session<'a> {
         let progress = self.shell.step("resolving and downloading busybox");
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
         resolver.progress = Some(&progress);
-        let resolved = source::first_available("busybox", &candidates, &mut resolver)?;
+        let resolved = sources::first_available("busybox", &candidates, &mut resolver)?;
         progress.done(&resolved.pin);
         self.notes.extend(resolved.notes);
         let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin };
@@ -424,7 +425,7 @@ impl<'a> Session<'a> {
                 progress.done(pin);
                 Ok(Some(debs))
             }
-            Err(source::SourceError::Unavailable(reason)) if !self.options.locked && !self.re_resolved => {
+            Err(sources::SourceError::Unavailable(reason)) if !self.options.locked && !self.re_resolved => {
                 drop(progress);
                 self.shell.warn(format!("the locked {component} is no longer served ({reason}); resolving it again"));
                 self.re_resolved = true;
@@ -499,7 +500,7 @@ struct QemuProbe {
     inode: u64,
     size: u64,
     mtime_ns: i64,
-    version: (u32, u32, u32),
+    version: QemuVersion,
 }
 
 fn probe_path(cache: &Cache) -> PathBuf {
@@ -511,15 +512,15 @@ fn fingerprint(binary: &Path) -> Option<(u64, u64, i64)> {
     Some((metadata.ino(), metadata.size(), metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec()))
 }
 
-fn probe_cached(cache: &Cache, binary: &Path) -> Option<(u32, u32, u32)> {
+fn probe_cached(cache: &Cache, binary: &Path) -> Option<QemuVersion> {
     let probe: QemuProbe = serde_json::from_slice(&std::fs::read(probe_path(cache)).ok()?).ok()?;
     let (inode, size, mtime_ns) = fingerprint(binary)?;
     (probe.path == binary && probe.inode == inode && probe.size == size && probe.mtime_ns == mtime_ns).then_some(probe.version)
 }
 
-fn write_probe(cache: &Cache, binary: &Path, version: (u32, u32, u32)) -> anyhow::Result<()> {
+fn write_probe(cache: &Cache, binary: &Path, version: QemuVersion) -> anyhow::Result<()> {
     let Some((inode, size, mtime_ns)) = fingerprint(binary) else { return Ok(()) };
     let probe = QemuProbe { path: binary.to_path_buf(), inode, size, mtime_ns, version };
-    crate::atomic_file::replace_file(&probe_path(cache), &serde_json::to_vec(&probe)?)?;
+    crate::sys::atomic_file::replace_file(&probe_path(cache), &serde_json::to_vec(&probe)?)?;
     Ok(())
 }

@@ -10,12 +10,13 @@
 //! whole tree goes with it (see `build::rootfs`).
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use fs_err as fs;
 use nix::sys::signal::Signal;
+
+use crate::sys::process::die_with_parent;
 
 /// How many lines of a failed command's output an error message quotes.
 const TAIL_LINES: usize = 15;
@@ -83,27 +84,6 @@ impl CommandRunner {
             return Ok(captured);
         }
         Err(RunError::Failed { step: step.to_owned(), command: shown, status: output.status, tail: tail_of(&log), log })
-    }
-}
-
-/// Makes the child started by `command` get `signal` from the kernel when this process dies (any
-/// way, SIGKILL included), without changing its process group: a Ctrl-C still reaches it.
-///
-/// Linux sends the signal when the *thread* that forked exits, so spawn from a thread that lives
-/// as long as the child: the runner waits for its commands on the calling thread; long-running
-/// children (QEMU, the lab supervisor) are spawned from the main thread.
-pub fn die_with_parent(command: &mut Command, signal: Signal) {
-    let owner = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
-    // calls (prctl, getppid); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != owner {
-                return Err(std::io::Error::other("the parent died before the child started"));
-            }
-            Ok(())
-        });
     }
 }
 

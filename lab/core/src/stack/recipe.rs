@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::Candidate;
+use crate::qemu::QemuVersion;
+use crate::stack::StackKind;
+use crate::stack::sources::Candidate;
 
 /// The suite word that means "the host release's backports" (`bookworm-backports` on bookworm).
 pub const HOST_BACKPORTS: &str = "host-backports";
@@ -31,7 +33,7 @@ pub enum RecipeError {
 #[serde(deny_unknown_fields)]
 pub struct StackRecipe {
     /// The stack this recipe builds (`distro`).
-    pub stack: String,
+    pub stack: StackKind,
     /// The Debian archive every `debian` source and debootstrap use unless they name another.
     #[serde(default)]
     pub archive: ArchiveRecipe,
@@ -65,7 +67,7 @@ pub struct QemuRecipe {
     pub sources: Vec<Candidate>,
     /// The oldest QEMU the lab accepts (`major.minor`).
     #[serde(default)]
-    pub minimum_version: Option<String>,
+    pub minimum_version: Option<QemuVersion>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -120,12 +122,12 @@ pub struct LoadedRecipe {
 }
 
 /// The recipe file of a stack: `images/<stack>.yaml`.
-pub fn recipe_path(images_dir: &Path, stack: &str) -> PathBuf {
+pub fn recipe_path(images_dir: &Path, stack: StackKind) -> PathBuf {
     images_dir.join(format!("{stack}.yaml"))
 }
 
 /// Reads and validates `images/<stack>.yaml`.
-pub fn load(images_dir: &Path, stack: &str) -> Result<LoadedRecipe, RecipeError> {
+pub fn load(images_dir: &Path, stack: StackKind) -> Result<LoadedRecipe, RecipeError> {
     let path = recipe_path(images_dir, stack);
     let text = std::fs::read_to_string(&path).map_err(|error| RecipeError::Read { path: path.clone(), error })?;
     let recipe = parse(&path, &text)?;
@@ -207,7 +209,7 @@ fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
         field: field.to_owned(),
         message: message.to_owned(),
     };
-    if recipe.stack != "distro" {
+    if recipe.stack != StackKind::Distro {
         return Err(invalid("stack", "only the `distro` stack is built from recipes so far"));
     }
     for (field, sources) in [
@@ -265,11 +267,6 @@ fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
     if recipe.rootfs.hostname.is_empty() || !recipe.rootfs.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(invalid("rootfs.hostname", "letters, digits and `-` only"));
     }
-    if let Some(minimum) = &recipe.qemu.minimum_version {
-        if parse_major_minor(minimum).is_none() {
-            return Err(invalid("qemu.minimum_version", "expected `major.minor`, e.g. `8.1`"));
-        }
-    }
     Ok(())
 }
 
@@ -295,10 +292,6 @@ pub(crate) fn is_mirror_url(url: &str) -> bool {
     ["http://", "https://", "file:/", "copy:/"].iter().any(|scheme| url.starts_with(scheme)) && !url.contains(char::is_whitespace)
 }
 
-pub fn parse_major_minor(text: &str) -> Option<(u32, u32)> {
-    let (major, minor) = text.split_once('.')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
-}
 
 #[cfg(test)]
 mod tests {
@@ -383,7 +376,7 @@ rootfs:
     #[test]
     fn the_checked_in_recipe_parses() {
         let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
-        let loaded = load(&images, "distro").unwrap();
+        let loaded = load(&images, StackKind::Distro).unwrap();
         assert!(loaded.recipe.rootfs.packages.iter().any(|package| package == "ndctl"));
     }
 }

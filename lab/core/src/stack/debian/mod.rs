@@ -10,12 +10,14 @@
 
 use std::path::PathBuf;
 
-use crate::apt::{self, PrivateApt};
-use crate::cache::Cache;
-use crate::images::ArchiveRecipe;
-use crate::runner::CommandRunner;
+pub mod apt;
+
+use self::apt::PrivateApt;
+use crate::stack::cache::Cache;
+use crate::stack::recipe::ArchiveRecipe;
+use crate::sys::runner::CommandRunner;
 use crate::shell::StepProgress;
-use crate::source::{Candidate, Pin, Resolver, SourceError};
+use crate::stack::sources::{Candidate, Pin, Resolver, SourceError};
 
 pub struct DebianResolver<'a> {
     pub cache: &'a Cache,
@@ -152,7 +154,7 @@ pub fn fetch(
             .collect()
     };
     match progress {
-        Some(progress) => crate::build::follow_growth(progress, &watched, total, download_all),
+        Some(progress) => crate::stack::build::follow_growth(progress, &watched, total, download_all),
         None => download_all(),
     }
 }

@@ -18,8 +18,8 @@ use std::process::Command;
 use anyhow::Context as _;
 use fs_err as fs;
 
-use crate::apt;
-use crate::runner::CommandRunner;
+use crate::stack::debian::apt;
+use crate::sys::runner::CommandRunner;
 
 /// Where the module tree of `release` sits inside a kernel artifact.
 pub fn modules_release_dir(artifact: &Path, release: &str) -> PathBuf {
@@ -60,7 +60,7 @@ pub fn build(staging: &Path, debs: &[PathBuf], release: &str, runner: &CommandRu
     // depmod reads <base>/lib/modules/<release>; the packages ship no modules.dep of their own.
     runner.run(
         &format!("depmod-{release}"),
-        Command::new(crate::host::program("depmod")).arg("-b").arg(staging.join("modules")).arg(release),
+        Command::new(crate::stack::host::program("depmod")).arg("-b").arg(staging.join("modules")).arg(release),
     )?;
     if !modules.join("modules.dep").is_file() {
         anyhow::bail!("depmod wrote no modules.dep in {}", modules.display());

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use fs_err as fs;
 
-use crate::runner::{CommandRunner, RunError};
-use crate::source::{DebPin, SourceError};
+use crate::sys::runner::{CommandRunner, RunError};
+use crate::stack::sources::{DebPin, SourceError};
 
 /// Lists older than this are refreshed before a package is resolved against them.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
@@ -98,7 +98,7 @@ impl PrivateApt {
             options.push(format!("Dir::State={root}/state"));
             options.push(format!("Dir::State::status={root}/state/status"));
         }
-        if crate::host::is_root() {
+        if crate::sys::process::is_root() {
             // apt drops to `_apt` for downloads, which cannot write into root's private cache.
             options.push("APT::Sandbox::User=root".to_owned());
         }
@@ -321,13 +321,13 @@ pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<Path
         ))
     };
     // Refused before anything is written when it cannot fit.
-    if let Some(free) = crate::cache::free_space(dir).filter(|free| *free < pin.size) {
+    if let Some(free) = crate::stack::cache::free_space(dir).filter(|free| *free < pin.size) {
         return Err(no_room(free));
     }
     // Download beside the destination and rename: a killed download leaves no file that looks whole.
     let partial = partial_path(dir, pin);
     let mut command = Command::new("/usr/lib/apt/apt-helper");
-    if crate::host::is_root() {
+    if crate::sys::process::is_root() {
         command.args(["-o", "APT::Sandbox::User=root"]);
     }
     command.arg("download-file").arg(pin.url()).arg(&partial).arg(format!("SHA256:{}", pin.sha256));
@@ -335,7 +335,7 @@ pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<Path
         let _ = std::fs::remove_file(&partial);
         // The disk filled while downloading (another writer): apt-helper's own words may not
         // have fit into its log.
-        if let (RunError::Failed { tail, .. }, Some(free)) = (&error, crate::cache::free_space(dir)) {
+        if let (RunError::Failed { tail, .. }, Some(free)) = (&error, crate::stack::cache::free_space(dir)) {
             if !tail.contains("No space left on device") && free < pin.size {
                 return Err(SourceError::Fatal(anyhow::Error::new(error).context(no_room(free).to_string())));
             }
@@ -430,8 +430,8 @@ pub fn codename_from_os_release(text: &str) -> Option<String> {
 /// Turns the recipe words `host` and `host-backports` into real suite names.
 pub fn concrete_suite(suite: &str, host_codename: &str) -> String {
     match suite {
-        crate::images::HOST_RELEASE => host_codename.to_owned(),
-        crate::images::HOST_BACKPORTS => format!("{host_codename}-backports"),
+        crate::stack::recipe::HOST_RELEASE => host_codename.to_owned(),
+        crate::stack::recipe::HOST_BACKPORTS => format!("{host_codename}-backports"),
         other => other.to_owned(),
     }
 }

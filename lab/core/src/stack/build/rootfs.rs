@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use fs_err as fs;
 
 use super::rootfs_config::{self, ConfigItem};
-use crate::images::{ArchiveRecipe, RootfsRecipe};
-use crate::runner::CommandRunner;
+use crate::stack::recipe::{ArchiveRecipe, RootfsRecipe};
+use crate::sys::runner::CommandRunner;
 
 pub const IMAGE_LABEL: &str = "cxl-root";
 const MIB: u64 = 1024 * 1024;
@@ -44,10 +44,10 @@ const PRIVATE_NAMESPACES: &[&str] = &["--mount", "--propagation", "private", "--
 
 /// The exact debootstrap command for `recipe`, in its own namespaces.
 pub fn debootstrap_command(recipe: &RootfsRecipe, archive: &ArchiveRecipe, tree: &Path, debs_cache: &Path) -> Command {
-    let mut command = Command::new(crate::host::program("unshare"));
+    let mut command = Command::new(crate::stack::host::program("unshare"));
     command
         .args(PRIVATE_NAMESPACES)
-        .arg(crate::host::program("debootstrap"))
+        .arg(crate::stack::host::program("debootstrap"))
         .env("DEBIAN_FRONTEND", "noninteractive")
         .arg("--arch=amd64")
         .arg(format!("--include={}", recipe.packages.join(",")))
@@ -67,7 +67,7 @@ pub fn build_tree(
     debs_cache: &Path,
     runner: &CommandRunner,
 ) -> anyhow::Result<()> {
-    if !crate::host::is_root() {
+    if !crate::sys::process::is_root() {
         anyhow::bail!("debootstrap needs root (it chroots into the new tree): run the build as root");
     }
     fs::create_dir_all(debs_cache)?;
@@ -112,13 +112,13 @@ pub fn build_image(
     runner.run("rootfs-copy", Command::new("cp").arg("-al").arg(tree_dir(tree_artifact)).arg(&tree))?;
     rootfs_config::apply(&tree, items).context("configuring the root filesystem")?;
 
-    let used = crate::cache::disk_usage(&tree);
+    let used = crate::stack::cache::disk_usage(&tree);
     let size_mib = used.div_ceil(MIB) + headroom_mib;
     let image = image_path(staging);
     fs::File::create(&image)?.set_len(size_mib * MIB)?;
     runner.run(
         "mkfs-rootfs",
-        Command::new(crate::host::program("mkfs.ext4"))
+        Command::new(crate::stack::host::program("mkfs.ext4"))
             .args(["-q", "-F", "-L", IMAGE_LABEL, "-E", "root_owner=0:0", "-d"])
             .arg(&tree)
             .arg(&image),

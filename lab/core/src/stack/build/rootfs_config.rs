@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 
-use crate::images::RootfsRecipe;
+use crate::stack::recipe::RootfsRecipe;
 
 const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,nofail";
 

@@ -1,0 +1,105 @@
+//! What a lab boots, from recipe to cached artifact:
+//! - [`recipe`] reads `images/<stack>.yaml`; [`sources`] tries its candidates in order; [`lock`]
+//!   pins what answered in `images/<stack>.lock`;
+//! - [`debian`] resolves and downloads Debian packages through a private apt state;
+//! - [`build`] makes the kernel, initramfs and root filesystem artifacts; [`cache`] keeps them by
+//!   content; [`host`] is the host programs the builds and the lab need;
+//! - [`distro`] puts these together for the `distro` stack.
+
+pub mod build;
+pub mod cache;
+pub mod debian;
+pub mod distro;
+pub mod host;
+pub mod lock;
+pub mod recipe;
+pub mod sources;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout::LabPaths;
+use crate::qemu::QemuVersion;
+use crate::shell::Shell;
+
+/// Which stack a lab boots: where its QEMU, kernel and root filesystem come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackKind {
+    /// Debian's packaged QEMU and kernel: the default.
+    #[default]
+    Distro,
+    /// QEMU and the kernel built from source.
+    Source,
+}
+
+impl StackKind {
+    pub const ALL: [StackKind; 2] = [StackKind::Distro, StackKind::Source];
+
+    /// The name in recipes (`images/<name>.yaml`), locks, lab state and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            StackKind::Distro => "distro",
+            StackKind::Source => "source",
+        }
+    }
+}
+
+impl fmt::Display for StackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StackKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StackKind, String> {
+        StackKind::ALL.into_iter().find(|kind| kind.name() == text).ok_or_else(|| format!("`{text}` is not a stack (distro or source)"))
+    }
+}
+
+/// The kernel, root filesystem and QEMU a lab boots; `lab switch` reuses them as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootStack {
+    pub stack: StackKind,
+    pub qemu_binary: PathBuf,
+    pub qemu_version: QemuVersion,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub modules_dir: PathBuf,
+    pub kernel_release: String,
+    /// The raw ext4 base image; never written: each host boots a qcow2 overlay of it.
+    pub rootfs_image: PathBuf,
+}
+
+/// Fails for a stack that has no builder yet (the `source` stack).
+pub fn require_built_from_recipes(kind: StackKind) -> anyhow::Result<()> {
+    match kind {
+        StackKind::Distro => Ok(()),
+        StackKind::Source => anyhow::bail!("the source stack cannot be built yet; use `--stack distro`"),
+    }
+}
+
+/// The stack's artifacts for a lab, resolved and built as needed; says where each came from
+/// (verbose).
+pub fn ensure_boot_stack(paths: &LabPaths, shell: &Shell, kind: StackKind) -> anyhow::Result<BootStack> {
+    require_built_from_recipes(kind)?;
+    let artifacts = distro::ensure_distro_stack(paths, shell, &distro::StackOptions::default())?;
+    for note in &artifacts.source_notes {
+        shell.verbose(note);
+    }
+    Ok(BootStack {
+        stack: kind,
+        qemu_binary: artifacts.qemu.path,
+        qemu_version: artifacts.qemu.version,
+        kernel: artifacts.kernel,
+        initrd: Some(artifacts.initrd),
+        modules_dir: artifacts.modules_dir,
+        kernel_release: artifacts.kernel_release,
+        rootfs_image: artifacts.rootfs_image,
+    })
+}
