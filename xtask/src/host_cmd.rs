@@ -49,7 +49,7 @@ impl HostCommand {
                     context.shell.status("Hint", "`cargo xtask host setup` installs them");
                 } else {
                     for line in report.install_lines(&codename) {
-                        println!("{line}");
+                        context.shell.out(line);
                     }
                 }
                 Ok(ExitCode::FAILURE)

@@ -63,17 +63,16 @@ fn main() -> ExitCode {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
-    if cli.verbose {
-        // SAFETY: set before any thread is spawned.
-        unsafe { std::env::set_var("CXL_LAB_VERBOSE", "1") };
-    }
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
     let context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
     let result = match cli.command {
         Command::Bench(command) => command.run(&context),
         Command::Lab(command) => command.run(&context),
         Command::Profile(command) => command.run(&context),
-        Command::Version => { println!("cxl-lab {}", env!("CARGO_PKG_VERSION")); anyhow::Ok(ExitCode::SUCCESS) }
+        Command::Version => {
+            context.shell.out(format!("cxl-lab {}", env!("CARGO_PKG_VERSION")));
+            anyhow::Ok(ExitCode::SUCCESS)
+        }
         Command::Build(command) => command.run(&context),
         Command::Cache(command) => command.run(&context),
         Command::Host(command) => command.run(&context),
@@ -81,7 +80,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            context.shell.error(&error);
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,6 @@
 //! `CI=true` a missing prerequisite fails the test: CI installs everything, so a skip there would
 //! hide a broken install step.
 
-use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -71,8 +70,7 @@ pub fn require(prerequisites: &[Prerequisite]) -> bool {
     if in_ci() {
         panic!("{test}: {reason} (CI=true: a missing prerequisite is a failure, not a skip)");
     }
-    // Straight to the stream: the harness captures `eprintln!` of passing tests.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+    crate::shell::report_skipped_test(&test, &reason);
     false
 }
 

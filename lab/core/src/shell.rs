@@ -1,9 +1,12 @@
-//! All user-facing output goes through [`Shell`]: status lines, warnings and progress.
+//! All output goes through [`Shell`]: results on stdout ([`Shell::out`]), and status lines,
+//! warnings, errors and progress on stderr. Nothing else in the workspace prints
+//! (`xtask/tests/architecture.rs` checks it).
 //!
 //! On a terminal, long steps show an indicatif bar or spinner; otherwise (CI, pipes) each step
 //! prints plain start and finish lines, so logs stay readable.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,9 +17,17 @@ pub struct Shell {
     fancy: bool,
 }
 
+/// Whether the command line asked for `-v`: one answer per process, recorded by [`Shell::new`],
+/// so that [`trace_command`] (called by the runner, which carries no shell) can honour it.
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
 impl Shell {
+    /// The command line's shell; `verbose` also turns on [`trace_command`] for this process.
     pub fn new(verbose: bool) -> Shell {
         let fancy = std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+        if verbose {
+            VERBOSE.store(true, Ordering::Relaxed);
+        }
         Shell { verbose, fancy }
     }
 
@@ -50,6 +61,40 @@ impl Shell {
     pub fn verbose(&self, message: impl std::fmt::Display) {
         if self.verbose {
             eprintln!("{:>12} {message}", "note");
+        }
+    }
+
+    /// A command's result: one line on stdout, for people and for pipes.
+    pub fn out(&self, line: impl std::fmt::Display) {
+        println!("{line}");
+    }
+
+    /// Bytes passed through as they are (a guest command's output, a console): `Ok(())` once
+    /// written and flushed.
+    pub fn out_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(bytes)?;
+        stdout.flush()
+    }
+
+    /// Bytes passed through to stderr (a guest command's own stderr).
+    pub fn err_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut stderr = std::io::stderr().lock();
+        stderr.write_all(bytes)?;
+        stderr.flush()
+    }
+
+    /// Where a command streams its result (`lab console --follow`).
+    pub fn stdout(&self) -> std::io::StdoutLock<'static> {
+        std::io::stdout().lock()
+    }
+
+    /// A failure the command cannot go on from: `error: ...` with the whole cause chain.
+    pub fn error(&self, error: &anyhow::Error) {
+        if self.fancy {
+            eprintln!("{} {error:#}", console::style("error:").red().bold());
+        } else {
+            eprintln!("error: {error:#}");
         }
     }
 
@@ -92,6 +137,19 @@ impl Shell {
         };
         StepProgress { name: name.to_owned(), bar, started: Instant::now() }
     }
+}
+
+/// With `-v`: an external command as it starts, `[step] $ command` (the runner's trace).
+pub fn trace_command(step: &str, shown: &str) {
+    if VERBOSE.load(Ordering::Relaxed) {
+        eprintln!("[{step}] $ {shown}");
+    }
+}
+
+/// An integration test skipped for a missing prerequisite, straight to the stream: the test
+/// harness captures the `eprintln!` of passing tests.
+pub fn report_skipped_test(test: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
 /// A running step; finish it with [`StepProgress::done`] or drop it on failure.

@@ -64,7 +64,7 @@ impl CommandRunner {
             fs::OpenOptions::new().create(true).append(true).open(&log).map_err(log_error)?.into_parts().0;
         let shown = display_command(command);
         writeln!(log_file, "$ {shown}").map_err(log_error)?;
-        tracing_line(step, &shown);
+        crate::shell::trace_command(step, &shown);
 
         let stderr = log_file.try_clone().map_err(log_error)?;
         die_with_parent(command, Signal::SIGKILL);
@@ -112,11 +112,6 @@ pub fn tail_of(log: &Path) -> String {
     lines[start..].iter().map(|line| format!("  | {line}")).collect::<Vec<_>>().join("\n")
 }
 
-fn tracing_line(step: &str, shown: &str) {
-    if std::env::var_os("CXL_LAB_VERBOSE").is_some() {
-        eprintln!("[{step}] $ {shown}");
-    }
-}
 
 #[cfg(test)]
 mod tests {
