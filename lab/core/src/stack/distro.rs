@@ -374,11 +374,11 @@ impl<'a> Session<'a> {
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
         resolver.progress = Some(&progress);
         let resolved = sources::first_available("kernel", &candidates, &mut resolver)?;
-        let release = resolver.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")?;
+        let release = resolved.resolution.release.context("the kernel source gave no release: give the debian candidate `parts`")?;
         progress.done(&release);
         self.notes.extend(resolved.notes);
         let entry = KernelLock {
-            component: ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin },
+            component: ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.resolution.pin },
             release,
         };
         self.lock.kernel = Some(entry.clone());
@@ -392,9 +392,9 @@ impl<'a> Session<'a> {
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
         resolver.progress = Some(&progress);
         let resolved = sources::first_available("busybox", &candidates, &mut resolver)?;
-        progress.done(&resolved.pin);
+        progress.done(&resolved.resolution.pin);
         self.notes.extend(resolved.notes);
-        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin };
+        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.resolution.pin };
         self.lock.busybox = Some(entry.clone());
         Ok(entry)
     }
