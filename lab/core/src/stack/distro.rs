@@ -29,13 +29,13 @@ use crate::stack::cache::{Cache, CacheKey, Lookup};
 use crate::stack::debian::{self, DebianResolver};
 use crate::stack::host;
 use crate::stack::recipe::{self, LoadedRecipe};
-use crate::stack::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
+use crate::stack::lock::{self, Component, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
 use crate::layout::LabPaths;
 use crate::qemu::QemuVersion;
 use crate::stack::StackKind;
 use crate::sys::runner::CommandRunner;
 use crate::shell::Shell;
-use crate::stack::sources::{self, Pin};
+use crate::stack::sources::{self, Pin, Resolution};
 
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -132,23 +132,33 @@ pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>>
     let (tree_key, image_key) = rootfs_keys(&recipe);
     names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
     names.insert(Cache::artifact_name("rootfs", &image_key));
-    for component in [lock.kernel.as_ref().map(|kernel| &kernel.component), lock.busybox.as_ref()].into_iter().flatten() {
-        if let Pin::Debian { packages, .. } = &component.pin {
+    for entry in Component::ALL.into_iter().filter_map(|component| lock.entry(component)) {
+        if let Pin::Debian { packages, .. } = &entry.pin {
             names.extend(packages.iter().map(|package| format!("downloads/{}", package.file_name())));
         }
     }
-    if let Some(kernel_lock) = lock.kernel_for(&recipe.recipe.kernel.sources) {
-        let kernel_key = kernel_key(kernel_lock);
+    if let Some(kernel) = locked(&lock, &recipe, Component::Kernel) {
+        let kernel_key = kernel_key(&kernel.pin, &kernel_release(&kernel)?);
         names.insert(Cache::artifact_name("kernel", &kernel_key));
-        if let Some(busybox) = lock.busybox_for(&recipe.recipe.initramfs.busybox) {
+        if let Some(busybox) = locked(&lock, &recipe, Component::Busybox) {
             names.insert(Cache::artifact_name("initramfs", &initramfs_key(&recipe, &kernel_key, &busybox.pin)));
         }
     }
     Ok(names)
 }
 
-fn kernel_key(kernel: &KernelLock) -> CacheKey {
-    CacheKey::of("kernel", &json!({ "pin": kernel.component.pin, "release": kernel.release }))
+/// What the lock pins `component` to, if its entry answers the recipe's candidates.
+fn locked(lock: &StackLock, recipe: &LoadedRecipe, component: Component) -> Option<Resolution> {
+    lock.resolution_for(component, component.candidates(&recipe.recipe))
+}
+
+/// The release a kernel resolution found: it names the module directory and goes into the key.
+fn kernel_release(kernel: &Resolution) -> anyhow::Result<String> {
+    kernel.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")
+}
+
+fn kernel_key(pin: &Pin, release: &str) -> CacheKey {
+    CacheKey::of("kernel", &json!({ "pin": pin, "release": release }))
 }
 
 fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) -> CacheKey {
@@ -314,26 +324,20 @@ impl<'a> Session<'a> {
     fn kernel(&mut self) -> anyhow::Result<KernelArtifacts> {
         let recipe = self.recipe.clone();
         let downloads_started = Instant::now();
-        let kernel_lock = match self.lock.kernel_for(&recipe.recipe.kernel.sources) {
-            Some(entry) => entry.clone(),
-            None => self.resolve_kernel()?,
-        };
-        let busybox_lock = match self.lock.busybox_for(&recipe.recipe.initramfs.busybox) {
-            Some(entry) => entry.clone(),
-            None => self.resolve_busybox()?,
-        };
-        let kernel_key = kernel_key(&kernel_lock);
-        let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox_lock.pin);
-        let release = kernel_lock.release.clone();
+        let kernel = self.pinned(Component::Kernel)?;
+        let busybox = self.pinned(Component::Busybox)?;
+        let release = kernel_release(&kernel)?;
+        let kernel_key = kernel_key(&kernel.pin, &release);
+        let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox.pin);
 
         let kernel_artifact = match self.lookup("kernel", &kernel_key)? {
             Some(path) => path,
             None => {
-                let Some(debs) = self.fetch_or_refuse("kernel", &kernel_lock.component.pin)? else { return self.kernel() };
+                let Some(debs) = self.fetch_or_refuse(Component::Kernel, &kernel.pin)? else { return self.kernel() };
                 self.time("downloads", downloads_started);
                 let progress = self.shell.step(&format!("unpacking kernel {release}"));
                 let started = Instant::now();
-                let inputs = json!({ "release": release, "pin": kernel_lock.component.pin.to_string() });
+                let inputs = json!({ "release": release, "pin": kernel.pin.to_string() });
                 let path = self.cache.get_or_build("kernel", &kernel_key, inputs, |staging| {
                     kernel::build(staging, &debs, &release, &self.runner)
                 })?;
@@ -345,12 +349,12 @@ impl<'a> Session<'a> {
         let initramfs_artifact = match self.lookup("initramfs", &initramfs_key)? {
             Some(path) => path,
             None => {
-                let Some(debs) = self.fetch_or_refuse("busybox", &busybox_lock.pin)? else { return self.kernel() };
+                let Some(debs) = self.fetch_or_refuse(Component::Busybox, &busybox.pin)? else { return self.kernel() };
                 let progress = self.shell.step("building the initramfs");
                 let started = Instant::now();
                 let release_dir = kernel::modules_release_dir(&kernel_artifact, &release);
                 let modules = recipe.recipe.initramfs.modules.clone();
-                let inputs = json!({ "kernel": kernel_key, "busybox": busybox_lock.pin.to_string(), "modules": modules });
+                let inputs = json!({ "kernel": kernel_key, "busybox": busybox.pin.to_string(), "modules": modules });
                 let path = self.cache.get_or_build("initramfs", &initramfs_key, inputs, |staging| {
                     initramfs::build(staging, &debs[0], &release_dir, &release, &modules, &self.runner).map(|_| ())
                 })?;
@@ -367,41 +371,44 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn resolve_kernel(&mut self) -> anyhow::Result<KernelLock> {
-        self.refuse_if_locked("the kernel")?;
-        let candidates = self.recipe.recipe.kernel.sources.clone();
-        let progress = self.shell.step("resolving and downloading the kernel");
-        let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
-        resolver.progress = Some(&progress);
-        let resolved = sources::first_available("kernel", &candidates, &mut resolver)?;
-        let release = resolved.resolution.release.context("the kernel source gave no release: give the debian candidate `parts`")?;
-        progress.done(&release);
-        self.notes.extend(resolved.notes);
-        let entry = KernelLock {
-            component: ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.resolution.pin },
-            release,
-        };
-        self.lock.kernel = Some(entry.clone());
-        Ok(entry)
+    /// `component`'s pin (and the kernel's release) from the lock when its entry answers the
+    /// recipe, else resolved now.
+    fn pinned(&mut self, component: Component) -> anyhow::Result<Resolution> {
+        match locked(&self.lock, &self.recipe, component) {
+            Some(resolution) => Ok(resolution),
+            None => self.resolve(component),
+        }
     }
 
-    fn resolve_busybox(&mut self) -> anyhow::Result<ComponentLock> {
-        self.refuse_if_locked("busybox")?;
-        let candidates = self.recipe.recipe.initramfs.busybox.clone();
-        let progress = self.shell.step("resolving and downloading busybox");
+    /// Resolves `component` from the recipe's candidates (which downloads it) and pins it in the
+    /// lock; a kernel must name its release.
+    fn resolve(&mut self, component: Component) -> anyhow::Result<Resolution> {
+        self.refuse_if_locked(component.display_name())?;
+        let candidates = component.candidates(&self.recipe.recipe).to_vec();
+        let progress = self.shell.step(&format!("resolving and downloading {}", component.display_name()));
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
         resolver.progress = Some(&progress);
-        let resolved = sources::first_available("busybox", &candidates, &mut resolver)?;
-        progress.done(&resolved.resolution.pin);
+        let resolved = sources::first_available(component.name(), &candidates, &mut resolver)?;
+        let resolution = resolved.resolution;
+        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolution.pin.clone() };
+        match component {
+            Component::Kernel => {
+                let release = kernel_release(&resolution)?;
+                progress.done(&release);
+                self.lock.kernel = Some(KernelLock { component: entry, release });
+            }
+            Component::Busybox => {
+                progress.done(&entry.pin);
+                self.lock.busybox = Some(entry);
+            }
+        }
         self.notes.extend(resolved.notes);
-        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.resolution.pin };
-        self.lock.busybox = Some(entry.clone());
-        Ok(entry)
+        Ok(resolution)
     }
 
     /// Downloads a pinned component. When the archive no longer serves it (and not `--locked`),
     /// drops its lock entry and returns `None`: the caller resolves again.
-    fn fetch_or_refuse(&mut self, component: &str, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
+    fn fetch_or_refuse(&mut self, component: Component, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
         let total = match pin {
             Pin::Debian { packages, .. } => packages.iter().map(|package| package.size).sum(),
             _ => 0,
@@ -429,11 +436,7 @@ impl<'a> Session<'a> {
                 drop(progress);
                 self.shell.warn(format!("the locked {component} is no longer served ({reason}); resolving it again"));
                 self.re_resolved = true;
-                if component == "kernel" {
-                    self.lock.kernel = None;
-                } else {
-                    self.lock.busybox = None;
-                }
+                self.lock.remove(component);
                 Ok(None)
             }
             Err(error) => Err(self.cache.note_if_full(error.into())).with_context(|| format!("downloading {component} as locked ({pin})")),
