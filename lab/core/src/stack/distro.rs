@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::stack::build::{self, initramfs, kernel, rootfs, rootfs_config};
-use crate::stack::cache::{Cache, CacheKey, Lookup};
+use crate::stack::cache::{ArtifactKind, Cache, CacheKey, Lookup};
 use crate::stack::debian::{self, DebianResolver};
 use crate::stack::host;
 use crate::stack::recipe::{self, LoadedRecipe};
@@ -130,8 +130,8 @@ pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>>
     let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), StackKind::Distro))?.unwrap_or_else(|| StackLock::empty(StackKind::Distro));
     let mut names = HashSet::new();
     let (tree_key, image_key) = rootfs_keys(&recipe);
-    names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
-    names.insert(Cache::artifact_name("rootfs", &image_key));
+    names.insert(Cache::artifact_name(ArtifactKind::RootfsTree, &tree_key));
+    names.insert(Cache::artifact_name(ArtifactKind::Rootfs, &image_key));
     for entry in Component::ALL.into_iter().filter_map(|component| lock.entry(component)) {
         if let Pin::Debian { packages, .. } = &entry.pin {
             names.extend(packages.iter().map(|package| format!("downloads/{}", package.file_name())));
@@ -139,9 +139,9 @@ pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>>
     }
     if let Some(kernel) = locked(&lock, &recipe, Component::Kernel) {
         let kernel_key = kernel_key(&kernel.pin, &kernel_release(&kernel)?);
-        names.insert(Cache::artifact_name("kernel", &kernel_key));
+        names.insert(Cache::artifact_name(ArtifactKind::Kernel, &kernel_key));
         if let Some(busybox) = locked(&lock, &recipe, Component::Busybox) {
-            names.insert(Cache::artifact_name("initramfs", &initramfs_key(&recipe, &kernel_key, &busybox.pin)));
+            names.insert(Cache::artifact_name(ArtifactKind::Initramfs, &initramfs_key(&recipe, &kernel_key, &busybox.pin)));
         }
     }
     Ok(names)
@@ -158,12 +158,12 @@ fn kernel_release(kernel: &Resolution) -> anyhow::Result<String> {
 }
 
 fn kernel_key(pin: &Pin, release: &str) -> CacheKey {
-    CacheKey::of("kernel", &json!({ "pin": pin, "release": release }))
+    CacheKey::of(ArtifactKind::Kernel, &json!({ "pin": pin, "release": release }))
 }
 
 fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) -> CacheKey {
     CacheKey::of(
-        "initramfs",
+        ArtifactKind::Initramfs,
         &json!({
             "kernel": kernel_key,
             "busybox": busybox,
@@ -177,9 +177,9 @@ fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) ->
 fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
     let rootfs = &recipe.recipe.rootfs;
     let mirror = rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror);
-    let tree = CacheKey::of("rootfs-tree", &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
+    let tree = CacheKey::of(ArtifactKind::RootfsTree, &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
     let image = CacheKey::of(
-        "rootfs",
+        ArtifactKind::Rootfs,
         &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib }),
     );
     (tree, image)
@@ -234,7 +234,7 @@ impl<'a> Session<'a> {
 
     /// The artifact if it is cached and whole. Damage is refused with `--locked`; otherwise it is
     /// reported and the artifact counts as missing (`get_or_build` replaces it).
-    fn lookup(&self, kind: &str, key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
+    fn lookup(&self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
         match self.cache.check(kind, key)? {
             Lookup::Hit(path) => Ok(Some(path)),
             Lookup::Adopted(path) => {
@@ -330,7 +330,7 @@ impl<'a> Session<'a> {
         let kernel_key = kernel_key(&kernel.pin, &release);
         let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox.pin);
 
-        let kernel_artifact = match self.lookup("kernel", &kernel_key)? {
+        let kernel_artifact = match self.lookup(ArtifactKind::Kernel, &kernel_key)? {
             Some(path) => path,
             None => {
                 let Some(debs) = self.fetch_or_refuse(Component::Kernel, &kernel.pin)? else { return self.kernel() };
@@ -338,7 +338,7 @@ impl<'a> Session<'a> {
                 let progress = self.shell.step(&format!("unpacking kernel {release}"));
                 let started = Instant::now();
                 let inputs = json!({ "release": release, "pin": kernel.pin.to_string() });
-                let path = self.cache.get_or_build("kernel", &kernel_key, inputs, |staging| {
+                let path = self.cache.get_or_build(ArtifactKind::Kernel, &kernel_key, inputs, |staging| {
                     kernel::build(staging, &debs, &release, &self.runner)
                 })?;
                 progress.done(format!("depmod'ed, {}", kernel_key.short()));
@@ -346,7 +346,7 @@ impl<'a> Session<'a> {
                 path
             }
         };
-        let initramfs_artifact = match self.lookup("initramfs", &initramfs_key)? {
+        let initramfs_artifact = match self.lookup(ArtifactKind::Initramfs, &initramfs_key)? {
             Some(path) => path,
             None => {
                 let Some(debs) = self.fetch_or_refuse(Component::Busybox, &busybox.pin)? else { return self.kernel() };
@@ -355,7 +355,7 @@ impl<'a> Session<'a> {
                 let release_dir = kernel::modules_release_dir(&kernel_artifact, &release);
                 let modules = recipe.recipe.initramfs.modules.clone();
                 let inputs = json!({ "kernel": kernel_key, "busybox": busybox.pin.to_string(), "modules": modules });
-                let path = self.cache.get_or_build("initramfs", &initramfs_key, inputs, |staging| {
+                let path = self.cache.get_or_build(ArtifactKind::Initramfs, &initramfs_key, inputs, |staging| {
                     initramfs::build(staging, &debs[0], &release_dir, &release, &modules, &self.runner).map(|_| ())
                 })?;
                 progress.done(format!("{} modules, {}", modules.len(), initramfs_key.short()));
@@ -453,10 +453,10 @@ impl<'a> Session<'a> {
                 bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
             }
         }
-        if let Some(path) = self.lookup("rootfs", &image_key)? {
+        if let Some(path) = self.lookup(ArtifactKind::Rootfs, &image_key)? {
             return Ok(rootfs::image_path(&path));
         }
-        let tree = match self.lookup("rootfs-tree", &tree_key)? {
+        let tree = match self.lookup(ArtifactKind::RootfsTree, &tree_key)? {
             Some(path) => path,
             None => {
                 let progress = self.shell.step(&format!("debootstrap {} ({} packages asked)", rootfs.suite, rootfs.packages.len()));
@@ -465,7 +465,7 @@ impl<'a> Session<'a> {
                 let inputs = json!({ "suite": rootfs.suite, "packages": rootfs.packages.len() });
                 let debs_cache = self.cache.root.join("debootstrap-debs");
                 let path = build::follow_log(&progress, &log, || {
-                    self.cache.get_or_build("rootfs-tree", &tree_key, inputs, |staging| {
+                    self.cache.get_or_build(ArtifactKind::RootfsTree, &tree_key, inputs, |staging| {
                         rootfs::build_tree(staging, rootfs, &recipe.recipe.archive, &debs_cache, &self.runner)
                     })
                 })?;
@@ -478,7 +478,7 @@ impl<'a> Session<'a> {
         let started = Instant::now();
         let items = rootfs_config::render(rootfs);
         let inputs = json!({ "tree": tree_key, "suite": rootfs.suite, "hostname": rootfs.hostname });
-        let image = self.cache.get_or_build("rootfs", &image_key, inputs, |staging| {
+        let image = self.cache.get_or_build(ArtifactKind::Rootfs, &image_key, inputs, |staging| {
             rootfs::build_image(staging, &tree, &items, rootfs.headroom_mib, &self.runner)
         })?;
         progress.done(image_key.short());
