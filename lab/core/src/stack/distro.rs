@@ -322,46 +322,17 @@ impl<'a> Session<'a> {
 
     /// Resolves the kernel and busybox (or takes them from the lock), then builds both artifacts.
     fn kernel(&mut self) -> anyhow::Result<KernelArtifacts> {
-        let recipe = self.recipe.clone();
         let downloads_started = Instant::now();
         let kernel = self.pinned(Component::Kernel)?;
         let busybox = self.pinned(Component::Busybox)?;
         let release = kernel_release(&kernel)?;
         let kernel_key = kernel_key(&kernel.pin, &release);
-        let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox.pin);
-
-        let kernel_artifact = match self.lookup(ArtifactKind::Kernel, &kernel_key)? {
-            Some(path) => path,
-            None => {
-                let Some(debs) = self.fetch_or_refuse(Component::Kernel, &kernel.pin)? else { return self.kernel() };
-                self.time("downloads", downloads_started);
-                let progress = self.shell.step(&format!("unpacking kernel {release}"));
-                let started = Instant::now();
-                let inputs = json!({ "release": release, "pin": kernel.pin.to_string() });
-                let path = self.cache.get_or_build(ArtifactKind::Kernel, &kernel_key, inputs, |staging| {
-                    kernel::build(staging, &debs, &release, &self.runner)
-                })?;
-                progress.done(format!("depmod'ed, {}", kernel_key.short()));
-                self.time("kernel", started);
-                path
-            }
+        // `None`: a locked pin is no longer served and left the lock; resolve everything again.
+        let Some(kernel_artifact) = self.kernel_artifact(&kernel.pin, &release, &kernel_key, downloads_started)? else {
+            return self.kernel();
         };
-        let initramfs_artifact = match self.lookup(ArtifactKind::Initramfs, &initramfs_key)? {
-            Some(path) => path,
-            None => {
-                let Some(debs) = self.fetch_or_refuse(Component::Busybox, &busybox.pin)? else { return self.kernel() };
-                let progress = self.shell.step("building the initramfs");
-                let started = Instant::now();
-                let release_dir = kernel::modules_release_dir(&kernel_artifact, &release);
-                let modules = recipe.recipe.initramfs.modules.clone();
-                let inputs = json!({ "kernel": kernel_key, "busybox": busybox.pin.to_string(), "modules": modules });
-                let path = self.cache.get_or_build(ArtifactKind::Initramfs, &initramfs_key, inputs, |staging| {
-                    initramfs::build(staging, &debs[0], &release_dir, &release, &modules, &self.runner).map(|_| ())
-                })?;
-                progress.done(format!("{} modules, {}", modules.len(), initramfs_key.short()));
-                self.time("initramfs", started);
-                path
-            }
+        let Some(initramfs_artifact) = self.initramfs_artifact(&busybox.pin, &kernel_artifact, &release, &kernel_key)? else {
+            return self.kernel();
         };
         Ok(KernelArtifacts {
             kernel: kernel::vmlinuz_path(&kernel_artifact),
@@ -369,6 +340,46 @@ impl<'a> Session<'a> {
             modules_dir: kernel::modules_share_dir(&kernel_artifact),
             kernel_release: release,
         })
+    }
+
+    /// The kernel artifact of `pin`, downloaded and unpacked on a miss; `None` when the pin is no
+    /// longer served.
+    fn kernel_artifact(&mut self, pin: &Pin, release: &str, key: &CacheKey, downloads_started: Instant) -> anyhow::Result<Option<PathBuf>> {
+        if let Some(path) = self.lookup(ArtifactKind::Kernel, key)? {
+            return Ok(Some(path));
+        }
+        let Some(debs) = self.fetch_or_refuse(Component::Kernel, pin)? else { return Ok(None) };
+        self.time("downloads", downloads_started);
+        let progress = self.shell.step(&format!("unpacking kernel {release}"));
+        let started = Instant::now();
+        let inputs = json!({ "release": release, "pin": pin.to_string() });
+        let path = self.cache.get_or_build(ArtifactKind::Kernel, key, inputs, |staging| {
+            kernel::build(staging, &debs, release, &self.runner)
+        })?;
+        progress.done(format!("depmod'ed, {}", key.short()));
+        self.time("kernel", started);
+        Ok(Some(path))
+    }
+
+    /// The initramfs of the kernel artifact with busybox `busybox`, built on a miss; `None` when
+    /// busybox's pin is no longer served.
+    fn initramfs_artifact(&mut self, busybox: &Pin, kernel_artifact: &Path, release: &str, kernel_key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
+        let key = initramfs_key(&self.recipe, kernel_key, busybox);
+        if let Some(path) = self.lookup(ArtifactKind::Initramfs, &key)? {
+            return Ok(Some(path));
+        }
+        let Some(debs) = self.fetch_or_refuse(Component::Busybox, busybox)? else { return Ok(None) };
+        let progress = self.shell.step("building the initramfs");
+        let started = Instant::now();
+        let release_dir = kernel::modules_release_dir(kernel_artifact, release);
+        let modules = self.recipe.recipe.initramfs.modules.clone();
+        let inputs = json!({ "kernel": kernel_key, "busybox": busybox.to_string(), "modules": modules });
+        let path = self.cache.get_or_build(ArtifactKind::Initramfs, &key, inputs, |staging| {
+            initramfs::build(staging, &debs[0], &release_dir, release, &modules, &self.runner).map(|_| ())
+        })?;
+        progress.done(format!("{} modules, {}", modules.len(), key.short()));
+        self.time("initramfs", started);
+        Ok(Some(path))
     }
 
     /// `component`'s pin (and the kernel's release) from the lock when its entry answers the
