@@ -1,6 +1,6 @@
 //! Everything `lab up` needs on disk before QEMU starts, for a stack: [`ensure_distro_stack`].
 //!
-//! Order of work per component: the lock entry (or resolution through `source`, then the lock is
+//! Order of work per component: the lock entry (or resolution through `sources`, then the lock is
 //! updated), the cache key from the recipe and the pin, a cache lookup, and only on a miss a
 //! download and build. A warm run with a lock reads the recipe, the lock and each artifact's
 //! manifest and stamp, and `lstat`s the files the manifests record: no network, no process, no

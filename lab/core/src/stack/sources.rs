@@ -7,7 +7,7 @@
 //! package versions), which the lock file keeps so a later run takes the same thing, and the
 //! release the candidate found, if it names one (a kernel's, through its metapackage).
 //!
-//! The distro stack only resolves `debian` (binary packages) and `local` candidates; the source
+//! The distro stack only resolves `debian` (binary packages) candidates; the source
 //! stack plugs git, tarball and Debian source packages into the same [`Resolver`] trait.
 
 use std::fmt;
