@@ -18,7 +18,7 @@
 //! system (a `dd` into the image, an editor, `truncate`) changes ctime, which no one can set back,
 //! and is caught; a bit flip below the file system (the disk, a write to the block device) keeps
 //! all four and is found only by `cache verify`, which hashes everything. The caller decides what
-//! damage means (`stack.rs`: rebuild, or refuse with `--locked`); [`Cache::get_or_build`] replaces
+//! damage means (`distro.rs`: rebuild, or refuse with `--locked`); [`Cache::get_or_build`] replaces
 //! a damaged artifact. A manifest from before file hashes is adopted: its files are hashed as they
 //! are now and recorded ([`Lookup::Adopted`]), so damage done before that goes unseen.
 
@@ -43,16 +43,50 @@ const MANIFEST: &str = "manifest.json";
 /// fills the file system often cannot even write why into its log, which lives on the same one.
 const NEARLY_FULL_BYTES: u64 = 16 * 1024 * 1024;
 
+/// What an artifact is. Its name starts the artifact's directory (`<kind>-<key>`) and is hashed
+/// into its key, so a name never changes: existing caches stay valid. Entries of kinds this
+/// version does not know (left by another) are listed and collected by their directory name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArtifactKind {
+    /// vmlinuz and the depmod'ed module tree.
+    Kernel,
+    Initramfs,
+    /// The configured ext4 image.
+    Rootfs,
+    /// The debootstrapped tree the image is made of.
+    RootfsTree,
+}
+
+impl ArtifactKind {
+    pub const ALL: [ArtifactKind; 4] = [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs, ArtifactKind::RootfsTree];
+
+    /// The name in directory names, manifests and keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArtifactKind::Kernel => "kernel",
+            ArtifactKind::Initramfs => "initramfs",
+            ArtifactKind::Rootfs => "rootfs",
+            ArtifactKind::RootfsTree => "rootfs-tree",
+        }
+    }
+}
+
+impl fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A hash of every input of one artifact.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CacheKey(pub String);
 
 impl CacheKey {
-    /// Hashes `kind` and `inputs` (serialized as JSON, so field order is the struct's).
-    pub fn of<T: Serialize>(kind: &str, inputs: &T) -> CacheKey {
+    /// Hashes `kind`'s name and `inputs` (serialized as JSON, so field order is the struct's).
+    pub fn of<T: Serialize>(kind: ArtifactKind, inputs: &T) -> CacheKey {
         let json = serde_json::to_vec(inputs).expect("cache inputs serialize to JSON");
         let mut hasher = blake3::Hasher::new();
-        hasher.update(format!("cxl-lab artifact v{FORMAT_VERSION}\0{kind}\0").as_bytes());
+        hasher.update(format!("cxl-lab artifact v{FORMAT_VERSION}\0{}\0", kind.name()).as_bytes());
         hasher.update(&json);
         CacheKey(hasher.finalize().to_hex()[..32].to_owned())
     }
@@ -71,6 +105,7 @@ impl std::fmt::Display for CacheKey {
 /// What `manifest.json` records about an artifact.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Manifest {
+    /// An [`ArtifactKind`]'s name, or another version's kind.
     pub kind: String,
     pub key: CacheKey,
     /// Seconds since the epoch.
@@ -226,17 +261,18 @@ impl Cache {
         self.root.join("apt")
     }
 
-    pub fn artifact_name(kind: &str, key: &CacheKey) -> String {
-        format!("{kind}-{key}")
+    /// The directory name of an artifact: `<kind>-<key>`.
+    pub fn artifact_name(kind: ArtifactKind, key: &CacheKey) -> String {
+        entry_name(kind.name(), key)
     }
 
-    pub fn artifact_path(&self, kind: &str, key: &CacheKey) -> PathBuf {
+    pub fn artifact_path(&self, kind: ArtifactKind, key: &CacheKey) -> PathBuf {
         self.artifacts_dir().join(Cache::artifact_name(kind, key))
     }
 
     /// Whether the artifact is published and whole: reads its manifest and `lstat`s each file it
     /// records; hashes only files changed since their stamp (see the module documentation).
-    pub fn check(&self, kind: &str, key: &CacheKey) -> anyhow::Result<Lookup> {
+    pub fn check(&self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<Lookup> {
         let name = Cache::artifact_name(kind, key);
         let path = self.artifacts_dir().join(&name);
         let manifest_path = path.join(MANIFEST);
@@ -251,8 +287,8 @@ impl Cache {
             Ok(manifest) => manifest,
             Err(error) => return damaged(format!("does not parse ({error})")),
         };
-        if manifest.kind != kind || manifest.key != *key {
-            return damaged(format!("describes {} instead", Cache::artifact_name(&manifest.kind, &manifest.key)));
+        if manifest.kind != kind.name() || manifest.key != *key {
+            return damaged(format!("describes {} instead", entry_name(&manifest.kind, &manifest.key)));
         }
         let Some(files) = &manifest.files else {
             let (files, fingerprints) = record_files(&path)?;
@@ -423,7 +459,7 @@ impl Cache {
     /// removed.
     pub fn get_or_build(
         &self,
-        kind: &str,
+        kind: ArtifactKind,
         key: &CacheKey,
         inputs: serde_json::Value,
         build: impl FnOnce(&Path) -> anyhow::Result<()>,
@@ -444,7 +480,7 @@ impl Cache {
         let built = build(staging.path()).and_then(|()| {
             let (files, fingerprints) = record_files(staging.path())?;
             let manifest = Manifest {
-                kind: kind.to_owned(),
+                kind: kind.name().to_owned(),
                 key: key.clone(),
                 created: now_seconds(),
                 size_bytes: disk_usage(staging.path()),
@@ -562,6 +598,11 @@ impl Cache {
         report.removed.push(path.file_name().unwrap_or_default().to_string_lossy().into_owned());
         Ok(())
     }
+}
+
+/// `<kind>-<key>`, for any kind name: a manifest may record one this version does not know.
+fn entry_name(kind: &str, key: &CacheKey) -> String {
+    format!("{kind}-{key}")
 }
 
 /// Every regular file and symlink below `dir` (except the manifest), hashed, with the
@@ -683,6 +724,9 @@ pub fn now_seconds() -> u64 {
 mod tests {
     use super::*;
 
+    /// The kind the tests build: any will do, the cache treats them all alike.
+    const DEMO: ArtifactKind = ArtifactKind::Kernel;
+
     #[derive(Serialize)]
     struct Inputs<'a> {
         recipe: &'a str,
@@ -691,24 +735,24 @@ mod tests {
 
     #[test]
     fn key_is_stable_and_sensitive_to_every_input() {
-        let key = CacheKey::of("kernel", &Inputs { recipe: "r", version: "7.3.4" });
+        let key = CacheKey::of(ArtifactKind::Kernel, &Inputs { recipe: "r", version: "7.3.4" });
         // Pinned: a change here invalidates every user's cache, so it must be deliberate.
-        assert_eq!(key, CacheKey::of("kernel", &Inputs { recipe: "r", version: "7.3.4" }));
+        assert_eq!(key, CacheKey::of(ArtifactKind::Kernel, &Inputs { recipe: "r", version: "7.3.4" }));
         assert_eq!(key.0.len(), 32);
-        assert_ne!(key, CacheKey::of("kernel", &Inputs { recipe: "r", version: "7.3.5" }));
-        assert_ne!(key, CacheKey::of("initramfs", &Inputs { recipe: "r", version: "7.3.4" }));
-        assert_eq!(key.0, CacheKey::of("kernel", &serde_json::json!({"recipe": "r", "version": "7.3.4"})).0);
+        assert_ne!(key, CacheKey::of(ArtifactKind::Kernel, &Inputs { recipe: "r", version: "7.3.5" }));
+        assert_ne!(key, CacheKey::of(ArtifactKind::Initramfs, &Inputs { recipe: "r", version: "7.3.4" }));
+        assert_eq!(key.0, CacheKey::of(ArtifactKind::Kernel, &serde_json::json!({"recipe": "r", "version": "7.3.4"})).0);
     }
 
     #[test]
     fn publishes_by_rename_and_reuses() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let key = CacheKey::of("demo", &1);
+        let key = CacheKey::of(DEMO, &1);
         let mut builds = 0;
         for _ in 0..2 {
             let path = cache
-                .get_or_build("demo", &key, serde_json::json!({"n": 1}), |staging| {
+                .get_or_build(DEMO, &key, serde_json::json!({"n": 1}), |staging| {
                     builds += 1;
                     fs::write(staging.join("payload"), "hello")?;
                     Ok(())
@@ -720,7 +764,7 @@ mod tests {
         let listed = cache.list().unwrap();
         assert_eq!(listed.len(), 1);
         let manifest = listed[0].manifest.as_ref().unwrap();
-        assert_eq!((manifest.kind.as_str(), &manifest.key), ("demo", &key));
+        assert_eq!((manifest.kind.as_str(), &manifest.key), (DEMO.name(), &key));
         assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
     }
 
@@ -728,16 +772,16 @@ mod tests {
     fn failed_build_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let key = CacheKey::of("demo", &2);
+        let key = CacheKey::of(DEMO, &2);
         let error = cache
-            .get_or_build("demo", &key, serde_json::Value::Null, |staging| {
+            .get_or_build(DEMO, &key, serde_json::Value::Null, |staging| {
                 fs::write(staging.join("half"), "half")?;
                 anyhow::bail!("debootstrap died")
             })
             .unwrap_err();
         assert!(format!("{error:#}").contains("debootstrap died"));
-        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Miss));
-        assert!(!cache.artifact_path("demo", &key).exists());
+        assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Miss));
+        assert!(!cache.artifact_path(DEMO, &key).exists());
         assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
     }
 
@@ -745,10 +789,10 @@ mod tests {
     fn gc_keeps_referenced_and_removes_crash_leftovers() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let keep = CacheKey::of("demo", &"keep");
-        let drop = CacheKey::of("demo", &"drop");
+        let keep = CacheKey::of(DEMO, &"keep");
+        let drop = CacheKey::of(DEMO, &"drop");
         for key in [&keep, &drop] {
-            cache.get_or_build("demo", key, serde_json::Value::Null, |_| Ok(())).unwrap();
+            cache.get_or_build(DEMO, key, serde_json::Value::Null, |_| Ok(())).unwrap();
         }
         // What a process killed mid-build leaves behind.
         fs::create_dir_all(cache.tmp_dir().join("demo-abc.XYZ/usr")).unwrap();
@@ -756,17 +800,45 @@ mod tests {
         for file in ["kept.deb", "old.deb", "half.deb.partial"] {
             fs::write(cache.downloads_dir().join(file), "deb").unwrap();
         }
-        let referenced: HashSet<String> = [Cache::artifact_name("demo", &keep), "downloads/kept.deb".to_owned()].into();
+        let referenced: HashSet<String> = [Cache::artifact_name(DEMO, &keep), "downloads/kept.deb".to_owned()].into();
         let report = cache.gc(&referenced, false).unwrap();
         assert_eq!(report.removed.len(), 4, "{report:?}");
         assert!(cache.downloads_dir().join("kept.deb").exists());
         assert!(!cache.downloads_dir().join("old.deb").exists());
-        assert!(matches!(cache.check("demo", &keep).unwrap(), Lookup::Hit(_)));
-        assert!(matches!(cache.check("demo", &drop).unwrap(), Lookup::Miss));
-        assert!(cache.verified_dir().join(Cache::artifact_name("demo", &keep)).is_file());
-        assert!(!cache.verified_dir().join(Cache::artifact_name("demo", &drop)).exists());
+        assert!(matches!(cache.check(DEMO, &keep).unwrap(), Lookup::Hit(_)));
+        assert!(matches!(cache.check(DEMO, &drop).unwrap(), Lookup::Miss));
+        assert!(cache.verified_dir().join(Cache::artifact_name(DEMO, &keep)).is_file());
+        assert!(!cache.verified_dir().join(Cache::artifact_name(DEMO, &drop)).exists());
         assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
         cache.gc(&referenced, true).unwrap();
+        assert!(cache.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn keys_and_directory_names_are_the_ones_caches_already_hold() {
+        let key = CacheKey::of(ArtifactKind::Kernel, &serde_json::json!({"recipe": "r", "version": "7.3.4"}));
+        assert_eq!(key.0, "d76888f0af0af1ce53cc7d0fa1df0ce6");
+        assert_eq!(Cache::artifact_name(ArtifactKind::Kernel, &key), "kernel-d76888f0af0af1ce53cc7d0fa1df0ce6");
+        let tree = CacheKey::of(ArtifactKind::RootfsTree, &serde_json::json!({"suite": "trixie"}));
+        assert_eq!(Cache::artifact_name(ArtifactKind::RootfsTree, &tree), "rootfs-tree-e05c98cc5bb2b130362ff9f5afecb62b");
+        let names: Vec<&str> = ArtifactKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree"]);
+    }
+
+    #[test]
+    fn an_artifact_of_a_kind_this_version_does_not_know_is_listed_and_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let name = "firmware-0123456789abcdef0123456789abcdef";
+        fs::create_dir_all(cache.artifacts_dir().join(name)).unwrap();
+        let manifest = serde_json::json!({
+            "kind": "firmware", "key": "0123456789abcdef0123456789abcdef", "created": 0, "size_bytes": 0, "inputs": null, "files": [],
+        });
+        fs::write(cache.artifacts_dir().join(name).join(MANIFEST), manifest.to_string()).unwrap();
+        let listed = cache.list().unwrap();
+        assert_eq!((listed[0].name.as_str(), listed[0].manifest.as_ref().unwrap().kind.as_str()), (name, "firmware"));
+        assert_eq!(cache.gc(&[name.to_owned()].into(), false).unwrap().kept, [name]);
+        assert_eq!(cache.gc(&HashSet::new(), false).unwrap().removed, [name]);
         assert!(cache.list().unwrap().is_empty());
     }
 
@@ -778,7 +850,7 @@ mod tests {
     }
 
     fn damage_of(cache: &Cache, key: &CacheKey) -> Vec<String> {
-        match cache.check("demo", key).unwrap() {
+        match cache.check(DEMO, key).unwrap() {
             Lookup::Damaged(damage) => damage.files.iter().map(|(path, what)| format!("{}: {what}", path.file_name().unwrap().to_string_lossy())).collect(),
             other => panic!("expected damage, got {other:?}"),
         }
@@ -788,9 +860,9 @@ mod tests {
     fn damage_is_found_by_size_type_and_contents_even_with_the_mtime_put_back() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let key = CacheKey::of("demo", &3);
-        let path = cache.get_or_build("demo", &key, serde_json::Value::Null, build_payload_and_link).unwrap();
-        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Hit(_)));
+        let key = CacheKey::of(DEMO, &3);
+        let path = cache.get_or_build(DEMO, &key, serde_json::Value::Null, build_payload_and_link).unwrap();
+        assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Hit(_)));
 
         // Same size, other bytes, mtime restored: ctime still moved, so the file is hashed again.
         let payload = path.join("sub/payload");
@@ -809,25 +881,25 @@ mod tests {
         assert_eq!(damage_of(&cache, &key), ["link: is no longer a symlink", "payload: missing"]);
 
         // A damaged artifact is replaced by the next get_or_build.
-        let rebuilt = cache.get_or_build("demo", &key, serde_json::Value::Null, build_payload_and_link).unwrap();
+        let rebuilt = cache.get_or_build(DEMO, &key, serde_json::Value::Null, build_payload_and_link).unwrap();
         assert_eq!(fs::read_to_string(rebuilt.join("link")).unwrap(), "hello world");
-        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Hit(_)));
+        assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Hit(_)));
     }
 
     #[test]
     fn a_manifest_without_file_hashes_is_adopted_and_a_broken_one_is_damage() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let key = CacheKey::of("demo", &4);
+        let key = CacheKey::of(DEMO, &4);
         let path = cache
-            .get_or_build("demo", &key, serde_json::Value::Null, |staging| Ok(fs::write(staging.join("payload"), "data")?))
+            .get_or_build(DEMO, &key, serde_json::Value::Null, |staging| Ok(fs::write(staging.join("payload"), "data")?))
             .unwrap();
         let manifest_path = path.join(MANIFEST);
         let mut old: serde_json::Value = serde_json::from_slice(&fs::read(&manifest_path).unwrap()).unwrap();
         old.as_object_mut().unwrap().remove("files");
         fs::write(&manifest_path, serde_json::to_vec(&old).unwrap()).unwrap();
-        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Adopted(_)));
-        assert!(matches!(cache.check("demo", &key).unwrap(), Lookup::Hit(_)));
+        assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Adopted(_)));
+        assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Hit(_)));
 
         let text = fs::read_to_string(&manifest_path).unwrap();
         fs::write(&manifest_path, &text[..text.len() / 2]).unwrap();

@@ -1,6 +1,6 @@
 //! Everything `lab up` needs on disk before QEMU starts, for a stack: [`ensure_distro_stack`].
 //!
-//! Order of work per component: the lock entry (or resolution through `source`, then the lock is
+//! Order of work per component: the lock entry (or resolution through `sources`, then the lock is
 //! updated), the cache key from the recipe and the pin, a cache lookup, and only on a miss a
 //! download and build. A warm run with a lock reads the recipe, the lock and each artifact's
 //! manifest and stamp, and `lstat`s the files the manifests record: no network, no process, no
@@ -25,17 +25,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::stack::build::{self, initramfs, kernel, rootfs, rootfs_config};
-use crate::stack::cache::{Cache, CacheKey, Lookup};
+use crate::stack::cache::{ArtifactKind, Cache, CacheKey, Lookup};
 use crate::stack::debian::{self, DebianResolver};
 use crate::stack::host;
 use crate::stack::recipe::{self, LoadedRecipe};
-use crate::stack::lock::{self, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
+use crate::stack::lock::{self, Component, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
 use crate::layout::LabPaths;
 use crate::qemu::QemuVersion;
 use crate::stack::StackKind;
 use crate::sys::runner::CommandRunner;
 use crate::shell::Shell;
-use crate::stack::sources::{self, Pin};
+use crate::stack::sources::{self, Pin, Resolution};
 
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -130,30 +130,40 @@ pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>>
     let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), StackKind::Distro))?.unwrap_or_else(|| StackLock::empty(StackKind::Distro));
     let mut names = HashSet::new();
     let (tree_key, image_key) = rootfs_keys(&recipe);
-    names.insert(Cache::artifact_name("rootfs-tree", &tree_key));
-    names.insert(Cache::artifact_name("rootfs", &image_key));
-    for component in [lock.kernel.as_ref().map(|kernel| &kernel.component), lock.busybox.as_ref()].into_iter().flatten() {
-        if let Pin::Debian { packages, .. } = &component.pin {
+    names.insert(Cache::artifact_name(ArtifactKind::RootfsTree, &tree_key));
+    names.insert(Cache::artifact_name(ArtifactKind::Rootfs, &image_key));
+    for entry in Component::ALL.into_iter().filter_map(|component| lock.entry(component)) {
+        if let Pin::Debian { packages, .. } = &entry.pin {
             names.extend(packages.iter().map(|package| format!("downloads/{}", package.file_name())));
         }
     }
-    if let Some(kernel_lock) = lock.kernel_for(&recipe.recipe.kernel.sources) {
-        let kernel_key = kernel_key(kernel_lock);
-        names.insert(Cache::artifact_name("kernel", &kernel_key));
-        if let Some(busybox) = lock.busybox_for(&recipe.recipe.initramfs.busybox) {
-            names.insert(Cache::artifact_name("initramfs", &initramfs_key(&recipe, &kernel_key, &busybox.pin)));
+    if let Some(kernel) = locked(&lock, &recipe, Component::Kernel) {
+        let kernel_key = kernel_key(&kernel.pin, &kernel_release(&kernel)?);
+        names.insert(Cache::artifact_name(ArtifactKind::Kernel, &kernel_key));
+        if let Some(busybox) = locked(&lock, &recipe, Component::Busybox) {
+            names.insert(Cache::artifact_name(ArtifactKind::Initramfs, &initramfs_key(&recipe, &kernel_key, &busybox.pin)));
         }
     }
     Ok(names)
 }
 
-fn kernel_key(kernel: &KernelLock) -> CacheKey {
-    CacheKey::of("kernel", &json!({ "pin": kernel.component.pin, "release": kernel.release }))
+/// What the lock pins `component` to, if its entry answers the recipe's candidates.
+fn locked(lock: &StackLock, recipe: &LoadedRecipe, component: Component) -> Option<Resolution> {
+    lock.resolution_for(component, component.candidates(&recipe.recipe))
+}
+
+/// The release a kernel resolution found: it names the module directory and goes into the key.
+fn kernel_release(kernel: &Resolution) -> anyhow::Result<String> {
+    kernel.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")
+}
+
+fn kernel_key(pin: &Pin, release: &str) -> CacheKey {
+    CacheKey::of(ArtifactKind::Kernel, &json!({ "pin": pin, "release": release }))
 }
 
 fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) -> CacheKey {
     CacheKey::of(
-        "initramfs",
+        ArtifactKind::Initramfs,
         &json!({
             "kernel": kernel_key,
             "busybox": busybox,
@@ -167,9 +177,9 @@ fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) ->
 fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
     let rootfs = &recipe.recipe.rootfs;
     let mirror = rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror);
-    let tree = CacheKey::of("rootfs-tree", &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
+    let tree = CacheKey::of(ArtifactKind::RootfsTree, &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
     let image = CacheKey::of(
-        "rootfs",
+        ArtifactKind::Rootfs,
         &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib }),
     );
     (tree, image)
@@ -224,7 +234,7 @@ impl<'a> Session<'a> {
 
     /// The artifact if it is cached and whole. Damage is refused with `--locked`; otherwise it is
     /// reported and the artifact counts as missing (`get_or_build` replaces it).
-    fn lookup(&self, kind: &str, key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
+    fn lookup(&self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
         match self.cache.check(kind, key)? {
             Lookup::Hit(path) => Ok(Some(path)),
             Lookup::Adopted(path) => {
@@ -312,52 +322,17 @@ impl<'a> Session<'a> {
 
     /// Resolves the kernel and busybox (or takes them from the lock), then builds both artifacts.
     fn kernel(&mut self) -> anyhow::Result<KernelArtifacts> {
-        let recipe = self.recipe.clone();
         let downloads_started = Instant::now();
-        let kernel_lock = match self.lock.kernel_for(&recipe.recipe.kernel.sources) {
-            Some(entry) => entry.clone(),
-            None => self.resolve_kernel()?,
+        let kernel = self.pinned(Component::Kernel)?;
+        let busybox = self.pinned(Component::Busybox)?;
+        let release = kernel_release(&kernel)?;
+        let kernel_key = kernel_key(&kernel.pin, &release);
+        // `None`: a locked pin is no longer served and left the lock; resolve everything again.
+        let Some(kernel_artifact) = self.kernel_artifact(&kernel.pin, &release, &kernel_key, downloads_started)? else {
+            return self.kernel();
         };
-        let busybox_lock = match self.lock.busybox_for(&recipe.recipe.initramfs.busybox) {
-            Some(entry) => entry.clone(),
-            None => self.resolve_busybox()?,
-        };
-        let kernel_key = kernel_key(&kernel_lock);
-        let initramfs_key = initramfs_key(&recipe, &kernel_key, &busybox_lock.pin);
-        let release = kernel_lock.release.clone();
-
-        let kernel_artifact = match self.lookup("kernel", &kernel_key)? {
-            Some(path) => path,
-            None => {
-                let Some(debs) = self.fetch_or_refuse("kernel", &kernel_lock.component.pin)? else { return self.kernel() };
-                self.time("downloads", downloads_started);
-                let progress = self.shell.step(&format!("unpacking kernel {release}"));
-                let started = Instant::now();
-                let inputs = json!({ "release": release, "pin": kernel_lock.component.pin.to_string() });
-                let path = self.cache.get_or_build("kernel", &kernel_key, inputs, |staging| {
-                    kernel::build(staging, &debs, &release, &self.runner)
-                })?;
-                progress.done(format!("depmod'ed, {}", kernel_key.short()));
-                self.time("kernel", started);
-                path
-            }
-        };
-        let initramfs_artifact = match self.lookup("initramfs", &initramfs_key)? {
-            Some(path) => path,
-            None => {
-                let Some(debs) = self.fetch_or_refuse("busybox", &busybox_lock.pin)? else { return self.kernel() };
-                let progress = self.shell.step("building the initramfs");
-                let started = Instant::now();
-                let release_dir = kernel::modules_release_dir(&kernel_artifact, &release);
-                let modules = recipe.recipe.initramfs.modules.clone();
-                let inputs = json!({ "kernel": kernel_key, "busybox": busybox_lock.pin.to_string(), "modules": modules });
-                let path = self.cache.get_or_build("initramfs", &initramfs_key, inputs, |staging| {
-                    initramfs::build(staging, &debs[0], &release_dir, &release, &modules, &self.runner).map(|_| ())
-                })?;
-                progress.done(format!("{} modules, {}", modules.len(), initramfs_key.short()));
-                self.time("initramfs", started);
-                path
-            }
+        let Some(initramfs_artifact) = self.initramfs_artifact(&busybox.pin, &kernel_artifact, &release, &kernel_key)? else {
+            return self.kernel();
         };
         Ok(KernelArtifacts {
             kernel: kernel::vmlinuz_path(&kernel_artifact),
@@ -367,41 +342,84 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn resolve_kernel(&mut self) -> anyhow::Result<KernelLock> {
-        self.refuse_if_locked("the kernel")?;
-        let candidates = self.recipe.recipe.kernel.sources.clone();
-        let progress = self.shell.step("resolving and downloading the kernel");
-        let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
-        resolver.progress = Some(&progress);
-        let resolved = sources::first_available("kernel", &candidates, &mut resolver)?;
-        let release = resolver.release.clone().context("the kernel source gave no release: give the debian candidate `parts`")?;
-        progress.done(&release);
-        self.notes.extend(resolved.notes);
-        let entry = KernelLock {
-            component: ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin },
-            release,
-        };
-        self.lock.kernel = Some(entry.clone());
-        Ok(entry)
+    /// The kernel artifact of `pin`, downloaded and unpacked on a miss; `None` when the pin is no
+    /// longer served.
+    fn kernel_artifact(&mut self, pin: &Pin, release: &str, key: &CacheKey, downloads_started: Instant) -> anyhow::Result<Option<PathBuf>> {
+        if let Some(path) = self.lookup(ArtifactKind::Kernel, key)? {
+            return Ok(Some(path));
+        }
+        let Some(debs) = self.fetch_or_refuse(Component::Kernel, pin)? else { return Ok(None) };
+        self.time("downloads", downloads_started);
+        let progress = self.shell.step(&format!("unpacking kernel {release}"));
+        let started = Instant::now();
+        let inputs = json!({ "release": release, "pin": pin.to_string() });
+        let path = self.cache.get_or_build(ArtifactKind::Kernel, key, inputs, |staging| {
+            kernel::build(staging, &debs, release, &self.runner)
+        })?;
+        progress.done(format!("depmod'ed, {}", key.short()));
+        self.time("kernel", started);
+        Ok(Some(path))
     }
 
-    fn resolve_busybox(&mut self) -> anyhow::Result<ComponentLock> {
-        self.refuse_if_locked("busybox")?;
-        let candidates = self.recipe.recipe.initramfs.busybox.clone();
-        let progress = self.shell.step("resolving and downloading busybox");
+    /// The initramfs of the kernel artifact with busybox `busybox`, built on a miss; `None` when
+    /// busybox's pin is no longer served.
+    fn initramfs_artifact(&mut self, busybox: &Pin, kernel_artifact: &Path, release: &str, kernel_key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
+        let key = initramfs_key(&self.recipe, kernel_key, busybox);
+        if let Some(path) = self.lookup(ArtifactKind::Initramfs, &key)? {
+            return Ok(Some(path));
+        }
+        let Some(debs) = self.fetch_or_refuse(Component::Busybox, busybox)? else { return Ok(None) };
+        let progress = self.shell.step("building the initramfs");
+        let started = Instant::now();
+        let release_dir = kernel::modules_release_dir(kernel_artifact, release);
+        let modules = self.recipe.recipe.initramfs.modules.clone();
+        let inputs = json!({ "kernel": kernel_key, "busybox": busybox.to_string(), "modules": modules });
+        let path = self.cache.get_or_build(ArtifactKind::Initramfs, &key, inputs, |staging| {
+            initramfs::build(staging, &debs[0], &release_dir, release, &modules, &self.runner).map(|_| ())
+        })?;
+        progress.done(format!("{} modules, {}", modules.len(), key.short()));
+        self.time("initramfs", started);
+        Ok(Some(path))
+    }
+
+    /// `component`'s pin (and the kernel's release) from the lock when its entry answers the
+    /// recipe, else resolved now.
+    fn pinned(&mut self, component: Component) -> anyhow::Result<Resolution> {
+        match locked(&self.lock, &self.recipe, component) {
+            Some(resolution) => Ok(resolution),
+            None => self.resolve(component),
+        }
+    }
+
+    /// Resolves `component` from the recipe's candidates (which downloads it) and pins it in the
+    /// lock; a kernel must name its release.
+    fn resolve(&mut self, component: Component) -> anyhow::Result<Resolution> {
+        self.refuse_if_locked(component.display_name())?;
+        let candidates = component.candidates(&self.recipe.recipe).to_vec();
+        let progress = self.shell.step(&format!("resolving and downloading {}", component.display_name()));
         let mut resolver = DebianResolver::new(&self.cache, &self.runner, &self.recipe.recipe.archive)?;
         resolver.progress = Some(&progress);
-        let resolved = sources::first_available("busybox", &candidates, &mut resolver)?;
-        progress.done(&resolved.pin);
+        let resolved = sources::first_available(component.name(), &candidates, &mut resolver)?;
+        let resolution = resolved.resolution;
+        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolution.pin.clone() };
+        match component {
+            Component::Kernel => {
+                let release = kernel_release(&resolution)?;
+                progress.done(&release);
+                self.lock.kernel = Some(KernelLock { component: entry, release });
+            }
+            Component::Busybox => {
+                progress.done(&entry.pin);
+                self.lock.busybox = Some(entry);
+            }
+        }
         self.notes.extend(resolved.notes);
-        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: resolved.pin };
-        self.lock.busybox = Some(entry.clone());
-        Ok(entry)
+        Ok(resolution)
     }
 
     /// Downloads a pinned component. When the archive no longer serves it (and not `--locked`),
     /// drops its lock entry and returns `None`: the caller resolves again.
-    fn fetch_or_refuse(&mut self, component: &str, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
+    fn fetch_or_refuse(&mut self, component: Component, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
         let total = match pin {
             Pin::Debian { packages, .. } => packages.iter().map(|package| package.size).sum(),
             _ => 0,
@@ -429,11 +447,7 @@ impl<'a> Session<'a> {
                 drop(progress);
                 self.shell.warn(format!("the locked {component} is no longer served ({reason}); resolving it again"));
                 self.re_resolved = true;
-                if component == "kernel" {
-                    self.lock.kernel = None;
-                } else {
-                    self.lock.busybox = None;
-                }
+                self.lock.remove(component);
                 Ok(None)
             }
             Err(error) => Err(self.cache.note_if_full(error.into())).with_context(|| format!("downloading {component} as locked ({pin})")),
@@ -450,10 +464,10 @@ impl<'a> Session<'a> {
                 bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
             }
         }
-        if let Some(path) = self.lookup("rootfs", &image_key)? {
+        if let Some(path) = self.lookup(ArtifactKind::Rootfs, &image_key)? {
             return Ok(rootfs::image_path(&path));
         }
-        let tree = match self.lookup("rootfs-tree", &tree_key)? {
+        let tree = match self.lookup(ArtifactKind::RootfsTree, &tree_key)? {
             Some(path) => path,
             None => {
                 let progress = self.shell.step(&format!("debootstrap {} ({} packages asked)", rootfs.suite, rootfs.packages.len()));
@@ -462,7 +476,7 @@ impl<'a> Session<'a> {
                 let inputs = json!({ "suite": rootfs.suite, "packages": rootfs.packages.len() });
                 let debs_cache = self.cache.root.join("debootstrap-debs");
                 let path = build::follow_log(&progress, &log, || {
-                    self.cache.get_or_build("rootfs-tree", &tree_key, inputs, |staging| {
+                    self.cache.get_or_build(ArtifactKind::RootfsTree, &tree_key, inputs, |staging| {
                         rootfs::build_tree(staging, rootfs, &recipe.recipe.archive, &debs_cache, &self.runner)
                     })
                 })?;
@@ -475,7 +489,7 @@ impl<'a> Session<'a> {
         let started = Instant::now();
         let items = rootfs_config::render(rootfs);
         let inputs = json!({ "tree": tree_key, "suite": rootfs.suite, "hostname": rootfs.hostname });
-        let image = self.cache.get_or_build("rootfs", &image_key, inputs, |staging| {
+        let image = self.cache.get_or_build(ArtifactKind::Rootfs, &image_key, inputs, |staging| {
             rootfs::build_image(staging, &tree, &items, rootfs.headroom_mib, &self.runner)
         })?;
         progress.done(image_key.short());

@@ -219,7 +219,7 @@ pub fn program(program: &str) -> PathBuf {
 
 /// Makes sure the host tools running `programs` are there (all of them when empty): installs the
 /// missing ones as root, otherwise fails with the exact `apt-get install` lines. Costs a few
-/// `stat`s when nothing is missing (versions are checked where the QEMU is probed, see `stack`).
+/// `stat`s when nothing is missing (versions are checked where the QEMU is probed, see `distro`).
 pub fn ensure_tools(
     programs: &[&str],
     apt_dir: &Path,

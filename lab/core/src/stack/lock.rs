@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::qemu::QemuVersion;
+use crate::stack::recipe::StackRecipe;
 use crate::stack::StackKind;
-use crate::stack::sources::{Candidate, DebPin, Pin};
+use crate::stack::sources::{Candidate, DebPin, Pin, Resolution};
 
 pub const LOCK_FORMAT: u32 = 1;
 
@@ -36,6 +37,48 @@ pub struct ComponentLock {
     /// [`candidates_digest`] of the recipe entry this was resolved from.
     pub candidates: String,
     pub pin: Pin,
+}
+
+/// A component the lock pins from the recipe's candidates: the distro stack's QEMU is the host's
+/// and its root filesystem is built, so these two are all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Kernel,
+    Busybox,
+}
+
+impl Component {
+    pub const ALL: [Component; 2] = [Component::Kernel, Component::Busybox];
+
+    /// Its name in resolution notes, messages and the lock file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Kernel => "kernel",
+            Component::Busybox => "busybox",
+        }
+    }
+
+    /// As a sentence names it: "resolving and downloading the kernel".
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Component::Kernel => "the kernel",
+            Component::Busybox => "busybox",
+        }
+    }
+
+    /// The recipe's candidates for it, in order.
+    pub fn candidates(self, recipe: &StackRecipe) -> &[Candidate] {
+        match self {
+            Component::Kernel => &recipe.kernel.sources,
+            Component::Busybox => &recipe.initramfs.busybox,
+        }
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,9 +168,8 @@ impl StackLock {
                 message: format!("format {} is not {LOCK_FORMAT}: delete it to resolve again", lock.format),
             });
         }
-        let pins = [lock.kernel.as_ref().map(|kernel| &kernel.component), lock.busybox.as_ref()];
-        for (component, entry) in ["kernel", "busybox"].into_iter().zip(pins) {
-            let Some(ComponentLock { pin: Pin::Debian { packages, .. }, .. }) = entry else { continue };
+        for component in Component::ALL {
+            let Some(ComponentLock { pin: Pin::Debian { packages, .. }, .. }) = lock.entry(component) else { continue };
             for package in packages {
                 if let Err(message) = check_deb_pin(package) {
                     return Err(LockError::Read { path: path.to_path_buf(), message: format!("{component}: {}: {message}", package.package) });
@@ -149,13 +191,31 @@ impl StackLock {
         Ok(true)
     }
 
-    /// The kernel entry if it answers these candidates.
-    pub fn kernel_for(&self, candidates: &[Candidate]) -> Option<&KernelLock> {
-        self.kernel.as_ref().filter(|kernel| kernel.component.candidates == candidates_digest(candidates))
+    /// The entry of `component`, whichever candidates it was resolved from.
+    pub fn entry(&self, component: Component) -> Option<&ComponentLock> {
+        match component {
+            Component::Kernel => self.kernel.as_ref().map(|kernel| &kernel.component),
+            Component::Busybox => self.busybox.as_ref(),
+        }
     }
 
-    pub fn busybox_for(&self, candidates: &[Candidate]) -> Option<&ComponentLock> {
-        self.busybox.as_ref().filter(|busybox| busybox.candidates == candidates_digest(candidates))
+    /// What `component` is pinned to, if its entry answers these candidates: the pin and, for
+    /// the kernel, its release.
+    pub fn resolution_for(&self, component: Component, candidates: &[Candidate]) -> Option<Resolution> {
+        let entry = self.entry(component).filter(|entry| entry.candidates == candidates_digest(candidates))?;
+        let release = match component {
+            Component::Kernel => self.kernel.as_ref().map(|kernel| kernel.release.clone()),
+            Component::Busybox => None,
+        };
+        Some(Resolution { pin: entry.pin.clone(), release })
+    }
+
+    /// Drops the entry of `component` (its pin is no longer served): it is resolved again.
+    pub fn remove(&mut self, component: Component) {
+        match component {
+            Component::Kernel => self.kernel = None,
+            Component::Busybox => self.busybox = None,
+        }
     }
 }
 
@@ -188,9 +248,9 @@ mod tests {
         assert!(!lock.write(&path).unwrap());
         let read = StackLock::read(&path).unwrap().unwrap();
         assert_eq!(read, lock);
-        assert!(read.busybox_for(&candidates).is_some());
+        assert!(read.resolution_for(Component::Busybox, &candidates).is_some());
         let other: Vec<Candidate> = serde_saphyr::from_str("- debian: { package: busybox-static, suite: sid }").unwrap();
-        assert!(read.busybox_for(&other).is_none());
+        assert!(read.resolution_for(Component::Busybox, &other).is_none());
 
         // A pin that would write outside the downloads directory is refused when read.
         let text = std::fs::read_to_string(&path).unwrap().replace("\"busybox-static\"", "\"../../busybox\"");

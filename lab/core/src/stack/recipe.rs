@@ -203,69 +203,97 @@ fn field_path_at(text: &str, line: u64, column: u64, parent_if_at_key: bool) -> 
     (!path.is_empty()).then(|| path.join("."))
 }
 
+/// Checks what the types cannot say, one section after another in a fixed order: the first
+/// problem found is the one reported.
 fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
-    let invalid = |field: &str, message: &str| RecipeError::Invalid {
-        path: path.to_path_buf(),
-        field: field.to_owned(),
-        message: message.to_owned(),
-    };
+    let invalid = |(field, message): Problem| RecipeError::Invalid { path: path.to_path_buf(), field, message };
     if recipe.stack != StackKind::Distro {
-        return Err(invalid("stack", "only the `distro` stack is built from recipes so far"));
+        return Err(invalid(problem("stack", "only the `distro` stack is built from recipes so far")));
     }
-    for (field, sources) in [
+    check_lists(recipe).map_err(invalid)?;
+    check_candidates(recipe).map_err(invalid)?;
+    check_archive_and_rootfs(recipe).map_err(invalid)?;
+    check_names(recipe).map_err(invalid)
+}
+
+/// A field and what is wrong with it.
+type Problem = (String, String);
+
+fn problem(field: &str, message: &str) -> Problem {
+    (field.to_owned(), message.to_owned())
+}
+
+/// The recipe's candidate lists, by field.
+fn source_lists(recipe: &StackRecipe) -> [(&'static str, &[Candidate]); 3] {
+    [
         ("qemu.sources", &recipe.qemu.sources),
         ("kernel.sources", &recipe.kernel.sources),
         ("initramfs.busybox", &recipe.initramfs.busybox),
-    ] {
-        if sources.is_empty() {
-            return Err(invalid(field, "lists no source"));
-        }
+    ]
+}
+
+/// Every candidate list and the initramfs's module list have something in them.
+fn check_lists(recipe: &StackRecipe) -> Result<(), Problem> {
+    if let Some((field, _)) = source_lists(recipe).into_iter().find(|(_, sources)| sources.is_empty()) {
+        return Err(problem(field, "lists no source"));
     }
     if recipe.initramfs.modules.is_empty() {
-        return Err(invalid("initramfs.modules", "lists no module: the root could not be mounted"));
+        return Err(problem("initramfs.modules", "lists no module: the root could not be mounted"));
     }
-    for (field, sources) in [
-        ("qemu.sources", &recipe.qemu.sources),
-        ("kernel.sources", &recipe.kernel.sources),
-        ("initramfs.busybox", &recipe.initramfs.busybox),
-    ] {
+    Ok(())
+}
+
+/// The words of `debian` candidates reach apt: package names, suites, parts and mirrors.
+fn check_candidates(recipe: &StackRecipe) -> Result<(), Problem> {
+    for (field, sources) in source_lists(recipe) {
         for (index, candidate) in sources.iter().enumerate() {
             let Candidate::Debian(debian) = candidate else { continue };
             let field = |name: &str| format!("{field}[{index}].debian.{name}");
             if !is_package_name(&debian.package) {
-                return Err(invalid(&field("package"), PACKAGE_NAME_RULE));
+                return Err(problem(&field("package"), PACKAGE_NAME_RULE));
             }
             if !is_suite(&debian.suite) {
-                return Err(invalid(&field("suite"), SUITE_RULE));
+                return Err(problem(&field("suite"), SUITE_RULE));
             }
             if debian.parts.iter().any(|part| !is_package_name(&part.replace("{release}", "0"))) {
-                return Err(invalid(&field("parts"), "package names, with `{release}` where the release goes"));
+                return Err(problem(&field("parts"), "package names, with `{release}` where the release goes"));
             }
             if debian.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
-                return Err(invalid(&field("mirror"), MIRROR_RULE));
+                return Err(problem(&field("mirror"), MIRROR_RULE));
             }
         }
     }
+    Ok(())
+}
+
+/// The archive's mirror and what reaches debootstrap and mkfs: mirror, suite, packages, headroom.
+fn check_archive_and_rootfs(recipe: &StackRecipe) -> Result<(), Problem> {
+    let rootfs = &recipe.rootfs;
     if !is_mirror_url(&recipe.archive.mirror) {
-        return Err(invalid("archive.mirror", MIRROR_RULE));
+        return Err(problem("archive.mirror", MIRROR_RULE));
     }
-    if recipe.rootfs.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
-        return Err(invalid("rootfs.mirror", MIRROR_RULE));
+    if rootfs.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
+        return Err(problem("rootfs.mirror", MIRROR_RULE));
     }
-    if !is_suite(&recipe.rootfs.suite) {
-        return Err(invalid("rootfs.suite", SUITE_RULE));
+    if !is_suite(&rootfs.suite) {
+        return Err(problem("rootfs.suite", SUITE_RULE));
     }
-    if let Some(package) = recipe.rootfs.packages.iter().find(|package| !is_package_name(package)) {
-        return Err(invalid("rootfs.packages", &format!("`{package}`: one package a list item, without commas or spaces ({PACKAGE_NAME_RULE})")));
+    if let Some(package) = rootfs.packages.iter().find(|package| !is_package_name(package)) {
+        return Err(problem("rootfs.packages", &format!("`{package}`: one package a list item, without commas or spaces ({PACKAGE_NAME_RULE})")));
     }
-    if recipe.rootfs.headroom_mib > MAX_HEADROOM_MIB {
-        return Err(invalid("rootfs.headroom_mib", "at most 1048576 (1 TiB)"));
+    if rootfs.headroom_mib > MAX_HEADROOM_MIB {
+        return Err(problem("rootfs.headroom_mib", "at most 1048576 (1 TiB)"));
     }
+    Ok(())
+}
+
+/// Names written into the initramfs's module list and the image's hostname files.
+fn check_names(recipe: &StackRecipe) -> Result<(), Problem> {
     if let Some(module) = recipe.initramfs.modules.iter().find(|module| module.is_empty() || !module.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')) {
-        return Err(invalid("initramfs.modules", &format!("`{module}` is not a module name (letters, digits, `_`, `-`)")));
+        return Err(problem("initramfs.modules", &format!("`{module}` is not a module name (letters, digits, `_`, `-`)")));
     }
     if recipe.rootfs.hostname.is_empty() || !recipe.rootfs.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        return Err(invalid("rootfs.hostname", "letters, digits and `-` only"));
+        return Err(problem("rootfs.hostname", "letters, digits and `-` only"));
     }
     Ok(())
 }

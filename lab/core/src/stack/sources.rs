@@ -3,10 +3,11 @@
 //! A recipe lists [`Candidate`]s in order of preference (git, tarball, Debian archive, local
 //! path). [`first_available`] asks a [`Resolver`] about each in turn; a candidate that cannot be
 //! reached, answers 404, or is of a kind this build does not handle yet falls through to the next,
-//! and the answer is a [`Pin`]: exactly what was used (a commit, a sha256, package versions), which
-//! the lock file keeps so a later run takes the same thing.
+//! and the answer is a [`Resolution`]: a [`Pin`], exactly what was used (a commit, a sha256,
+//! package versions), which the lock file keeps so a later run takes the same thing, and the
+//! release the candidate found, if it names one (a kernel's, through its metapackage).
 //!
-//! The distro stack only resolves `debian` (binary packages) and `local` candidates; the source
+//! The distro stack only resolves `debian` (binary packages) candidates; the source
 //! stack plugs git, tarball and Debian source packages into the same [`Resolver`] trait.
 
 use std::fmt;
@@ -134,9 +135,17 @@ pub enum SourceError {
     Fatal(#[from] anyhow::Error),
 }
 
+/// What one candidate answered: its pin, and the release it found when it names one through a
+/// metapackage (a kernel's `uname -r`, which the pin alone does not say).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub pin: Pin,
+    pub release: Option<String>,
+}
+
 /// Answers for one kind of candidate at a time.
 pub trait Resolver {
-    fn resolve(&mut self, candidate: &Candidate) -> Result<Pin, SourceError>;
+    fn resolve(&mut self, candidate: &Candidate) -> Result<Resolution, SourceError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,16 +156,16 @@ pub enum ResolveError {
     Fatal { component: String, candidate: String, source: anyhow::Error },
 }
 
-/// What resolution chose: which candidate, what it pinned, and why earlier ones were skipped.
+/// What resolution chose: which candidate, what it answered, and why earlier ones were skipped.
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub index: usize,
-    pub pin: Pin,
+    pub resolution: Resolution,
     /// One line per skipped candidate and one for the chosen one, for the user.
     pub notes: Vec<String>,
 }
 
-/// Tries `candidates` in order and returns the first pin.
+/// Tries `candidates` in order and returns the first answer.
 pub fn first_available(
     component: &str,
     candidates: &[Candidate],
@@ -165,9 +174,9 @@ pub fn first_available(
     let mut notes = Vec::new();
     for (index, candidate) in candidates.iter().enumerate() {
         match resolver.resolve(candidate) {
-            Ok(pin) => {
-                notes.push(format!("{component}: {pin} (from {candidate})"));
-                return Ok(Resolved { index, pin, notes });
+            Ok(resolution) => {
+                notes.push(format!("{component}: {} (from {candidate})", resolution.pin));
+                return Ok(Resolved { index, resolution, notes });
             }
             Err(SourceError::Fatal(source)) => {
                 return Err(ResolveError::Fatal {
@@ -192,8 +201,8 @@ mod tests {
     struct Scripted(Vec<Result<Pin, SourceError>>);
 
     impl Resolver for Scripted {
-        fn resolve(&mut self, _candidate: &Candidate) -> Result<Pin, SourceError> {
-            self.0.remove(0)
+        fn resolve(&mut self, _candidate: &Candidate) -> Result<Resolution, SourceError> {
+            self.0.remove(0).map(|pin| Resolution { pin, release: None })
         }
     }
 

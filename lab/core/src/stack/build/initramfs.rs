@@ -190,9 +190,19 @@ pub fn build(
         Entry::file("bin/busybox", 0o755, busybox),
         Entry::file("init", 0o755, INIT_SCRIPT.as_bytes().to_vec()),
     ];
+    add_modules(&mut entries, release_dir, release, &order)?;
+
+    let output = staging.join("initrd.img");
+    write_cpio_gz(&entries, &output)?;
+    Ok(output)
+}
+
+/// Adds the modules `order` names (relative to `release_dir`), decompressed, with their
+/// directories, and the list `/init` loads them from, in that order.
+fn add_modules(entries: &mut Vec<Entry>, release_dir: &Path, release: &str, order: &[String]) -> anyhow::Result<()> {
     let mut list = String::new();
     let mut made_dirs = HashSet::new();
-    for relative in &order {
+    for relative in order {
         let (file_name, data) = load_module(&release_dir.join(relative))?;
         let parent = Path::new(relative).parent().map(|parent| parent.to_string_lossy().into_owned()).unwrap_or_default();
         let in_archive = format!("{release}/{parent}/{file_name}");
@@ -208,10 +218,7 @@ pub fn build(
         list.push('\n');
     }
     entries.push(Entry::file(MODULE_LIST, 0o644, list.into_bytes()));
-
-    let output = staging.join("initrd.img");
-    write_cpio_gz(&entries, &output)?;
-    Ok(output)
+    Ok(())
 }
 
 /// Writes a gzip'd newc archive; mtimes are 0 and inodes sequential, so equal inputs give equal bytes.

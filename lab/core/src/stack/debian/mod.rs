@@ -17,7 +17,7 @@ use crate::stack::cache::Cache;
 use crate::stack::recipe::ArchiveRecipe;
 use crate::sys::runner::CommandRunner;
 use crate::shell::StepProgress;
-use crate::stack::sources::{Candidate, Pin, Resolver, SourceError};
+use crate::stack::sources::{Candidate, Pin, Resolution, Resolver, SourceError};
 
 pub struct DebianResolver<'a> {
     pub cache: &'a Cache,
@@ -26,18 +26,17 @@ pub struct DebianResolver<'a> {
     pub runner: &'a CommandRunner,
     pub archive: &'a ArchiveRecipe,
     pub host_codename: String,
-    /// Set by a candidate with `parts`: the release its metapackage named.
-    pub release: Option<String>,
 }
 
 impl<'a> DebianResolver<'a> {
     pub fn new(cache: &'a Cache, runner: &'a CommandRunner, archive: &'a ArchiveRecipe) -> anyhow::Result<Self> {
-        Ok(DebianResolver { cache, progress: None, runner, archive, host_codename: apt::host_codename()?, release: None })
+        Ok(DebianResolver { cache, progress: None, runner, archive, host_codename: apt::host_codename()? })
     }
 }
 
 impl Resolver for DebianResolver<'_> {
-    fn resolve(&mut self, candidate: &Candidate) -> Result<Pin, SourceError> {
+    /// A candidate with `parts` answers with the release its metapackage named.
+    fn resolve(&mut self, candidate: &Candidate) -> Result<Resolution, SourceError> {
         let Candidate::Debian(debian) = candidate else {
             return Err(SourceError::Unsupported(format!("{candidate} (the distro stack takes Debian packages)")));
         };
@@ -52,7 +51,7 @@ impl Resolver for DebianResolver<'_> {
         if debian.parts.is_empty() {
             let pin = Pin::Debian { suite, packages: vec![apt.pin(&record)] };
             fetch(self.cache, self.runner, &pin, self.progress)?;
-            return Ok(pin);
+            return Ok(Resolution { pin, release: None });
         }
         let release = release_from_dependencies(&debian.package, &apt::dependency_names(&record.depends)).ok_or_else(|| {
             SourceError::Unavailable(format!(
@@ -68,8 +67,7 @@ impl Resolver for DebianResolver<'_> {
         let pin = Pin::Debian { suite, packages };
         // The archive lists more than it serves: a candidate answers only once its files are here.
         fetch(self.cache, self.runner, &pin, self.progress)?;
-        self.release = Some(release);
-        Ok(pin)
+        Ok(Resolution { pin, release: Some(release) })
     }
 }
 
