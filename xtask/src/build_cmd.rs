@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use cxl_lab_core::stack::distro::{self, StackOptions};
 use cxl_lab_core::stack::StackKind;
+use cxl_lab_core::Shell;
 
 use crate::Context;
 
@@ -36,19 +37,19 @@ impl BuildCommand {
         let timings = match self.target {
             BuildTarget::Kernel => {
                 let (kernel, timings) = distro::ensure_distro_kernel(paths, shell, &options)?;
-                print_kernel(&kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);
+                print_kernel(shell, &kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);
                 timings
             }
             BuildTarget::Rootfs => {
                 let (image, timings) = distro::ensure_distro_rootfs(paths, shell, &options)?;
-                println!("rootfs      {}", image.display());
+                shell.out(format!("rootfs      {}", image.display()));
                 timings
             }
             BuildTarget::All => {
                 let artifacts = distro::ensure_distro_stack(paths, shell, &options)?;
-                println!("qemu        {} ({})", artifacts.qemu.path.display(), artifacts.qemu.version);
-                print_kernel(&artifacts.kernel_release, &artifacts.kernel, &artifacts.initrd, &artifacts.modules_dir);
-                println!("rootfs      {}", artifacts.rootfs_image.display());
+                shell.out(format!("qemu        {} ({})", artifacts.qemu.path.display(), artifacts.qemu.version));
+                print_kernel(shell, &artifacts.kernel_release, &artifacts.kernel, &artifacts.initrd, &artifacts.modules_dir);
+                shell.out(format!("rootfs      {}", artifacts.rootfs_image.display()));
                 for note in &artifacts.source_notes {
                     shell.verbose(note);
                 }
@@ -65,8 +66,8 @@ impl BuildCommand {
     }
 }
 
-fn print_kernel(release: &str, kernel: &std::path::Path, initrd: &std::path::Path, modules: &std::path::Path) {
-    println!("kernel      {} ({release})", kernel.display());
-    println!("initrd      {}", initrd.display());
-    println!("modules     {}", modules.display());
+fn print_kernel(shell: &Shell, release: &str, kernel: &std::path::Path, initrd: &std::path::Path, modules: &std::path::Path) {
+    shell.out(format!("kernel      {} ({release})", kernel.display()));
+    shell.out(format!("initrd      {}", initrd.display()));
+    shell.out(format!("modules     {}", modules.display()));
 }

@@ -35,7 +35,7 @@ impl CacheCommand {
                     context.shell.status("Empty", cache.root.display());
                     return Ok(ExitCode::SUCCESS);
                 }
-                println!("{:<12} {:<13} {:>10} {:>8}  {}", "KIND", "KEY", "SIZE", "AGE", "IN USE");
+                context.shell.out(format!("{:<12} {:<13} {:>10} {:>8}  {}", "KIND", "KEY", "SIZE", "AGE", "IN USE"));
                 for entry in entries {
                     let (kind, key, size, age) = match &entry.manifest {
                         Some(manifest) => (
@@ -47,7 +47,7 @@ impl CacheCommand {
                         None => (entry.name.clone(), "?".into(), "?".into(), "?".into()),
                     };
                     let used = if referenced.contains(&entry.name) { "current" } else { "-" };
-                    println!("{kind:<12} {key:<13} {size:>10} {age:>8}  {used}");
+                    context.shell.out(format!("{kind:<12} {key:<13} {size:>10} {age:>8}  {used}"));
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -56,8 +56,8 @@ impl CacheCommand {
                 let damaged = report.iter().filter(|entry| entry.problem.is_some()).count();
                 for entry in &report {
                     match &entry.problem {
-                        None => println!("ok       {}", entry.name),
-                        Some(problem) => println!("DAMAGED  {}: {problem}", entry.name),
+                        None => context.shell.out(format!("ok       {}", entry.name)),
+                        Some(problem) => context.shell.out(format!("DAMAGED  {}: {problem}", entry.name)),
                     }
                 }
                 if damaged > 0 {

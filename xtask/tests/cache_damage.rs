@@ -11,7 +11,7 @@ mod scratch;
 
 use std::path::{Path, PathBuf};
 
-use cxl_lab_core::stack::debian::apt::sha256_file;
+use cxl_lab_core::stack::cache::sha256_file;
 use cxl_lab_core::prerequisites::{require, Prerequisite};
 use cxl_lab_core::shell::Shell;
 use cxl_lab_core::stack::distro::{self, StackOptions};

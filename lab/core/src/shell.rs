@@ -5,7 +5,8 @@
 //! On a terminal, long steps show an indicatif bar or spinner; otherwise (CI, pipes) each step
 //! prints plain start and finish lines, so logs stay readable.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -139,6 +140,18 @@ impl Shell {
     }
 }
 
+/// The last non-empty line of a log (its last 2 KiB), shortened for a spinner.
+fn last_line(log: &Path) -> Option<String> {
+    let mut file = std::fs::File::open(log).ok()?;
+    let length = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(length.saturating_sub(2048))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().rev().find(|line| !line.trim().is_empty())?;
+    Some(line.chars().take(70).collect())
+}
+
 /// With `-v`: an external command as it starts, `[step] $ command` (the runner's trace).
 pub fn trace_command(step: &str, shown: &str) {
     if VERBOSE.load(Ordering::Relaxed) {
@@ -174,6 +187,45 @@ impl StepProgress {
 
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Runs `work` while the step's spinner shows the last line of its log, so a long step
+    /// (minutes of debootstrap) shows what it is doing. Without a terminal this only runs `work`.
+    pub fn follow_log<T>(&self, log: &Path, work: impl FnOnce() -> T) -> T {
+        self.while_running(work, || {
+            if let Some(line) = last_line(log) {
+                self.set_message(line);
+            }
+        })
+    }
+
+    /// Runs `work` while the step shows how many of `total` bytes the `files` hold (downloads).
+    pub fn follow_growth<T>(&self, files: &[PathBuf], total: u64, work: impl FnOnce() -> T) -> T {
+        const MIB: u64 = 1024 * 1024;
+        self.while_running(work, || {
+            let arrived: u64 = files.iter().filter_map(|file| std::fs::metadata(file).ok()).map(|metadata| metadata.len()).sum();
+            self.set_position(arrived);
+            self.set_message(format!("{} of {} MiB", arrived / MIB, total.div_ceil(MIB)));
+        })
+    }
+
+    /// Runs `work`, calling `update` about four times a second on another thread until it ends.
+    fn while_running<T>(&self, work: impl FnOnce() -> T, update: impl Fn() + Sync) -> T {
+        if self.bar.is_none() {
+            return work();
+        }
+        let finished = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !finished.load(Ordering::Relaxed) {
+                    update();
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            });
+            let result = work();
+            finished.store(true, Ordering::Relaxed);
+            result
+        })
     }
 
     /// Ends the step with a finish line that says how long it took.

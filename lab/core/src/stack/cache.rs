@@ -413,7 +413,7 @@ impl Cache {
                 else {
                     continue;
                 };
-                let actual = crate::stack::debian::apt::sha256_file(&path)?;
+                let actual = sha256_file(&path)?;
                 let problem =
                     (!actual.starts_with(&expected)).then(|| format!("{}: sha256 {actual}, its name says {expected}…", path.display()));
                 report.push(VerifyEntry { name: format!("downloads/{name}"), problem });
@@ -718,6 +718,14 @@ fn remove_tree(path: &Path) -> anyhow::Result<()> {
 
 pub fn now_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+}
+
+/// The sha256 of a file's contents, in lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 #[cfg(test)]

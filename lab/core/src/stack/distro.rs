@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::stack::build::{self, initramfs, kernel, rootfs, rootfs_config};
+use crate::stack::build::{initramfs, kernel, rootfs, rootfs_config};
 use crate::stack::cache::{ArtifactKind, Cache, CacheKey, Lookup};
 use crate::stack::debian::{self, DebianResolver};
 use crate::stack::host;
@@ -475,7 +475,7 @@ impl<'a> Session<'a> {
                 let log = self.runner.log_path("debootstrap");
                 let inputs = json!({ "suite": rootfs.suite, "packages": rootfs.packages.len() });
                 let debs_cache = self.cache.root.join("debootstrap-debs");
-                let path = build::follow_log(&progress, &log, || {
+                let path = progress.follow_log(&log, || {
                     self.cache.get_or_build(ArtifactKind::RootfsTree, &tree_key, inputs, |staging| {
                         rootfs::build_tree(staging, rootfs, &recipe.recipe.archive, &debs_cache, &self.runner)
                     })

@@ -285,19 +285,11 @@ pub fn check_deb(path: &Path, pin: &DebPin) -> std::io::Result<DebFile> {
     if metadata.len() != pin.size {
         return Ok(DebFile::Damaged(format!("{} bytes, the pin says {}", metadata.len(), pin.size)));
     }
-    let sha256 = sha256_file(path)?;
+    let sha256 = crate::stack::cache::sha256_file(path)?;
     if !sha256.eq_ignore_ascii_case(&pin.sha256) {
         return Ok(DebFile::Damaged(format!("sha256 {sha256}, the pin says {}", pin.sha256)));
     }
     Ok(DebFile::Whole)
-}
-
-/// The sha256 of a file's contents, in lowercase hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher.finalize().iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
 /// Downloads `pin` into `dir` (kept there: a later call checks its size and sha256) and returns

@@ -152,7 +152,7 @@ pub fn fetch(
             .collect()
     };
     match progress {
-        Some(progress) => crate::stack::build::follow_growth(progress, &watched, total, download_all),
+        Some(progress) => progress.follow_growth(&watched, total, download_all),
         None => download_all(),
     }
 }
