@@ -123,13 +123,14 @@ fn bare_initramfs_boot(
     }
     let run_dir = MachineRunDir::new(scratch.join("run"));
     let memory_dir = scratch.join("memory");
-    cxl_lab_core::vm::backing::prepare_backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;
+    let backends = cxl_lab_core::render::backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;
+    cxl_lab_core::vm::backing::prepare_backend_files(&backends)?;
     let inputs = RenderInputs {
         qemu_binary: stack.qemu_binary.clone(),
         qemu_version: stack.qemu_version,
         run_dir: run_dir.clone(),
         memory_dir,
-        accel: cxl_lab_core::render::Accel::Tcg,
+        accel: cxl_lab_core::qemu::Accel::Tcg,
         paused: false,
         boot: Some(BootMedia {
             kernel: stack.kernel.clone(),

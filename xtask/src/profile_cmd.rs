@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 use cxl_lab_core::profile::{self, Profile};
-use cxl_lab_core::qemu::QemuVersion;
-use cxl_lab_core::render::{self, picture, Accel, RenderInputs};
+use cxl_lab_core::qemu::{Accel, QemuVersion};
+use cxl_lab_core::render::{self, picture, RenderInputs};
 use cxl_lab_core::lab::state::LabFiles;
 use cxl_lab_core::sys::runner::CommandRunner;
 

@@ -14,6 +14,7 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::lock::LabLock;
+use crate::qemu::Accel;
 use crate::stack::BootStack;
 use crate::layout::{LabPaths, MachineRunDir};
 use crate::sys::process::process_runs_program;
@@ -54,7 +55,7 @@ pub struct LaunchPlan {
     pub profile: String,
     pub profile_path: PathBuf,
     pub boot_stack: BootStack,
-    pub accel: String,
+    pub accel: Accel,
     pub accel_reason: String,
     pub detached: bool,
     pub machines: Vec<PlannedMachine>,

@@ -32,11 +32,14 @@ use crate::stack::{BootStack, StackKind};
 use crate::lab::state::{unix_millis, LabFiles, LabState, LaunchPlan, PlannedMachine};
 use crate::lab::LabContext;
 use crate::profile::Profile;
-use crate::render::{render_machine, BootMedia, RenderInputs};
+use crate::model::schema::AccelRequest;
+use crate::qemu::Accel;
+use crate::render::{backend_files, render_machine, BootMedia, RenderInputs};
 use crate::sys::process::{die_with_parent, pending_stop_signal, signal_process, stop_signals, wait_until_gone};
 use crate::sys::runner::{tail_of, CommandRunner};
 use crate::vm::accel::resolve_accel;
 use crate::vm::agent::GuestAgent;
+use crate::vm::backing::prepare_backend_files;
 use crate::vm::supervisor::SupervisorError;
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
@@ -171,7 +174,7 @@ fn start_lab(
     let first_host = topology.hosts.first().context("the profile has no host")?;
     let online_as_ram = topology.hosts.iter().any(|host| host.machine.online_cxl_as_ram);
     let accel_decision =
-        resolve_accel(first_host.machine.accel, online_as_ram, &boot_stack.qemu_binary, &context.paths.state.join("probe"));
+        resolve_accel(requested_accel(first_host.machine.accel), online_as_ram, &boot_stack.qemu_binary, &context.paths.state.join("probe"));
     shell.status("Accel", format!("{} ({})", accel_decision.accel, accel_decision.reason));
     stages.lap("accel");
 
@@ -181,7 +184,7 @@ fn start_lab(
     for (host_index, host) in topology.hosts.iter().enumerate() {
         let overlay = files.overlay(&host.name);
         ensure_overlay(&runner, &boot_stack, &overlay, options.fresh_disk)?;
-        crate::vm::backing::prepare_backend_files(topology, host, &memory_dir)?;
+        prepare_backend_files(&backend_files(topology, host, &memory_dir)?)?;
         let ssh_port = free_local_port()?;
         let run_dir = files.machine_run_dir(&host.name);
         let inputs = RenderInputs {
@@ -211,7 +214,7 @@ fn start_lab(
         profile: profile_name.to_owned(),
         profile_path: profile.path.clone(),
         boot_stack,
-        accel: accel_decision.accel.to_string(),
+        accel: accel_decision.accel,
         accel_reason: accel_decision.reason,
         detached: options.detach,
         machines,
@@ -257,6 +260,15 @@ fn start_lab(
         shell.status("Stopped", format!("lab `{}` ({status})", files.name));
     }
     Ok(UpReport { state, stages: stages.stages, tool_time_before_qemu, boot_to_ready, ssh_private_key: secrets.ssh_private_key.clone() })
+}
+
+/// The profile's accelerator request as `vm` takes it: `None` is `auto`.
+fn requested_accel(request: AccelRequest) -> Option<Accel> {
+    match request {
+        AccelRequest::Kvm => Some(Accel::Kvm),
+        AccelRequest::Tcg => Some(Accel::Tcg),
+        AccelRequest::Auto => None,
+    }
 }
 
 /// Tells the user how to use a ready lab.
