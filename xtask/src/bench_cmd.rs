@@ -115,12 +115,7 @@ fn bare_initramfs_boot(
     fs_create(&scratch)?;
     // The initramfs powers off before it looks for a root; the disk is there so the argv matches
     // the lab's exactly.
-    if !overlay.exists() {
-        runner.run(
-            "bench: bare overlay",
-            Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(&stack.rootfs_image).arg(&overlay),
-        )?;
-    }
+    cxl_lab_core::vm::disks::ensure_overlay(runner, &stack.qemu_binary, &stack.rootfs_image, &overlay, false)?;
     let run_dir = MachineRunDir::new(scratch.join("run"));
     let memory_dir = scratch.join("memory");
     let backends = cxl_lab_core::render::backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;

@@ -40,6 +40,7 @@ use crate::sys::runner::{tail_of, CommandRunner};
 use crate::vm::accel::resolve_accel;
 use crate::vm::agent::GuestAgent;
 use crate::vm::backing::prepare_backend_files;
+use crate::vm::disks::ensure_overlay;
 use crate::vm::supervisor::SupervisorError;
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
@@ -183,7 +184,7 @@ fn start_lab(
     let mut machines = Vec::new();
     for (host_index, host) in topology.hosts.iter().enumerate() {
         let overlay = files.overlay(&host.name);
-        ensure_overlay(&runner, &boot_stack, &overlay, options.fresh_disk)?;
+        ensure_overlay(&runner, &boot_stack.qemu_binary, &boot_stack.rootfs_image, &overlay, options.fresh_disk)?;
         prepare_backend_files(&backend_files(topology, host, &memory_dir)?)?;
         let ssh_port = free_local_port()?;
         let run_dir = files.machine_run_dir(&host.name);
@@ -292,46 +293,6 @@ pub fn print_how_to_reach(context: &LabContext, state: &LabState, ssh_key: &Path
     }
     shell.status("Try", format!("cargo xtask lab{lab_flag} exec -- cxl list -M"));
     shell.status("", format!("cargo xtask lab{lab_flag} ssh | qmp query-status | console --follow | down"));
-}
-
-/// Creates the host's qcow2 overlay over the base image, unless one over this very base exists.
-///
-/// The overlay records its base by path only, so a sidecar file remembers the base's size and
-/// modification time: a rebuilt base image (same path, new contents) gets a fresh overlay rather
-/// than one whose blocks no longer match.
-fn ensure_overlay(runner: &CommandRunner, stack: &BootStack, overlay: &Path, fresh: bool) -> anyhow::Result<()> {
-    let base = &stack.rootfs_image;
-    let base_metadata = fs::metadata(base).with_context(|| format!("the stack's root filesystem image {}", base.display()))?;
-    let modified = base_metadata.modified().map(unix_millis).unwrap_or_default();
-    let identity = format!("{}\n{}\n{}\n", base.display(), base_metadata.len(), modified);
-    let sidecar = overlay.with_extension("qcow2.base");
-    let current = std::fs::read_to_string(&sidecar).unwrap_or_default();
-    if !fresh && overlay.exists() && current == identity {
-        return Ok(());
-    }
-    if let Some(parent) = overlay.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let _ = std::fs::remove_file(overlay);
-    runner.run(
-        "create disk overlay",
-        Command::new(qemu_img_for(&stack.qemu_binary))
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(base)
-            .arg(overlay),
-    )?;
-    fs::write(&sidecar, identity)?;
-    Ok(())
-}
-
-/// The `qemu-img` of the same installation as the QEMU binary, else the one on `PATH`.
-fn qemu_img_for(qemu_binary: &Path) -> PathBuf {
-    let sibling = qemu_binary.with_file_name("qemu-img");
-    if qemu_binary.is_absolute() && sibling.exists() {
-        sibling
-    } else {
-        PathBuf::from("qemu-img")
-    }
 }
 
 /// A TCP port free on 127.0.0.1 right now. QEMU binds it moments later; if something else takes

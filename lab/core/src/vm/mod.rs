@@ -4,5 +4,6 @@
 pub mod accel;
 pub mod agent;
 pub mod backing;
+pub mod disks;
 pub mod qmp;
 pub mod supervisor;
