@@ -18,6 +18,7 @@ use crate::qemu::Accel;
 use crate::stack::BootStack;
 use crate::layout::{LabPaths, MachineRunDir};
 use crate::sys::process::process_runs_program;
+use crate::vm::machine::MachineProcess;
 use crate::vm::supervisor::remove_runtime_files;
 
 /// The lab used when none is named.
@@ -81,8 +82,13 @@ impl MachineState {
         MachineRunDir::new(&self.run_dir)
     }
 
+    /// Its QEMU, to wait for and stop (the supervisor owns and reaps it).
+    pub fn process(&self) -> MachineProcess {
+        MachineProcess { name: self.host.clone(), pid: self.qemu_pid, program: self.qemu_binary.clone(), run_dir: self.run_dir() }
+    }
+
     pub fn qemu_runs(&self) -> bool {
-        process_runs_program(self.qemu_pid, &self.qemu_binary.to_string_lossy())
+        self.process().runs()
     }
 }
 

@@ -38,7 +38,6 @@ use crate::render::{backend_files, render_machine, BootMedia, RenderInputs};
 use crate::sys::process::{die_with_parent, pending_stop_signal, signal_process, stop_signals, wait_until_gone};
 use crate::sys::runner::{tail_of, CommandRunner};
 use crate::vm::accel::resolve_accel;
-use crate::vm::agent::GuestAgent;
 use crate::vm::backing::prepare_backend_files;
 use crate::vm::disks::ensure_overlay;
 use crate::vm::supervisor::SupervisorError;
@@ -399,25 +398,20 @@ fn wait_until_ready_and_configure(
 ) -> anyhow::Result<()> {
     for machine in &state.machines {
         progress.set_message(format!("waiting for the guest agent of `{}`", machine.host));
-        let run_dir = machine.run_dir();
+        let qemu = machine.process();
+        // QEMU is the supervisor's child: it is alive while the supervisor and its process run.
         let check_alive = || -> Result<(), SupervisorError> {
             if let Some(signal) = pending_stop_signal() {
                 return Err(SupervisorError::Interrupted { signal: signal.to_string() });
             }
             let supervisor_status = supervisor.try_wait().ok().flatten();
-            if supervisor_status.is_some() || !machine.qemu_runs() {
+            if supervisor_status.is_some() || !qemu.runs() {
                 let status = supervisor_status.map(|status| format!("its supervisor ended ({status})")).unwrap_or_else(|| "its process is gone".to_owned());
-                return Err(SupervisorError::exited(&machine.host, &run_dir, &status, "during boot"));
+                return Err(qemu.exited_error(&status, "during boot"));
             }
             Ok(())
         };
-        let mut agent = match GuestAgent::wait_until_ready(&machine.agent_socket, timeout, check_alive) {
-            Ok(agent) => agent,
-            Err(SupervisorError::Agent(error)) => {
-                return Err(SupervisorError::not_ready(&machine.host, &run_dir, "guest agent", timeout, error.to_string()).into())
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let mut agent = qemu.wait_for_agent(timeout, check_alive)?;
         progress.set_message(format!("setting root's password and SSH key on `{}`", machine.host));
         agent.set_user_password("root", &secrets.root_password).context("setting root's password through the guest agent")?;
         agent

@@ -5,5 +5,6 @@ pub mod accel;
 pub mod agent;
 pub mod backing;
 pub mod disks;
+pub mod machine;
 pub mod qmp;
 pub mod supervisor;
