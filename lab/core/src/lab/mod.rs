@@ -5,6 +5,7 @@
 
 pub mod control;
 pub mod lock;
+pub mod plan;
 pub mod secrets;
 pub mod state;
 pub mod supervise;

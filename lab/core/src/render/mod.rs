@@ -40,6 +40,23 @@ pub struct RenderInputs {
     pub boot: Option<BootMedia>,
 }
 
+impl RenderInputs {
+    /// The inputs of one machine of a lab, started running: its QEMU, its run directory, the
+    /// lab's memory directory, the accelerator, and what it boots (`None`: no guest, as
+    /// `profile render` shows it). The one way the tool builds them, so every caller renders the
+    /// same machine a lab runs.
+    pub fn new(
+        qemu_binary: &Path,
+        qemu_version: QemuVersion,
+        run_dir: MachineRunDir,
+        memory_dir: &Path,
+        accel: Accel,
+        boot: Option<BootMedia>,
+    ) -> RenderInputs {
+        RenderInputs { qemu_binary: qemu_binary.to_path_buf(), qemu_version, run_dir, memory_dir: memory_dir.to_path_buf(), accel, paused: false, boot }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct BootMedia {
     pub kernel: PathBuf,
