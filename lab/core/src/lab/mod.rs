@@ -3,6 +3,7 @@
 //! files live in `<state>/labs/<name>/` ([`state::LabFiles`]), its QEMUs are owned by one
 //! supervisor process ([`supervise`]), and one `lab up` at a time holds it ([`lock`]).
 
+pub mod bench;
 pub mod control;
 pub mod lock;
 pub mod plan;
