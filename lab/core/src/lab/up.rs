@@ -3,13 +3,14 @@
 //! The stages, in order: take the lab's lock ([`crate::lab::lock`]; refuse at once, naming the
 //! holder, if another command has the lab) and remove a dead run's stale state; load the profile;
 //! ensure the stack (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed,
-//! cached per host boot); one qcow2 overlay of the base image per host; a free 127.0.0.1 port for
-//! SSH; the memory backend files; the argv of each host; then the supervisor process starts QEMU,
-//! and this process waits for each guest agent (at most `--boot-timeout`), sets the root password
-//! and SSH key through it, and says how to reach the lab.
+//! cached per host boot); a free 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
+//! pure: each host's argv and the launch plan); one qcow2 overlay of the base image per host and
+//! the memory backend files; then the supervisor process starts QEMU, and this process waits for
+//! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it,
+//! and says how to reach the lab.
 //!
 //! Nothing outlives a `lab up` that fails or is killed before the lab is ready: build steps die
-//! with it (`runner`), and the supervisor, which holds the lab's lock with it, gets SIGTERM from
+//! with it ([`crate::sys::runner`]), and the supervisor, which holds the lab's lock with it, gets SIGTERM from
 //! the kernel when it dies and stops the lab. A detached lab's supervisor is released from that
 //! only once every guest answered ([`hand_over`]).
 //!
