@@ -38,6 +38,11 @@ impl MachineProcess {
         SupervisorError::exited(&self.name, &self.run_dir, status, during)
     }
 
+    /// `what` (QMP, the guest agent) did not answer within `timeout`; quotes the serial log's tail.
+    pub fn not_ready_error(&self, what: &str, timeout: Duration, detail: String) -> SupervisorError {
+        SupervisorError::not_ready(&self.name, &self.run_dir, what, timeout, detail)
+    }
+
     /// Waits until the guest agent answers `guest-ping`: the machine is ready. `check_alive` runs
     /// between attempts and ends the wait with its error (QEMU died, the user interrupted); an
     /// agent that never answers is a not-ready error quoting the serial log.
@@ -47,9 +52,7 @@ impl MachineProcess {
         check_alive: impl FnMut() -> Result<(), SupervisorError>,
     ) -> Result<GuestAgent, SupervisorError> {
         match GuestAgent::wait_until_ready(&self.run_dir.agent_socket(), timeout, check_alive) {
-            Err(SupervisorError::Agent(error)) => {
-                Err(SupervisorError::not_ready(&self.name, &self.run_dir, "guest agent", timeout, error.to_string()))
-            }
+            Err(SupervisorError::Agent(error)) => Err(self.not_ready_error("guest agent", timeout, error.to_string())),
             other => other,
         }
     }

@@ -247,9 +247,7 @@ impl RunningMachine {
             self.check_running("before its QMP socket answered")?;
             match QmpClient::connect(&socket) {
                 Ok(client) => return Ok(client),
-                Err(error) if Instant::now() >= deadline => {
-                    return Err(SupervisorError::not_ready(&self.spec.name, &self.spec.run_dir, "QMP", timeout, error.to_string()))
-                }
+                Err(error) if Instant::now() >= deadline => return Err(self.process.not_ready_error("QMP", timeout, error.to_string())),
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
