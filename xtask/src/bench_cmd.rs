@@ -10,19 +10,15 @@
 //!   prints a marker and powers off): QEMU's spawn to the marker on the serial console;
 //! - `lab switch switch`, wall clock, then `lab down`.
 
-use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Subcommand;
-use cxl_lab_core::stack::build::initramfs::BARE_READY_MARKER;
+use cxl_lab_core::lab::bench::bare_initramfs_boot;
 use cxl_lab_core::lab::state::{unix_millis, LabFiles};
 use cxl_lab_core::stack::StackKind;
-use cxl_lab_core::layout::MachineRunDir;
-use cxl_lab_core::render::{render_machine, BootMedia, RenderInputs};
 use cxl_lab_core::sys::runner::CommandRunner;
-use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
 
 use crate::Context;
 
@@ -78,7 +74,7 @@ impl BenchCommand {
             let tool_before_qemu = Duration::from_millis(spawned.saturating_sub(unix_millis(before_up)));
             let boot_to_agent = up_wall.saturating_sub(tool_before_qemu);
 
-            let bare_boot = bare_initramfs_boot(context, &runner, &stack, &files)?;
+            let bare_boot = bare_initramfs_boot(&context.paths, &runner, &stack, &files)?;
 
             let switch_started = Instant::now();
             runner.run("bench: lab switch", &mut lab(&["switch", "switch"]))?;
@@ -99,66 +95,6 @@ impl BenchCommand {
         print_table(&results);
         Ok(ExitCode::SUCCESS)
     }
-}
-
-/// Boots the seed topology with the stack's kernel and initramfs in bare mode; returns QEMU's
-/// spawn to the initramfs's ready marker.
-fn bare_initramfs_boot(
-    context: &Context,
-    runner: &CommandRunner,
-    stack: &cxl_lab_core::stack::BootStack,
-    files: &LabFiles,
-) -> anyhow::Result<Duration> {
-    let profile = cxl_lab_core::profile::load(&context.paths, cxl_lab_core::profile::DEFAULT_PROFILE)?;
-    let scratch = files.dir.join("bare");
-    let overlay = scratch.join("unused-root.qcow2");
-    fs_create(&scratch)?;
-    // The initramfs powers off before it looks for a root; the disk is there so the argv matches
-    // the lab's exactly.
-    if !overlay.exists() {
-        runner.run(
-            "bench: bare overlay",
-            Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(&stack.rootfs_image).arg(&overlay),
-        )?;
-    }
-    let run_dir = MachineRunDir::new(scratch.join("run"));
-    let memory_dir = scratch.join("memory");
-    cxl_lab_core::vm::backing::prepare_backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?;
-    let inputs = RenderInputs {
-        qemu_binary: stack.qemu_binary.clone(),
-        qemu_version: stack.qemu_version,
-        run_dir: run_dir.clone(),
-        memory_dir,
-        accel: cxl_lab_core::render::Accel::Tcg,
-        paused: false,
-        boot: Some(BootMedia {
-            kernel: stack.kernel.clone(),
-            initrd: stack.initrd.clone(),
-            rootfs_overlay: overlay,
-            modules_dir: stack.modules_dir.clone(),
-            data_dir: files.data_dir(),
-            ssh_port: None,
-            extra_cmdline: vec!["cxllab.bare=1".to_owned()],
-        }),
-    };
-    let argv = render_machine(&profile, 0, &inputs)?.argv;
-    let spec = MachineSpec { name: "bare".to_owned(), argv, run_dir: run_dir.clone() };
-    let started = Instant::now();
-    let mut machine = RunningMachine::spawn(&spec)?;
-    let deadline = started + Duration::from_secs(300);
-    while Instant::now() < deadline {
-        let serial = std::fs::read(run_dir.serial_log()).unwrap_or_default();
-        if String::from_utf8_lossy(&serial).contains(BARE_READY_MARKER) {
-            return Ok(started.elapsed());
-        }
-        machine.check_running("before the bare initramfs was ready")?;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("the bare initramfs did not print `{BARE_READY_MARKER}` within 300 s; see {}", run_dir.serial_log().display())
-}
-
-fn fs_create(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -107,47 +107,9 @@ impl LabArgs {
         let lab_context = lab_context(context, &self.lab)?;
         let context = &lab_context;
         match self.command {
-            LabCommand::Up { profile, stack, detach, boot } => {
-                let options = up_options(profile, stack, detach, &boot);
-                let report = up::up(context, &options)?;
-                if detach {
-                    up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
-                }
-                print_timings(context, &report);
-                Ok(ExitCode::SUCCESS)
-            }
-            LabCommand::Status => {
-                let Some(status) = control::status(context)? else {
-                    println!("lab `{}`: not running", context.files.name);
-                    return Ok(ExitCode::from(3));
-                };
-                let plan = &status.state.plan;
-                println!("lab `{}`: profile `{}` ({}), {} stack", plan.lab, plan.profile, plan.profile_path.display(), plan.boot_stack.stack);
-                println!("  accel: {} ({})", plan.accel, plan.accel_reason);
-                println!("  kernel: {} ({})", plan.boot_stack.kernel.display(), plan.boot_stack.kernel_release);
-                println!("  supervisor: pid {}{}", status.state.supervisor_pid, if plan.detached { ", detached" } else { ", attached" });
-                for machine in &status.machines {
-                    let vm = match &machine.vm_status {
-                        Ok(vm) => vm.status.clone(),
-                        Err(error) => format!("QMP unreachable: {error}"),
-                    };
-                    let agent = if machine.agent_answers { "answers" } else { "not answering" };
-                    let ssh = machine.ssh_port.map(|port| format!(", ssh 127.0.0.1:{port}")).unwrap_or_default();
-                    println!("  {}: QEMU pid {} ({}), guest agent {agent}{ssh}", machine.host, machine.qemu_pid, vm);
-                    println!("    run dir: {}", machine.run_dir.display());
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            LabCommand::Exec { host, timeout, command } => {
-                let output = control::exec(context, host.as_deref(), &command, Duration::from_secs(timeout))?;
-                std::io::stdout().write_all(&output.stdout)?;
-                std::io::stdout().flush()?;
-                std::io::stderr().write_all(&output.stderr)?;
-                if output.output_truncated {
-                    context.shell.warn("the guest agent cut the command's output short (it keeps at most 16 MiB)");
-                }
-                Ok(ExitCode::from(control::exit_code_of(&output).clamp(0, 255) as u8))
-            }
+            LabCommand::Up { profile, stack, detach, boot } => run_up(context, &up_options(profile, stack, detach, &boot)),
+            LabCommand::Status => print_status(context),
+            LabCommand::Exec { host, timeout, command } => run_exec(context, host.as_deref(), &command, timeout),
             LabCommand::Cp { source, destination } => {
                 let bytes = control::copy(context, &source, &destination)?;
                 context.shell.status("Copied", format!("{source} -> {destination} ({bytes} bytes)"));
@@ -157,41 +119,92 @@ impl LabArgs {
                 control::console(context, host.as_deref(), follow, &mut std::io::stdout().lock())?;
                 Ok(ExitCode::SUCCESS)
             }
-            LabCommand::Ssh { host, arguments } => {
-                let ssh_key = cxl_lab_core::lab::secrets::ensure_lab_secrets(&context.files.dir)?.ssh_private_key;
-                let mut command = control::ssh_command(context, host.as_deref(), &ssh_key, &arguments)?;
-                context.shell.verbose(format!("$ {}", cxl_lab_core::sys::runner::display_command(&command)));
-                // Interactive: hand the terminal to ssh by becoming it.
-                let error = std::os::unix::process::CommandExt::exec(&mut command);
-                Err(anyhow::anyhow!("cannot run ssh: {error}"))
-            }
+            LabCommand::Ssh { host, arguments } => run_ssh(context, host.as_deref(), &arguments),
             LabCommand::Qmp { host, command, arguments } => {
                 let reply = control::qmp(context, host.as_deref(), &command, arguments.as_deref())?;
                 println!("{}", serde_json::to_string_pretty(&reply)?);
                 Ok(ExitCode::SUCCESS)
             }
-            LabCommand::Switch { profile, boot } => {
-                let options = up_options(profile.clone(), StackKind::Distro, true, &boot);
-                let (down_report, report) = up::switch(context, &profile, &options)?;
-                context.shell.status("Switched", format!("lab `{}`: `{}` -> `{profile}`", context.files.name, down_report.profile));
-                up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
-                print_timings(context, &report);
-                Ok(ExitCode::SUCCESS)
-            }
-            LabCommand::Down => {
-                let report = control::down(context)?;
-                if !report.killed.is_empty() {
-                    context.shell.warn(format!("had to kill QEMU of {}", report.killed.join(", ")));
-                }
-                context.shell.status("Stopped", format!("lab `{}` (profile `{}`)", context.files.name, report.profile));
-                Ok(ExitCode::SUCCESS)
-            }
+            LabCommand::Switch { profile, boot } => run_switch(context, &profile, &boot),
+            LabCommand::Down => run_down(context),
             LabCommand::Supervise => {
                 supervise::run_supervisor(&context.paths, &context.files.name)?;
                 Ok(ExitCode::SUCCESS)
             }
         }
     }
+}
+
+fn run_up(context: &LabContext, options: &UpOptions) -> anyhow::Result<ExitCode> {
+    let report = up::up(context, options)?;
+    if options.detach {
+        up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
+    }
+    print_timings(context, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lab status`: exit code 3 when no lab runs.
+fn print_status(context: &LabContext) -> anyhow::Result<ExitCode> {
+    let Some(status) = control::status(context)? else {
+        println!("lab `{}`: not running", context.files.name);
+        return Ok(ExitCode::from(3));
+    };
+    let plan = &status.state.plan;
+    println!("lab `{}`: profile `{}` ({}), {} stack", plan.lab, plan.profile, plan.profile_path.display(), plan.boot_stack.stack);
+    println!("  accel: {} ({})", plan.accel, plan.accel_reason);
+    println!("  kernel: {} ({})", plan.boot_stack.kernel.display(), plan.boot_stack.kernel_release);
+    println!("  supervisor: pid {}{}", status.state.supervisor_pid, if plan.detached { ", detached" } else { ", attached" });
+    for machine in &status.machines {
+        let vm = match &machine.vm_status {
+            Ok(vm) => vm.status.clone(),
+            Err(error) => format!("QMP unreachable: {error}"),
+        };
+        let agent = if machine.agent_answers { "answers" } else { "not answering" };
+        let ssh = machine.ssh_port.map(|port| format!(", ssh 127.0.0.1:{port}")).unwrap_or_default();
+        println!("  {}: QEMU pid {} ({}), guest agent {agent}{ssh}", machine.host, machine.qemu_pid, vm);
+        println!("    run dir: {}", machine.run_dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lab exec`: the guest command's output and exit code become ours.
+fn run_exec(context: &LabContext, host: Option<&str>, command: &[String], timeout: u64) -> anyhow::Result<ExitCode> {
+    let output = control::exec(context, host, command, Duration::from_secs(timeout))?;
+    std::io::stdout().write_all(&output.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&output.stderr)?;
+    if output.output_truncated {
+        context.shell.warn("the guest agent cut the command's output short (it keeps at most 16 MiB)");
+    }
+    Ok(ExitCode::from(control::exit_code_of(&output).clamp(0, 255) as u8))
+}
+
+fn run_ssh(context: &LabContext, host: Option<&str>, arguments: &[String]) -> anyhow::Result<ExitCode> {
+    let ssh_key = cxl_lab_core::lab::secrets::ensure_lab_secrets(&context.files.dir)?.ssh_private_key;
+    let mut command = control::ssh_command(context, host, &ssh_key, arguments)?;
+    context.shell.verbose(format!("$ {}", cxl_lab_core::sys::runner::display_command(&command)));
+    // Interactive: hand the terminal to ssh by becoming it.
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
+    Err(anyhow::anyhow!("cannot run ssh: {error}"))
+}
+
+fn run_switch(context: &LabContext, profile: &str, boot: &BootArgs) -> anyhow::Result<ExitCode> {
+    let options = up_options(profile.to_owned(), StackKind::Distro, true, boot);
+    let (down_report, report) = up::switch(context, profile, &options)?;
+    context.shell.status("Switched", format!("lab `{}`: `{}` -> `{profile}`", context.files.name, down_report.profile));
+    up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
+    print_timings(context, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_down(context: &LabContext) -> anyhow::Result<ExitCode> {
+    let report = control::down(context)?;
+    if !report.killed.is_empty() {
+        context.shell.warn(format!("had to kill QEMU of {}", report.killed.join(", ")));
+    }
+    context.shell.status("Stopped", format!("lab `{}` (profile `{}`)", context.files.name, report.profile));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A lab's name names its state directory: a plain word, never a path.

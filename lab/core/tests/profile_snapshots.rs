@@ -10,8 +10,8 @@ use cxl_lab_core::model::validate::id_wellformed;
 use cxl_lab_core::model::{Host, Topology};
 use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::profile::load_topology;
-use cxl_lab_core::qemu::QemuVersion;
-use cxl_lab_core::render::{picture, render_with_templates, Accel, BootMedia, RenderInputs};
+use cxl_lab_core::qemu::{Accel, QemuVersion};
+use cxl_lab_core::render::{picture, render_with_templates, BootMedia, RenderInputs};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

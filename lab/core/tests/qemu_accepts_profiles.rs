@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cxl_lab_core::vm::backing::prepare_backend_files;
 use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
 use cxl_lab_core::profile::load_topology;
-use cxl_lab_core::render::{render_with_templates, Accel, RenderInputs};
+use cxl_lab_core::qemu::Accel;
+use cxl_lab_core::render::{backend_files, render_with_templates, RenderInputs};
 use cxl_lab_core::sys::runner::CommandRunner;
+use cxl_lab_core::vm::backing::prepare_backend_files;
 use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
 
 fn workspace() -> PathBuf {
@@ -40,7 +41,7 @@ fn qemu_starts_every_shipped_profile_paused() {
         let memory_dir = lab.path().join("memory");
         for (index, host) in topology.hosts.iter().enumerate() {
             let run_dir = MachineRunDir::new(lab.path().join("run").join(&host.name));
-            prepare_backend_files(&topology, host, &memory_dir).unwrap();
+            prepare_backend_files(&backend_files(&topology, host, &memory_dir).unwrap()).unwrap();
             let inputs = RenderInputs {
                 qemu_binary: PathBuf::from(&qemu),
                 qemu_version: version,

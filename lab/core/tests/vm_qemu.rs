@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
-use cxl_lab_core::model::schema::AccelRequest;
-use cxl_lab_core::render::Accel;
+use cxl_lab_core::qemu::Accel;
 use cxl_lab_core::vm::accel::resolve_accel;
 use cxl_lab_core::vm::qmp::QmpError;
 use cxl_lab_core::sys::process::{process_runs_program, wait_until_gone};
@@ -173,12 +172,12 @@ fn accel_auto_picks_tcg_on_this_host() {
     // closed to us, or hangs. On a host where KVM works, set CXL_LAB_TEST_KVM_WORKS=1.
     let kvm_expected = std::env::var_os("CXL_LAB_TEST_KVM_WORKS").is_some();
     let probe_dir = tempfile::tempdir().unwrap();
-    let decision = resolve_accel(AccelRequest::Auto, false, Path::new(&test_qemu()), probe_dir.path());
+    let decision = resolve_accel(None, false, Path::new(&test_qemu()), probe_dir.path());
     let expected = if kvm_expected { Accel::Kvm } else { Accel::Tcg };
     assert_eq!(decision.accel, expected, "{}", decision.reason);
     assert!(!decision.reason.is_empty());
     // The second decision comes from the per-boot cache and agrees.
-    let cached = resolve_accel(AccelRequest::Auto, false, Path::new(&test_qemu()), probe_dir.path());
+    let cached = resolve_accel(None, false, Path::new(&test_qemu()), probe_dir.path());
     assert_eq!(cached.accel, decision.accel);
     assert!(cached.reason.contains("probed earlier"), "{}", cached.reason);
 }

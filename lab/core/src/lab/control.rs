@@ -18,6 +18,7 @@ use crate::lab::LabContext;
 use crate::vm::agent::{GuestAgent, GuestExecOutput};
 use crate::vm::qmp::{QmpClient, VmRunStatus};
 use crate::sys::process::{signal_process, wait_until_gone};
+use crate::vm::machine::MachineProcess;
 use crate::vm::supervisor::remove_runtime_files;
 
 /// How long a command waits for the guest agent to accept it. The agent serves one client at a
@@ -250,19 +251,18 @@ pub fn down(context: &LabContext) -> anyhow::Result<DownReport> {
     let files = &context.files;
     let state = files.require_running()?;
     let mut report = DownReport { profile: state.plan.profile.clone(), synced: Vec::new(), killed: Vec::new() };
-    for machine in &state.machines {
+    let machines: Vec<MachineProcess> = state.machines.iter().map(MachineState::process).collect();
+    // Every guest syncs and every QEMU is asked to quit before any is waited for: they shut down
+    // side by side.
+    for (machine, process) in state.machines.iter().zip(&machines) {
         if sync_guest(machine) {
             report.synced.push(machine.host.clone());
         }
-        if let Ok(mut qmp) = QmpClient::connect(&machine.qmp_socket) {
-            qmp.set_command_timeout(Duration::from_secs(5));
-            let _ = qmp.quit();
-        }
+        process.request_quit(Duration::from_secs(5));
     }
-    for machine in &state.machines {
-        if !wait_until_gone(Duration::from_secs(10), || machine.qemu_runs()) {
-            signal_process(machine.qemu_pid, Signal::SIGKILL);
-            report.killed.push(machine.host.clone());
+    for process in &machines {
+        if process.wait_or_kill(Duration::from_secs(10)) {
+            report.killed.push(process.name.clone());
         }
     }
     // The supervisor sees its QEMUs exit and ends by itself; the signal covers one that is busy.
@@ -272,11 +272,11 @@ pub fn down(context: &LabContext) -> anyhow::Result<DownReport> {
             signal_process(state.supervisor_pid, Signal::SIGKILL);
         }
     }
-    for machine in &state.machines {
-        if !wait_until_gone(Duration::from_secs(5), || machine.qemu_runs()) {
-            bail!("QEMU {} of `{}` is still running after SIGKILL", machine.qemu_pid, machine.host);
+    for process in &machines {
+        if !wait_until_gone(Duration::from_secs(5), || process.runs()) {
+            bail!("QEMU {} of `{}` is still running after SIGKILL", process.pid, process.name);
         }
-        remove_runtime_files(&machine.run_dir());
+        remove_runtime_files(&process.run_dir);
     }
     // The supervisor removed the state files as it ended; if it had to be killed, they are ours to
     // remove, under the lab's lock (a `lab up` that has since taken the lab owns what is there).

@@ -3,8 +3,10 @@
 //! files live in `<state>/labs/<name>/` ([`state::LabFiles`]), its QEMUs are owned by one
 //! supervisor process ([`supervise`]), and one `lab up` at a time holds it ([`lock`]).
 
+pub mod bench;
 pub mod control;
 pub mod lock;
+pub mod plan;
 pub mod secrets;
 pub mod state;
 pub mod supervise;

@@ -14,9 +14,11 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::lock::LabLock;
+use crate::qemu::Accel;
 use crate::stack::BootStack;
 use crate::layout::{LabPaths, MachineRunDir};
 use crate::sys::process::process_runs_program;
+use crate::vm::machine::MachineProcess;
 use crate::vm::supervisor::remove_runtime_files;
 
 /// The lab used when none is named.
@@ -54,7 +56,7 @@ pub struct LaunchPlan {
     pub profile: String,
     pub profile_path: PathBuf,
     pub boot_stack: BootStack,
-    pub accel: String,
+    pub accel: Accel,
     pub accel_reason: String,
     pub detached: bool,
     pub machines: Vec<PlannedMachine>,
@@ -80,8 +82,13 @@ impl MachineState {
         MachineRunDir::new(&self.run_dir)
     }
 
+    /// Its QEMU, to wait for and stop (the supervisor owns and reaps it).
+    pub fn process(&self) -> MachineProcess {
+        MachineProcess { name: self.host.clone(), pid: self.qemu_pid, program: self.qemu_binary.clone(), run_dir: self.run_dir() }
+    }
+
     pub fn qemu_runs(&self) -> bool {
-        process_runs_program(self.qemu_pid, &self.qemu_binary.to_string_lossy())
+        self.process().runs()
     }
 }
 

@@ -3,13 +3,14 @@
 //! The stages, in order: take the lab's lock ([`crate::lab::lock`]; refuse at once, naming the
 //! holder, if another command has the lab) and remove a dead run's stale state; load the profile;
 //! ensure the stack (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed,
-//! cached per host boot); one qcow2 overlay of the base image per host; a free 127.0.0.1 port for
-//! SSH; the memory backend files; the argv of each host; then the supervisor process starts QEMU,
-//! and this process waits for each guest agent (at most `--boot-timeout`), sets the root password
-//! and SSH key through it, and says how to reach the lab.
+//! cached per host boot); a free 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
+//! pure: each host's argv and the launch plan); one qcow2 overlay of the base image per host and
+//! the memory backend files; then the supervisor process starts QEMU, and this process waits for
+//! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it,
+//! and says how to reach the lab.
 //!
 //! Nothing outlives a `lab up` that fails or is killed before the lab is ready: build steps die
-//! with it (`runner`), and the supervisor, which holds the lab's lock with it, gets SIGTERM from
+//! with it ([`crate::sys::runner`]), and the supervisor, which holds the lab's lock with it, gets SIGTERM from
 //! the kernel when it dies and stops the lab. A detached lab's supervisor is released from that
 //! only once every guest answered ([`hand_over`]).
 //!
@@ -28,15 +29,18 @@ use nix::sys::signal::Signal;
 
 use crate::lab::control::{down, DownReport};
 use crate::lab::lock::{LabLock, LabLockError, SUPERVISOR_ROLE};
-use crate::stack::{BootStack, StackKind};
-use crate::lab::state::{unix_millis, LabFiles, LabState, LaunchPlan, PlannedMachine};
+use crate::lab::plan::{accel_request, plan_lab, LabPlan, PlanRequest};
+use crate::lab::secrets::LabSecrets;
+use crate::lab::state::{unix_millis, LabFiles, LabState, LaunchPlan};
 use crate::lab::LabContext;
+use crate::model::Topology;
 use crate::profile::Profile;
-use crate::render::{render_machine, BootMedia, RenderInputs};
+use crate::stack::{BootStack, StackKind};
 use crate::sys::process::{die_with_parent, pending_stop_signal, signal_process, stop_signals, wait_until_gone};
 use crate::sys::runner::{tail_of, CommandRunner};
-use crate::vm::accel::resolve_accel;
-use crate::vm::agent::GuestAgent;
+use crate::vm::accel::{resolve_accel, AccelDecision};
+use crate::vm::backing::prepare_backend_files;
+use crate::vm::disks::ensure_overlay;
 use crate::vm::supervisor::SupervisorError;
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
@@ -150,7 +154,7 @@ fn lab_flag(context: &LabContext) -> String {
     }
 }
 
-/// The stages after the stack: secrets, accelerator, disks, ports, render, spawn, ready.
+/// The stages after the stack: secrets, accelerator, ports, plan, disks, then [`launch`].
 fn start_lab(
     context: &LabContext,
     lock: &LabLock,
@@ -160,64 +164,60 @@ fn start_lab(
     options: &UpOptions,
     mut stages: StageClock,
 ) -> anyhow::Result<UpReport> {
-    let shell = &context.shell;
     let files = &context.files;
-    let topology = &profile.topology;
-    let runner = CommandRunner::new(files.logs_dir());
-
     let secrets = crate::lab::secrets::ensure_lab_secrets(&files.dir)?;
     stages.lap("secrets");
-
-    let first_host = topology.hosts.first().context("the profile has no host")?;
-    let online_as_ram = topology.hosts.iter().any(|host| host.machine.online_cxl_as_ram);
-    let accel_decision =
-        resolve_accel(first_host.machine.accel, online_as_ram, &boot_stack.qemu_binary, &context.paths.state.join("probe"));
-    shell.status("Accel", format!("{} ({})", accel_decision.accel, accel_decision.reason));
+    let accel = decide_accel(context, &profile.topology, &boot_stack)?;
     stages.lap("accel");
 
-    let memory_dir = files.memory_dir();
-    fs::create_dir_all(files.data_dir())?;
-    let mut machines = Vec::new();
-    for (host_index, host) in topology.hosts.iter().enumerate() {
-        let overlay = files.overlay(&host.name);
-        ensure_overlay(&runner, &boot_stack, &overlay, options.fresh_disk)?;
-        crate::vm::backing::prepare_backend_files(topology, host, &memory_dir)?;
-        let ssh_port = free_local_port()?;
-        let run_dir = files.machine_run_dir(&host.name);
-        let inputs = RenderInputs {
-            qemu_binary: boot_stack.qemu_binary.clone(),
-            qemu_version: boot_stack.qemu_version,
-            run_dir: run_dir.clone(),
-            memory_dir: memory_dir.clone(),
-            accel: accel_decision.accel,
-            paused: false,
-            boot: Some(BootMedia {
-                kernel: boot_stack.kernel.clone(),
-                initrd: boot_stack.initrd.clone(),
-                rootfs_overlay: overlay.clone(),
-                modules_dir: boot_stack.modules_dir.clone(),
-                data_dir: files.data_dir(),
-                ssh_port: Some(ssh_port),
-                extra_cmdline: options.extra_cmdline.clone(),
-            }),
-        };
-        let rendered = render_machine(profile, host_index, &inputs)?;
-        machines.push(PlannedMachine { host: host.name.clone(), argv: rendered.argv, run_dir: run_dir.dir, overlay, ssh_port: Some(ssh_port) });
-    }
+    let ssh_ports = profile.topology.hosts.iter().map(|_| free_local_port()).collect::<anyhow::Result<Vec<u16>>>()?;
+    let plan = plan_lab(&PlanRequest {
+        files,
+        profile_name,
+        profile,
+        boot_stack: &boot_stack,
+        accel: &accel,
+        ssh_ports: &ssh_ports,
+        detach: options.detach,
+        extra_cmdline: &options.extra_cmdline,
+    })?;
+    prepare_disks(files, &plan, options.fresh_disk)?;
     stages.lap("disks and render");
+    files.write_launch_plan(&plan.launch)?;
+    launch(context, lock, &plan.launch, &secrets, options, stages)
+}
 
-    let plan = LaunchPlan {
-        lab: files.name.clone(),
-        profile: profile_name.to_owned(),
-        profile_path: profile.path.clone(),
-        boot_stack,
-        accel: accel_decision.accel.to_string(),
-        accel_reason: accel_decision.reason,
-        detached: options.detach,
-        machines,
-    };
-    files.write_launch_plan(&plan)?;
-    let boot_step = shell.step(&format!("boot lab `{}` ({profile_name}, {})", files.name, plan.accel));
+/// The accelerator the lab runs with (the KVM probe is cached per host boot), said to the user.
+fn decide_accel(context: &LabContext, topology: &Topology, boot_stack: &BootStack) -> anyhow::Result<AccelDecision> {
+    let (requested, online_as_ram) = accel_request(topology)?;
+    let decision = resolve_accel(requested, online_as_ram, &boot_stack.qemu_binary, &context.paths.state.join("probe"));
+    context.shell.status("Accel", format!("{} ({})", decision.accel, decision.reason));
+    Ok(decision)
+}
+
+/// The files the plan's machines boot from: each host's overlay and the memory backend files.
+fn prepare_disks(files: &LabFiles, plan: &LabPlan, fresh_disk: bool) -> anyhow::Result<()> {
+    let runner = CommandRunner::new(files.logs_dir());
+    let stack = &plan.launch.boot_stack;
+    fs::create_dir_all(files.data_dir())?;
+    for machine in &plan.launch.machines {
+        ensure_overlay(&runner, &stack.qemu_binary, &stack.rootfs_image, &machine.overlay, fresh_disk)?;
+    }
+    prepare_backend_files(&plan.backend_files)
+}
+
+/// Starts the supervisor on the written launch plan and waits until every guest is ready and
+/// configured; a detached lab is then handed over, an attached one waited for until it stops.
+fn launch(
+    context: &LabContext,
+    lock: &LabLock,
+    plan: &LaunchPlan,
+    secrets: &LabSecrets,
+    options: &UpOptions,
+    mut stages: StageClock,
+) -> anyhow::Result<UpReport> {
+    let files = &context.files;
+    let boot_step = context.shell.step(&format!("boot lab `{}` ({}, {})", files.name, plan.profile, plan.accel));
     // From here Ctrl-C must not leave a half-started lab behind: hold the stop signals and check
     // for them while waiting, then stop the supervisor. (Not earlier: the stack's long-running
     // builders must stay interruptible, and they would inherit the mask.)
@@ -238,7 +238,7 @@ fn start_lab(
     // From here on, an error stops the lab: a half-started lab is worse than none.
     // A detached lab is handed over to its supervisor only once ready: until then the supervisor
     // dies with this process (and stops the lab), so a `lab up` killed during boot leaves nothing.
-    let ready = wait_until_ready_and_configure(&state, &mut supervisor, &secrets, options.boot_timeout, &boot_step)
+    let ready = wait_until_ready_and_configure(&state, &mut supervisor, secrets, options.boot_timeout, &boot_step)
         .and_then(|()| if options.detach { hand_over(files, &mut supervisor) } else { Ok(()) });
     if let Err(error) = ready {
         stop_supervisor(files, &mut supervisor);
@@ -247,16 +247,20 @@ fn start_lab(
     let boot_to_ready = Duration::from_millis(unix_millis(SystemTime::now()).saturating_sub(first_spawn_ms));
     boot_step.done(format!("guest agent answered {:.1} s after QEMU started", boot_to_ready.as_secs_f64()));
     stages.lap("boot");
-
     if !options.detach {
-        // Attached: the supervisor is our child in our process group, so Ctrl-C reaches it and it
-        // stops the lab; we (stop signals still held) wait for that, then report.
-        print_how_to_reach(context, &state, &secrets.ssh_private_key);
-        shell.status("Running", "attached; Ctrl-C stops the lab");
-        let status = supervisor.wait().context("waiting for the lab supervisor")?;
-        shell.status("Stopped", format!("lab `{}` ({status})", files.name));
+        run_attached(context, &state, &mut supervisor, &secrets.ssh_private_key)?;
     }
     Ok(UpReport { state, stages: stages.stages, tool_time_before_qemu, boot_to_ready, ssh_private_key: secrets.ssh_private_key.clone() })
+}
+
+/// Attached: the supervisor is our child in our process group, so Ctrl-C reaches it and it stops
+/// the lab; we (stop signals still held) wait for that, then report.
+fn run_attached(context: &LabContext, state: &LabState, supervisor: &mut Child, ssh_key: &Path) -> anyhow::Result<()> {
+    print_how_to_reach(context, state, ssh_key);
+    context.shell.status("Running", "attached; Ctrl-C stops the lab");
+    let status = supervisor.wait().context("waiting for the lab supervisor")?;
+    context.shell.status("Stopped", format!("lab `{}` ({status})", context.files.name));
+    Ok(())
 }
 
 /// Tells the user how to use a ready lab.
@@ -280,46 +284,6 @@ pub fn print_how_to_reach(context: &LabContext, state: &LabState, ssh_key: &Path
     }
     shell.status("Try", format!("cargo xtask lab{lab_flag} exec -- cxl list -M"));
     shell.status("", format!("cargo xtask lab{lab_flag} ssh | qmp query-status | console --follow | down"));
-}
-
-/// Creates the host's qcow2 overlay over the base image, unless one over this very base exists.
-///
-/// The overlay records its base by path only, so a sidecar file remembers the base's size and
-/// modification time: a rebuilt base image (same path, new contents) gets a fresh overlay rather
-/// than one whose blocks no longer match.
-fn ensure_overlay(runner: &CommandRunner, stack: &BootStack, overlay: &Path, fresh: bool) -> anyhow::Result<()> {
-    let base = &stack.rootfs_image;
-    let base_metadata = fs::metadata(base).with_context(|| format!("the stack's root filesystem image {}", base.display()))?;
-    let modified = base_metadata.modified().map(unix_millis).unwrap_or_default();
-    let identity = format!("{}\n{}\n{}\n", base.display(), base_metadata.len(), modified);
-    let sidecar = overlay.with_extension("qcow2.base");
-    let current = std::fs::read_to_string(&sidecar).unwrap_or_default();
-    if !fresh && overlay.exists() && current == identity {
-        return Ok(());
-    }
-    if let Some(parent) = overlay.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    let _ = std::fs::remove_file(overlay);
-    runner.run(
-        "create disk overlay",
-        Command::new(qemu_img_for(&stack.qemu_binary))
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(base)
-            .arg(overlay),
-    )?;
-    fs::write(&sidecar, identity)?;
-    Ok(())
-}
-
-/// The `qemu-img` of the same installation as the QEMU binary, else the one on `PATH`.
-fn qemu_img_for(qemu_binary: &Path) -> PathBuf {
-    let sibling = qemu_binary.with_file_name("qemu-img");
-    if qemu_binary.is_absolute() && sibling.exists() {
-        sibling
-    } else {
-        PathBuf::from("qemu-img")
-    }
 }
 
 /// A TCP port free on 127.0.0.1 right now. QEMU binds it moments later; if something else takes
@@ -420,31 +384,26 @@ fn wait_for_state(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<La
 fn wait_until_ready_and_configure(
     state: &LabState,
     supervisor: &mut Child,
-    secrets: &crate::lab::secrets::LabSecrets,
+    secrets: &LabSecrets,
     timeout: Duration,
     progress: &crate::shell::StepProgress,
 ) -> anyhow::Result<()> {
     for machine in &state.machines {
         progress.set_message(format!("waiting for the guest agent of `{}`", machine.host));
-        let run_dir = machine.run_dir();
+        let qemu = machine.process();
+        // QEMU is the supervisor's child: it is alive while the supervisor and its process run.
         let check_alive = || -> Result<(), SupervisorError> {
             if let Some(signal) = pending_stop_signal() {
                 return Err(SupervisorError::Interrupted { signal: signal.to_string() });
             }
             let supervisor_status = supervisor.try_wait().ok().flatten();
-            if supervisor_status.is_some() || !machine.qemu_runs() {
+            if supervisor_status.is_some() || !qemu.runs() {
                 let status = supervisor_status.map(|status| format!("its supervisor ended ({status})")).unwrap_or_else(|| "its process is gone".to_owned());
-                return Err(SupervisorError::exited(&machine.host, &run_dir, &status, "during boot"));
+                return Err(qemu.exited_error(&status, "during boot"));
             }
             Ok(())
         };
-        let mut agent = match GuestAgent::wait_until_ready(&machine.agent_socket, timeout, check_alive) {
-            Ok(agent) => agent,
-            Err(SupervisorError::Agent(error)) => {
-                return Err(SupervisorError::not_ready(&machine.host, &run_dir, "guest agent", timeout, error.to_string()).into())
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let mut agent = qemu.wait_for_agent(timeout, check_alive)?;
         progress.set_message(format!("setting root's password and SSH key on `{}`", machine.host));
         agent.set_user_password("root", &secrets.root_password).context("setting root's password through the guest agent")?;
         agent

@@ -1,4 +1,5 @@
-//! The QEMU in use: its version ([`QemuVersion`]) and which CXL features it has ([`features`]).
+//! The QEMU in use: its version ([`QemuVersion`]), which CXL features it has ([`features`]), and
+//! the accelerator a machine runs with ([`Accel`]; the renderer writes it, `vm` probes it).
 
 pub mod features;
 
@@ -10,6 +11,29 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A QEMU version: what `qemu-system-x86_64 --version` prints, what the lock records and what a
 /// recipe's `qemu.minimum_version` asks for (`major.minor`, micro 0). Written `major.minor.micro`
 /// in files (the lock, lab state), read with or without the micro part.
+/// The CPU model a KVM machine runs with. The KVM probe boots with the same model: a probe
+/// without it passed on a host where `-cpu host` then failed to set an MSR at boot.
+pub const KVM_CPU_MODEL: &str = "host";
+
+/// The accelerator a machine runs with, once `auto` has been resolved. Lowercase in files and
+/// templates, as `-accel` takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// The accelerator's name as `-accel` takes it and as messages show it.
+impl fmt::Display for Accel {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QemuVersion {
     pub major: u32,
@@ -80,7 +104,15 @@ impl<'de> Deserialize<'de> for QemuVersion {
 
 #[cfg(test)]
 mod tests {
-    use super::QemuVersion;
+    use super::{Accel, QemuVersion};
+
+    /// `launch.json` and `lab.json` keep the text they had when the accelerator was a string.
+    #[test]
+    fn accel_is_written_as_accel_takes_it() {
+        assert_eq!(serde_json::to_string(&Accel::Kvm).unwrap(), "\"kvm\"");
+        assert_eq!(serde_json::from_str::<Accel>("\"tcg\"").unwrap(), Accel::Tcg);
+        assert_eq!(Accel::Tcg.to_string(), "tcg");
+    }
 
     #[test]
     fn reads_debian_version_line() {

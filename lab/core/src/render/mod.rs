@@ -10,31 +10,20 @@ pub mod picture;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use cxl_lab_model::validate::{id_wellformed, MAX_BACKEND_ID_LEN};
 use cxl_lab_model::{ByteSize, Host, Topology};
 use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-
 use crate::layout::MachineRunDir;
-use crate::qemu::{features, QemuVersion};
 use crate::profile::Profile;
+use crate::qemu::{features, Accel, QemuVersion, KVM_CPU_MODEL};
+use crate::vm::backing::BackendFile;
 
 /// The template of the QEMU argv, relative to `templates/`.
 pub const ARGV_TEMPLATE: &str = "qemu-argv.j2";
 /// The template of the guest kernel command line.
 pub const CMDLINE_TEMPLATE: &str = "kernel-cmdline.j2";
-
-/// The CPU model a KVM machine runs with. The KVM probe boots with the same model: a probe
-/// without it passed on a host where `-cpu host` then failed to set an MSR at boot.
-pub const KVM_CPU_MODEL: &str = "host";
-
-/// The accelerator a machine runs with, once `auto` has been resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Tcg,
-}
 
 /// Everything around the topology that the argv needs: which QEMU, where things live, what boots.
 #[derive(Clone, Debug)]
@@ -49,6 +38,23 @@ pub struct RenderInputs {
     pub paused: bool,
     /// What the guest boots; `None` renders a machine with no guest (for validation runs).
     pub boot: Option<BootMedia>,
+}
+
+impl RenderInputs {
+    /// The inputs of one machine of a lab, started running: its QEMU, its run directory, the
+    /// lab's memory directory, the accelerator, and what it boots (`None`: no guest, as
+    /// `profile render` shows it). The one way the tool builds them, so every caller renders the
+    /// same machine a lab runs.
+    pub fn new(
+        qemu_binary: &Path,
+        qemu_version: QemuVersion,
+        run_dir: MachineRunDir,
+        memory_dir: &Path,
+        accel: Accel,
+        boot: Option<BootMedia>,
+    ) -> RenderInputs {
+        RenderInputs { qemu_binary: qemu_binary.to_path_buf(), qemu_version, run_dir, memory_dir: memory_dir.to_path_buf(), accel, paused: false, boot }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -133,14 +139,10 @@ pub fn render_with_templates(
         bail!("profile `{}` cannot run on this QEMU:\n  {}", topology.name, missing.join("\n  "));
     }
     let environment = environment(templates_dir);
-    let backends = topology
-        .backends_of(host)
-        .into_iter()
-        .map(|backend| {
-            let path = crate::vm::backing::backend_file(&inputs.memory_dir, &backend.id)?;
-            Ok(BackendView { id: backend.id.clone(), size: backend.size, path })
-        })
-        .collect::<anyhow::Result<Vec<BackendView>>>()?;
+    let backends: Vec<BackendView> = (topology.backends_of(host).into_iter())
+        .zip(backend_files(topology, host, &inputs.memory_dir)?)
+        .map(|(backend, file)| BackendView { id: backend.id.clone(), size: file.size, path: file.path })
+        .collect();
     let cmdline = match &inputs.boot {
         Some(boot) => Some(render_cmdline(&environment, topology, host, boot)?),
         None => None,
@@ -172,6 +174,26 @@ pub fn render_with_templates(
         })
         .map_err(|error| template_error(templates_dir, error))?;
     Ok(RenderedMachine { argv: split_argv(&text) })
+}
+
+/// The file backing memory backend `id` in a lab's memory directory; an id that is not a QEMU
+/// identifier of at most [`MAX_BACKEND_ID_LEN`] bytes (which could leave the directory) is an error.
+///
+/// The validator refuses such ids already; this checks again because a `Topology` can be built
+/// without it, and these paths are created and sized ([`crate::vm::backing`]).
+pub fn backend_file(memory_dir: &Path, backend_id: &str) -> anyhow::Result<PathBuf> {
+    if !id_wellformed(backend_id) || backend_id.len() > MAX_BACKEND_ID_LEN {
+        bail!("memory backend id `{}` cannot name a file in {}", backend_id.escape_debug(), memory_dir.display());
+    }
+    Ok(memory_dir.join(format!("{backend_id}.raw")))
+}
+
+/// The file and size of every memory backend `host` uses, in `memory_dir`: what the argv names
+/// and what must exist, sized, before QEMU starts.
+pub fn backend_files(topology: &Topology, host: &Host, memory_dir: &Path) -> anyhow::Result<Vec<BackendFile>> {
+    (topology.backends_of(host).into_iter())
+        .map(|backend| Ok(BackendFile { path: backend_file(memory_dir, &backend.id)?, size: backend.size }))
+        .collect()
 }
 
 fn render_cmdline(environment: &Environment<'_>, topology: &Topology, host: &Host, boot: &BootMedia) -> anyhow::Result<String> {
@@ -228,5 +250,43 @@ mod tests {
             unchecked_arguments_note(&topology).as_deref(),
             Some(r#"profile `raw` adds 2 raw QEMU argument(s) that no rule checks (qemu_extra): "-device" "pci-testdev,id=t\n""#)
         );
+    }
+
+    /// One device on backend `m0` (256 MiB).
+    fn one_device_topology() -> Topology {
+        let source = "machine: {memory: 1G, maxmem: 2G}\nmemory_backends: [{id: m0, size: 256M}]\nhost_bridges:\n  - id: hb\n    bus_nr: 1\n    root_ports:\n      - {id: rp, port: 0, chassis: 0, slot: 0, type3: {id: d, serial: 1, volatile: m0}}\n";
+        cxl_lab_model::parse_profile("t.yaml", source, "t").unwrap()
+    }
+
+    #[test]
+    fn sizes_new_and_stale_files_exactly() {
+        let topology = one_device_topology();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m0.raw"), b"stale and short").unwrap();
+        let files = backend_files(&topology, &topology.hosts[0], dir.path()).unwrap();
+        crate::vm::backing::prepare_backend_files(&files).unwrap();
+        let paths: Vec<PathBuf> = files.iter().map(|file| file.path.clone()).collect();
+        assert_eq!(paths, vec![dir.path().join("m0.raw")]);
+        assert_eq!(std::fs::metadata(&paths[0]).unwrap().len(), 256 << 20);
+    }
+
+    /// A topology built without the validator still cannot size a file outside the directory.
+    #[test]
+    fn refuses_backend_ids_that_leave_the_memory_directory() {
+        let mut topology = one_device_topology();
+        let root = tempfile::tempdir().unwrap();
+        let memory_dir = root.path().join("memory");
+        let hostile = "../escaped";
+        topology.backends[0].id = hostile.to_owned();
+        let Some(cxl_lab_model::Below::Type3(device)) = &mut topology.hosts[0].host_bridges[0].root_ports[0].below else {
+            unreachable!("the profile has one device")
+        };
+        device.volatile.as_mut().unwrap().backend = hostile.to_owned();
+        let error = backend_files(&topology, &topology.hosts[0], &memory_dir).unwrap_err();
+        assert_eq!(error.to_string(), format!("memory backend id `../escaped` cannot name a file in {}", memory_dir.display()));
+        assert!(!root.path().join("escaped.raw").exists());
+        for bad in ["", ".hidden", "a/b", "a\0b", &"m".repeat(MAX_BACKEND_ID_LEN + 1)] {
+            assert!(backend_file(&memory_dir, bad).is_err(), "{bad:?}");
+        }
     }
 }

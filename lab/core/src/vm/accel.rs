@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use cxl_lab_model::schema::AccelRequest;
-
 use crate::layout::MachineRunDir;
-use crate::render::Accel;
+use crate::qemu::{Accel, KVM_CPU_MODEL};
 use crate::vm::supervisor::{prepare_run_dir, MachineSpec, RunningMachine};
 
 /// How long the probe guest may take to print its marker. Firmware plus one boot sector takes
@@ -29,16 +27,6 @@ use crate::vm::supervisor::{prepare_run_dir, MachineSpec, RunningMachine};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the probe guest writes to the serial port.
 const PROBE_MARKER: &[u8] = b"CXLLAB-KVM-OK";
-
-/// The accelerator's name as `-accel` takes it and as messages show it.
-impl std::fmt::Display for Accel {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        })
-    }
-}
 
 /// The chosen accelerator and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +47,13 @@ struct ProbeCacheEntry {
     reason: String,
 }
 
-/// Decides the accelerator for a machine.
+/// Decides the accelerator for a machine: `requested`, or with `None` (`auto`) KVM if the probe
+/// proves it runs a guest.
 ///
-/// `probe_dir` holds the probe's scratch files and its cache; `online_cxl_as_ram` comes from the
-/// profile.
+/// `probe_dir` holds the probe's scratch files and its cache; `online_cxl_as_ram` says whether
+/// the guest runs from CXL memory (the caller knows it from the profile).
 pub fn resolve_accel(
-    requested: AccelRequest,
+    requested: Option<Accel>,
     online_cxl_as_ram: bool,
     qemu_binary: &Path,
     probe_dir: &Path,
@@ -74,9 +63,9 @@ pub fn resolve_accel(
         return AccelDecision { accel: Accel::Tcg, reason: reason.to_owned() };
     }
     match requested {
-        AccelRequest::Tcg => AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() },
-        AccelRequest::Kvm => AccelDecision { accel: Accel::Kvm, reason: "the profile asks for KVM".to_owned() },
-        AccelRequest::Auto => {
+        Some(Accel::Tcg) => AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() },
+        Some(Accel::Kvm) => AccelDecision { accel: Accel::Kvm, reason: "the profile asks for KVM".to_owned() },
+        None => {
             let (kvm_works, reason) = kvm_usable_cached(qemu_binary, probe_dir);
             let accel = if kvm_works { Accel::Kvm } else { Accel::Tcg };
             AccelDecision { accel, reason }
@@ -153,7 +142,7 @@ fn run_probe_guest(qemu_binary: &Path, accel: &str, probe_dir: &Path) -> Result<
     ];
     let mut argv = argv;
     if accel == "kvm" {
-        argv.extend(["-cpu".to_owned(), crate::render::KVM_CPU_MODEL.to_owned()]);
+        argv.extend(["-cpu".to_owned(), KVM_CPU_MODEL.to_owned()]);
     }
     let spec = MachineSpec { name: "kvm-probe".to_owned(), argv, run_dir: run_dir.clone() };
     let started = Instant::now();
@@ -220,7 +209,7 @@ mod tests {
 
     #[test]
     fn cxl_memory_as_ram_forces_tcg_whatever_was_asked() {
-        let decision = resolve_accel(AccelRequest::Kvm, true, Path::new("/nonexistent/qemu"), Path::new("/nonexistent"));
+        let decision = resolve_accel(Some(Accel::Kvm), true, Path::new("/nonexistent/qemu"), Path::new("/nonexistent"));
         assert_eq!(decision.accel, Accel::Tcg);
         assert!(decision.reason.contains("emulated I/O"), "{}", decision.reason);
     }

@@ -1,8 +1,11 @@
-//! Running machines: the QEMU supervisor, the QMP and guest agent clients, and the accelerator
-//! choice. Nothing here knows about profiles or labs; it takes a rendered argv and a run directory.
+//! Running machines: the QEMU supervisor and the machine type for a QEMU known by pid, their disks
+//! and memory backend files, the QMP and guest agent clients, and the accelerator choice. Nothing
+//! here knows about profiles or labs; it takes a rendered argv, a run directory and file paths.
 
 pub mod accel;
 pub mod agent;
 pub mod backing;
+pub mod disks;
+pub mod machine;
 pub mod qmp;
 pub mod supervisor;

@@ -25,9 +25,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 
 use crate::layout::MachineRunDir;
-use crate::sys::process::die_with_parent;
+use crate::sys::process::{die_with_parent, wait_until_gone};
 use crate::sys::runner::{display_command, tail_of};
 use crate::vm::agent::{AgentError, GuestAgent};
+use crate::vm::machine::MachineProcess;
 use crate::vm::qmp::{QmpClient, QmpError};
 
 /// Linux limits a unix socket path to 107 bytes plus the terminating zero.
@@ -154,11 +155,39 @@ pub fn remove_runtime_files(run_dir: &MachineRunDir) {
     }
 }
 
-/// A QEMU process owned by this value: dropping it kills and reaps QEMU.
+/// A QEMU process owned by this value: dropping it kills and reaps QEMU. Waiting and stopping
+/// are [`MachineProcess`]'s, with the child's exit status where it tells more.
 pub struct RunningMachine {
     spec: MachineSpec,
+    process: MachineProcess,
+    child: OwnedChild,
+}
+
+/// The spawned QEMU, until reaped, and its exit status once known.
+struct OwnedChild {
     child: Option<Child>,
     exit_status: Option<ExitStatus>,
+}
+
+impl OwnedChild {
+    fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.exit_status = Some(status);
+                }
+            }
+        }
+        self.exit_status
+    }
+
+    /// Fails with QEMU's exit status and the tails of its logs if it is no longer running.
+    fn check_running(&mut self, process: &MachineProcess, during: &str) -> Result<(), SupervisorError> {
+        match self.try_exit_status() {
+            None => Ok(()),
+            Some(status) => Err(process.exited_error(&status.to_string(), during)),
+        }
+    }
 }
 
 impl RunningMachine {
@@ -183,11 +212,13 @@ impl RunningMachine {
             .spawn()
             .map_err(|source| SupervisorError::Spawn { program: program.clone(), log: qemu_log.clone(), source })?;
         fs::write(spec.run_dir.pid_file(), format!("{}\n", child.id())).map_err(dir_error)?;
-        Ok(RunningMachine { spec: spec.clone(), child: Some(child), exit_status: None })
+        let process = MachineProcess { name: spec.name.clone(), pid: child.id(), program: program.into(), run_dir: spec.run_dir.clone() };
+        Ok(RunningMachine { spec: spec.clone(), process, child: OwnedChild { child: Some(child), exit_status: None } })
     }
 
+    /// QEMU's pid until it is reaped.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.child.as_ref().map(Child::id)
     }
 
     pub fn spec(&self) -> &MachineSpec {
@@ -200,30 +231,12 @@ impl RunningMachine {
 
     /// The exit status, once QEMU has exited (reaps it).
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        if self.exit_status.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.exit_status = Some(status);
-                }
-            }
-        }
-        self.exit_status
+        self.child.try_exit_status()
     }
 
     /// Fails with QEMU's exit status and the tails of its logs if it is no longer running.
     pub fn check_running(&mut self, during: &str) -> Result<(), SupervisorError> {
-        match self.try_exit_status() {
-            None => Ok(()),
-            Some(status) => Err(self.exited_error(status, during)),
-        }
-    }
-
-    fn exited_error(&self, status: ExitStatus, during: &str) -> SupervisorError {
-        SupervisorError::exited(&self.spec.name, &self.spec.run_dir, &status.to_string(), during)
-    }
-
-    fn not_ready_error(&self, what: &str, timeout: Duration, detail: String) -> SupervisorError {
-        SupervisorError::not_ready(&self.spec.name, &self.spec.run_dir, what, timeout, detail)
+        self.child.check_running(&self.process, during)
     }
 
     /// Waits for QEMU's QMP socket and completes the handshake.
@@ -234,7 +247,7 @@ impl RunningMachine {
             self.check_running("before its QMP socket answered")?;
             match QmpClient::connect(&socket) {
                 Ok(client) => return Ok(client),
-                Err(error) if Instant::now() >= deadline => return Err(self.not_ready_error("QMP", timeout, error.to_string())),
+                Err(error) if Instant::now() >= deadline => return Err(self.process.not_ready_error("QMP", timeout, error.to_string())),
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
@@ -242,47 +255,32 @@ impl RunningMachine {
 
     /// Waits until the guest agent answers `guest-ping`: the machine is ready.
     pub fn wait_for_agent(&mut self, timeout: Duration) -> Result<GuestAgent, SupervisorError> {
-        let socket = self.spec.run_dir.agent_socket();
-        let result = GuestAgent::wait_until_ready(&socket, timeout, || self.check_running("during boot"));
-        match result {
-            Err(SupervisorError::Agent(error)) => Err(self.not_ready_error("guest agent", timeout, error.to_string())),
-            other => other,
-        }
+        let (process, child) = (&self.process, &mut self.child);
+        process.wait_for_agent(timeout, || child.check_running(process, "during boot"))
     }
 
     /// Waits up to `timeout` for QEMU to exit by itself; true if it did.
     pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.try_exit_status().is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.try_exit_status().is_some()
+        wait_until_gone(timeout, || self.try_exit_status().is_none())
     }
 
-    /// Ends QEMU in order: `quit` over QMP, a short wait, then SIGKILL; reaps it and removes the
-    /// sockets. The guest is not asked to shut down here (the lab syncs it first when it can).
+    /// Ends QEMU in order ([`MachineProcess::stop`]), then reaps it and removes the sockets.
     pub fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
         if self.try_exit_status().is_none() {
-            if let Ok(mut qmp) = QmpClient::connect(&self.spec.run_dir.qmp_socket()) {
-                qmp.set_command_timeout(grace);
-                let _ = qmp.quit();
-            }
-            self.wait_for_exit(grace);
+            self.process.stop(grace);
         }
         self.kill_and_reap();
-        self.exit_status
+        self.child.exit_status
     }
 
     /// SIGKILL, reap, remove sockets and pid file. Safe to call more than once.
     pub fn kill_and_reap(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.exit_status.is_none() {
+        let owned = &mut self.child;
+        if let Some(mut child) = owned.child.take() {
+            if owned.exit_status.is_none() {
                 let _ = child.kill();
                 if let Ok(status) = child.wait() {
-                    self.exit_status = Some(status);
+                    owned.exit_status = Some(status);
                 }
             }
         }

@@ -1,0 +1,53 @@
+//! What `cargo xtask bench lab` measures inside the tool: the lab's kernel and initramfs booted
+//! bare (`cxllab.bare=1`: the initramfs prints a marker and powers off) on the seed topology, the
+//! floor that the lab's own boot to a guest agent is compared with.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::lab::plan::boot_media;
+use crate::lab::state::LabFiles;
+use crate::layout::{LabPaths, MachineRunDir};
+use crate::qemu::Accel;
+use crate::render::{backend_files, render_machine, RenderInputs};
+use crate::stack::build::initramfs::BARE_READY_MARKER;
+use crate::stack::BootStack;
+use crate::sys::runner::CommandRunner;
+use crate::vm::backing::prepare_backend_files;
+use crate::vm::disks::ensure_overlay;
+use crate::vm::supervisor::{MachineSpec, RunningMachine};
+
+/// How long the bare initramfs may take to print its marker.
+const BARE_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Boots the seed topology with the stack's kernel and initramfs in bare mode, in scratch files
+/// under the lab `files`; returns QEMU's spawn to the initramfs's ready marker.
+pub fn bare_initramfs_boot(paths: &LabPaths, runner: &CommandRunner, stack: &BootStack, files: &LabFiles) -> anyhow::Result<Duration> {
+    let profile = crate::profile::load(paths, crate::profile::DEFAULT_PROFILE)?;
+    let scratch = files.dir.join("bare");
+    let overlay = scratch.join("unused-root.qcow2");
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    // The initramfs powers off before it looks for a root; the disk is there so the argv matches
+    // the lab's exactly.
+    ensure_overlay(runner, &stack.qemu_binary, &stack.rootfs_image, &overlay, false)?;
+    let run_dir = MachineRunDir::new(scratch.join("run"));
+    let memory_dir = scratch.join("memory");
+    prepare_backend_files(&backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?)?;
+    let boot = boot_media(stack, &overlay, &files.data_dir(), None, &["cxllab.bare=1".to_owned()]);
+    let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, run_dir.clone(), &memory_dir, Accel::Tcg, Some(boot));
+    let argv = render_machine(&profile, 0, &inputs)?.argv;
+    let spec = MachineSpec { name: "bare".to_owned(), argv, run_dir: run_dir.clone() };
+    let started = Instant::now();
+    let mut machine = RunningMachine::spawn(&spec)?;
+    let deadline = started + BARE_BOOT_TIMEOUT;
+    while Instant::now() < deadline {
+        let serial = std::fs::read(run_dir.serial_log()).unwrap_or_default();
+        if String::from_utf8_lossy(&serial).contains(BARE_READY_MARKER) {
+            return Ok(started.elapsed());
+        }
+        machine.check_running("before the bare initramfs was ready")?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the bare initramfs did not print `{BARE_READY_MARKER}` within {} s; see {}", BARE_BOOT_TIMEOUT.as_secs(), run_dir.serial_log().display())
+}

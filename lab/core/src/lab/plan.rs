@@ -1,0 +1,174 @@
+//! Planning `lab up`: which machines, each one's argv, and the launch plan the supervisor starts
+//! from. Pure: everything it needs is given (the profile, the boot stack, the accelerator
+//! decision, the lab's file locations, the SSH ports), so it is tested without QEMU or a stack;
+//! [`crate::lab::up`] does the I/O around it (probe, ports, disks, supervisor, waiting).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::lab::state::{LabFiles, LaunchPlan, PlannedMachine};
+use crate::model::schema::AccelRequest;
+use crate::model::Topology;
+use crate::profile::Profile;
+use crate::qemu::Accel;
+use crate::render::{backend_files, render_machine, BootMedia, RenderInputs};
+use crate::stack::BootStack;
+use crate::vm::accel::AccelDecision;
+use crate::vm::backing::BackendFile;
+
+/// What a lab's plan is made from.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanRequest<'a> {
+    pub files: &'a LabFiles,
+    /// The profile as the user named it.
+    pub profile_name: &'a str,
+    pub profile: &'a Profile,
+    pub boot_stack: &'a BootStack,
+    pub accel: &'a AccelDecision,
+    /// One free 127.0.0.1 port per host, in the profile's order, forwarded to the guest's SSH.
+    pub ssh_ports: &'a [u16],
+    pub detach: bool,
+    /// Extra words for the guest kernel command line.
+    pub extra_cmdline: &'a [String],
+}
+
+/// A planned lab: what the supervisor launches, and the memory files to size before it does.
+#[derive(Clone, Debug)]
+pub struct LabPlan {
+    pub launch: LaunchPlan,
+    pub backend_files: Vec<BackendFile>,
+}
+
+/// The accelerator the profile asks for, as [`crate::vm::accel::resolve_accel`] takes it (`None`
+/// is `auto`; the first host decides for the lab), and whether any host onlines CXL memory as RAM.
+pub fn accel_request(topology: &Topology) -> anyhow::Result<(Option<Accel>, bool)> {
+    let first_host = topology.hosts.first().context("the profile has no host")?;
+    let requested = match first_host.machine.accel {
+        AccelRequest::Kvm => Some(Accel::Kvm),
+        AccelRequest::Tcg => Some(Accel::Tcg),
+        AccelRequest::Auto => None,
+    };
+    Ok((requested, topology.hosts.iter().any(|host| host.machine.online_cxl_as_ram)))
+}
+
+/// Plans every host of the profile: its overlay, run directory, SSH port and argv.
+pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
+    let PlanRequest { files, profile, boot_stack: stack, .. } = *request;
+    let hosts = &profile.topology.hosts;
+    anyhow::ensure!(request.ssh_ports.len() == hosts.len(), "{} SSH port(s) for {} host(s)", request.ssh_ports.len(), hosts.len());
+    let memory_dir = files.memory_dir();
+    let mut machines = Vec::new();
+    let mut all_backend_files = Vec::new();
+    for ((host_index, host), &ssh_port) in hosts.iter().enumerate().zip(request.ssh_ports) {
+        let overlay = files.overlay(&host.name);
+        all_backend_files.extend(backend_files(&profile.topology, host, &memory_dir)?);
+        let run_dir = files.machine_run_dir(&host.name);
+        let boot = boot_media(stack, &overlay, &files.data_dir(), Some(ssh_port), request.extra_cmdline);
+        let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
+        let argv = render_machine(profile, host_index, &inputs)?.argv;
+        machines.push(PlannedMachine { host: host.name.clone(), argv, run_dir: run_dir.dir, overlay, ssh_port: Some(ssh_port) });
+    }
+    let launch = LaunchPlan {
+        lab: files.name.clone(),
+        profile: request.profile_name.to_owned(),
+        profile_path: profile.path.clone(),
+        boot_stack: stack.clone(),
+        accel: request.accel.accel,
+        accel_reason: request.accel.reason.clone(),
+        detached: request.detach,
+        machines,
+    };
+    Ok(LabPlan { launch, backend_files: all_backend_files })
+}
+
+/// What a lab's machine boots from `stack`: its kernel, initramfs and modules, and the machine's
+/// own overlay of the root filesystem.
+pub fn boot_media(stack: &BootStack, overlay: &Path, data_dir: &Path, ssh_port: Option<u16>, extra_cmdline: &[String]) -> BootMedia {
+    BootMedia {
+        kernel: stack.kernel.clone(),
+        initrd: stack.initrd.clone(),
+        rootfs_overlay: overlay.to_path_buf(),
+        modules_dir: stack.modules_dir.clone(),
+        data_dir: data_dir.to_path_buf(),
+        ssh_port,
+        extra_cmdline: extra_cmdline.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::qemu::QemuVersion;
+    use crate::stack::StackKind;
+
+    fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    fn profile(name: &str) -> Profile {
+        let path = workspace().join("profiles").join(format!("{name}.yaml"));
+        Profile { topology: crate::profile::load_topology(&path).unwrap(), path, templates_dir: workspace().join("templates") }
+    }
+
+    fn stack() -> BootStack {
+        BootStack {
+            stack: StackKind::Distro,
+            qemu_binary: PathBuf::from("/q/qemu-system-x86_64"),
+            qemu_version: QemuVersion::new(10, 0, 2),
+            kernel: PathBuf::from("/c/vmlinuz"),
+            initrd: Some(PathBuf::from("/c/initrd.img")),
+            modules_dir: PathBuf::from("/c/modules"),
+            kernel_release: "6.12.0-test".to_owned(),
+            rootfs_image: PathBuf::from("/c/rootfs.img"),
+        }
+    }
+
+    #[test]
+    fn plans_each_host_in_the_labs_own_files() {
+        let files = LabFiles { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
+        let (profile, stack) = (profile("shared"), stack());
+        let accel = AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() };
+        let extra = vec!["quiet".to_owned()];
+        let request = PlanRequest {
+            files: &files,
+            profile_name: "shared",
+            profile: &profile,
+            boot_stack: &stack,
+            accel: &accel,
+            ssh_ports: &[10022, 10023],
+            detach: true,
+            extra_cmdline: &extra,
+        };
+        let plan = plan_lab(&request).unwrap();
+        let launch = &plan.launch;
+        assert_eq!((launch.lab.as_str(), launch.profile.as_str(), launch.accel, launch.detached), ("t", "shared", Accel::Tcg, true));
+        let hosts: Vec<&str> = launch.machines.iter().map(|machine| machine.host.as_str()).collect();
+        assert_eq!(hosts, ["host0", "host1"]);
+        for (machine, port) in launch.machines.iter().zip([10022, 10023]) {
+            assert_eq!(machine.argv[0], "/q/qemu-system-x86_64");
+            assert_eq!(machine.run_dir, files.machine_run_dir(&machine.host).dir);
+            assert_eq!(machine.overlay, PathBuf::from(format!("/labs/t/disks/{}.qcow2", machine.host)));
+            assert_eq!(machine.ssh_port, Some(port));
+            let argv = machine.argv.join("\n");
+            assert!(argv.contains(&format!("file=/labs/t/disks/{}.qcow2,", machine.host)), "{argv}");
+            assert!(argv.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:22")), "{argv}");
+            assert!(argv.contains("-accel\ntcg\n"), "{argv}");
+        }
+        assert!(!plan.backend_files.is_empty());
+        assert!(plan.backend_files.iter().all(|file| file.path.starts_with("/labs/t/memory")), "{:?}", plan.backend_files);
+    }
+
+    #[test]
+    fn the_first_host_asks_and_cxl_memory_as_ram_on_any_host_is_seen() {
+        let mut topology = profile("shared").topology;
+        assert_eq!(accel_request(&topology).unwrap(), (None, false));
+        topology.hosts[0].machine.accel = AccelRequest::Kvm;
+        topology.hosts[1].machine.online_cxl_as_ram = true;
+        assert_eq!(accel_request(&topology).unwrap(), (Some(Accel::Kvm), true));
+        topology.hosts.clear();
+        assert_eq!(accel_request(&topology).unwrap_err().to_string(), "the profile has no host");
+    }
+}
