@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use clap::Subcommand;
 use cxl_lab_core::lab::bench::bare_initramfs_boot;
-use cxl_lab_core::lab::state::{unix_millis, LabFiles};
+use cxl_lab_core::lab::state::unix_millis;
 use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::sys::runner::CommandRunner;
 
@@ -45,7 +45,7 @@ struct RunTimes {
 impl BenchCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let BenchCommand::Lab { runs } = self;
-        let files = LabFiles::new(&context.paths, BENCH_LAB);
+        let files = context.paths.lab(BENCH_LAB);
         let runner = CommandRunner::new(files.logs_dir().join("bench"));
         let program = std::env::current_exe()?;
         let lab = |arguments: &[&str]| {

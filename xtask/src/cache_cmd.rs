@@ -26,13 +26,13 @@ pub enum CacheCommand {
 
 impl CacheCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        let cache = Cache::new(&context.paths.cache);
+        let cache = Cache::new(&context.paths);
         let referenced = distro::referenced_artifacts(&context.paths)?;
         match self {
             CacheCommand::Ls => {
                 let entries = cache.list()?;
                 if entries.is_empty() {
-                    context.shell.status("Empty", cache.root.display());
+                    context.shell.status("Empty", context.paths.cache.display());
                     return Ok(ExitCode::SUCCESS);
                 }
                 context.shell.out(format!("{:<12} {:<13} {:>10} {:>8}  {}", "KIND", "KEY", "SIZE", "AGE", "IN USE"));

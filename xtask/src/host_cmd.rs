@@ -62,9 +62,9 @@ impl HostCommand {
                 for outdated in &report.outdated {
                     context.shell.warn(format!("{outdated}: installing a newer one"));
                 }
-                let cache = Cache::new(&context.paths.cache);
+                let cache = Cache::new(&context.paths);
                 let progress = context.shell.step(&format!("installing {}", report.install_summary(&codename)));
-                host::install(&report, &cache.apt_dir(), archive, &runner)?;
+                host::install(&report, &cache.layout.apt_dir(), archive, &runner)?;
                 progress.done("installed");
                 // Prove it: what setup installed must pass the same check.
                 let after = host::check_with_versions(&archive.keyring, minimum, &runner)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use cxl_lab_core::lab::state::{LabFiles, DEFAULT_LAB};
+use cxl_lab_core::lab::state::DEFAULT_LAB;
 use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::lab::up::{UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
 use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
@@ -181,7 +181,7 @@ fn run_exec(context: &LabContext, host: Option<&str>, command: &[String], timeou
 }
 
 fn run_ssh(context: &LabContext, host: Option<&str>, arguments: &[String]) -> anyhow::Result<ExitCode> {
-    let ssh_key = cxl_lab_core::lab::secrets::ensure_lab_secrets(&context.files.dir)?.ssh_private_key;
+    let ssh_key = cxl_lab_core::lab::secrets::ensure_lab_secrets(&context.files)?.ssh_private_key;
     let mut command = control::ssh_command(context, host, &ssh_key, arguments)?;
     context.shell.verbose(format!("$ {}", cxl_lab_core::sys::runner::display_command(&command)));
     // Interactive: hand the terminal to ssh by becoming it.
@@ -223,7 +223,7 @@ pub fn lab_context(context: &Context, lab_name: &str) -> anyhow::Result<LabConte
     Ok(LabContext {
         paths: context.paths.clone(),
         shell: context.shell.clone(),
-        files: LabFiles::new(&context.paths, lab_name),
+        files: context.paths.lab(lab_name),
         supervisor_launcher: SupervisorLauncher {
             program,
             arguments: vec!["lab".into(), "--lab".into(), lab_name.to_owned(), "supervise".into()],

@@ -11,7 +11,7 @@ mod profile_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cxl_lab_core::{LabPaths, Shell};
+use cxl_lab_core::{Layout, Shell};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "cxl-lab: reproducible CXL labs on QEMU, from YAML profiles")]
@@ -54,7 +54,7 @@ fn stack_kind_parser() -> impl clap::builder::TypedValueParser<Value = cxl_lab_c
 
 /// What every command gets: where things are and how to talk to the user.
 pub struct Context {
-    pub paths: LabPaths,
+    pub paths: Layout,
     pub shell: Shell,
 }
 
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace");
-    let context = Context { paths: LabPaths::for_workspace(workspace), shell: Shell::new(cli.verbose) };
+    let context = Context { paths: Layout::for_workspace(workspace), shell: Shell::new(cli.verbose) };
     let result = match cli.command {
         Command::Bench(command) => command.run(&context),
         Command::Lab(command) => command.run(&context),

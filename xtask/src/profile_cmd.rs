@@ -9,7 +9,7 @@ use clap::Subcommand;
 use cxl_lab_core::profile::{self, Profile};
 use cxl_lab_core::qemu::{Accel, QemuVersion};
 use cxl_lab_core::render::{self, picture, RenderInputs};
-use cxl_lab_core::lab::state::{LabFiles, DEFAULT_LAB};
+use cxl_lab_core::lab::state::DEFAULT_LAB;
 use cxl_lab_core::sys::runner::CommandRunner;
 
 use crate::Context;
@@ -135,8 +135,8 @@ fn note_unchecked_arguments(context: &Context, profile: &Profile) {
 /// The inputs `profile render` shows: the default lab's run directory, no guest.
 fn inputs(context: &Context, profile: &Profile, host_index: usize, qemu: &std::path::Path, version: QemuVersion) -> RenderInputs {
     let host_name = &profile.topology.hosts[host_index].name;
-    let lab = LabFiles::new(&context.paths, DEFAULT_LAB);
-    RenderInputs::new(qemu, version, lab.machine_run_dir(host_name), &lab.memory_dir(), Accel::Tcg, None)
+    let lab = context.paths.lab(DEFAULT_LAB);
+    RenderInputs::new(qemu, version, lab.run_dir(host_name), &lab.memory_dir(), Accel::Tcg, None)
 }
 
 fn parse_version(text: &str) -> Result<QemuVersion, String> {

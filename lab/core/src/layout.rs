@@ -1,14 +1,18 @@
-//! Where cxl-lab keeps things: the checkout (profiles, templates, images), the content-addressed
-//! artifact cache, and per-lab state (run directory, logs, secrets).
+//! Where cxl-lab keeps everything, in one place: the checkout (profiles, templates, images), the
+//! content-addressed cache, and the state of each lab down to one machine's run directory.
 //!
-//! Every location can be moved with an environment variable so tests and CI use private
-//! directories and never touch a user's labs.
+//! [`Layout`] is the roots and every path below them; [`Layout::lab`] narrows it to one lab
+//! ([`LabLayout`]) and [`LabLayout::run_dir`] to one machine ([`MachineRunDir`]), so a path is
+//! spelled once and nothing else joins file names onto these roots.
+//!
+//! Every root can be moved with an environment variable, so tests and CI use private directories
+//! and never touch a user's labs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The directories one invocation of the tool works with.
+/// The directories one invocation of the tool works with, and everything below them.
 #[derive(Clone, Debug)]
-pub struct LabPaths {
+pub struct Layout {
     /// The checkout: holds `profiles/`, `templates/`, `images/`, `suites/`.
     pub workspace: PathBuf,
     /// Built and downloaded artifacts, keyed by content (`CXL_LAB_CACHE`).
@@ -17,9 +21,9 @@ pub struct LabPaths {
     pub state: PathBuf,
 }
 
-impl LabPaths {
+impl Layout {
     /// Paths for a checkout, with cache and state from the environment or XDG defaults.
-    pub fn for_workspace(workspace: impl Into<PathBuf>) -> LabPaths {
+    pub fn for_workspace(workspace: impl Into<PathBuf>) -> Layout {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
         let cache = env_dir("CXL_LAB_CACHE")
             .or_else(|| env_dir("XDG_CACHE_HOME").map(|dir| dir.join("cxl-lab")))
@@ -27,8 +31,16 @@ impl LabPaths {
         let state = env_dir("CXL_LAB_STATE")
             .or_else(|| env_dir("XDG_STATE_HOME").map(|dir| dir.join("cxl-lab")))
             .unwrap_or_else(|| home.join(".local/state/cxl-lab"));
-        LabPaths { workspace: workspace.into(), cache, state }
+        Layout { workspace: workspace.into(), cache, state }
     }
+
+    /// A cache at `cache` with no checkout or state (tests, and tools that only read the cache).
+    pub fn for_cache(cache: impl Into<PathBuf>) -> Layout {
+        let cache = cache.into();
+        Layout { workspace: cache.join("no-workspace"), state: cache.join("no-state"), cache }
+    }
+
+    // The checkout.
 
     pub fn profiles_dir(&self) -> PathBuf {
         self.workspace.join("profiles")
@@ -44,14 +56,72 @@ impl LabPaths {
         env_dir("CXL_LAB_IMAGES").unwrap_or_else(|| self.workspace.join("images"))
     }
 
-    /// The state directory of one lab (`default` unless the user names another).
-    pub fn lab_dir(&self, lab_name: &str) -> PathBuf {
-        self.state.join("labs").join(lab_name)
+    /// A profile argument: a path to a YAML file, or a name looked up in `profiles/`.
+    pub fn profile_path(&self, name_or_path: &str) -> PathBuf {
+        if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
+            PathBuf::from(name_or_path)
+        } else {
+            self.profiles_dir().join(format!("{name_or_path}.yaml"))
+        }
+    }
+
+    // The cache.
+
+    /// Published artifacts, one directory `<kind>-<key>` each.
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.cache.join("artifacts")
+    }
+
+    /// Staging directories of builds under way; published by rename into `artifacts/`.
+    pub fn cache_tmp_dir(&self) -> PathBuf {
+        self.cache.join("tmp")
+    }
+
+    /// One lock file per artifact key, download and apt state.
+    pub fn cache_locks_dir(&self) -> PathBuf {
+        self.cache.join("locks")
+    }
+
+    /// Stamps: the fingerprints of an artifact's files when they were last hashed and found whole.
+    pub fn verified_dir(&self) -> PathBuf {
+        self.cache.join("verified")
+    }
+
+    /// Downloaded .deb files, named by package, version and hash.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.cache.join("downloads")
+    }
+
+    /// Private apt state directories, one per suite and mirror.
+    pub fn apt_dir(&self) -> PathBuf {
+        self.cache.join("apt")
+    }
+
+    /// The .debs debootstrap downloads, kept between builds of the root filesystem.
+    pub fn debootstrap_debs_dir(&self) -> PathBuf {
+        self.cache.join("debootstrap-debs")
+    }
+
+    /// What the host QEMU said its version was, keyed by the binary's inode, size and mtime.
+    pub fn qemu_probe_file(&self) -> PathBuf {
+        self.cache.join("probes/qemu.json")
     }
 
     /// Where build and download steps write their logs.
     pub fn build_logs_dir(&self) -> PathBuf {
         self.cache.join("logs")
+    }
+
+    // The state.
+
+    /// The KVM probe's scratch files and its verdict, cached per host boot.
+    pub fn kvm_probe_dir(&self) -> PathBuf {
+        self.state.join("probe")
+    }
+
+    /// The files of one lab (`default` unless the user names another).
+    pub fn lab(&self, name: &str) -> LabLayout {
+        LabLayout { name: name.to_owned(), dir: self.state.join("labs").join(name) }
     }
 }
 
@@ -59,17 +129,75 @@ fn env_dir(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).filter(|value| !value.is_empty()).map(PathBuf::from)
 }
 
-/// Resolves a profile argument: a path to a YAML file, or a name looked up in `profiles/`.
-pub fn profile_path(paths: &LabPaths, name_or_path: &str) -> PathBuf {
-    let as_path = Path::new(name_or_path);
-    if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
-        as_path.to_path_buf()
-    } else {
-        paths.profiles_dir().join(format!("{name_or_path}.yaml"))
+/// The files of one lab, under `<state>/labs/<name>/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabLayout {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl LabLayout {
+    /// `lab.json`: the running lab, written by its supervisor.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("lab.json")
+    }
+
+    /// `launch.json`: what `lab up` asks the supervisor to start.
+    pub fn launch_file(&self) -> PathBuf {
+        self.dir.join("launch.json")
+    }
+
+    /// The lab's lock (`crate::lab::lock`); never removed.
+    pub fn lock_file(&self) -> PathBuf {
+        self.dir.join("lab.lock")
+    }
+
+    /// Step logs of this lab's commands (overlay creation, the supervisor).
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.logs_dir().join("supervisor.log")
+    }
+
+    /// The private run directory of one host of this lab (sockets, serial log, pid).
+    pub fn run_dir(&self, host: &str) -> MachineRunDir {
+        MachineRunDir::new(self.dir.join("run").join(host))
+    }
+
+    /// Where this lab's memory backend files live (shared by its hosts).
+    pub fn memory_dir(&self) -> PathBuf {
+        self.dir.join("memory")
+    }
+
+    /// The qcow2 overlay a host boots, kept across `lab down` and `lab switch`.
+    pub fn overlay(&self, host: &str) -> PathBuf {
+        self.dir.join("disks").join(format!("{host}.qcow2"))
+    }
+
+    /// Served to the guest as the 9p tag `datashare`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// The SSH known_hosts file for this lab only: each lab's guest has its own host key.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// The lab's root password and SSH key pair (0700).
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.join("secrets")
+    }
+
+    /// Scratch files of the bench's bare-initramfs boot, laid out like a lab of their own.
+    pub fn bare_boot_dir(&self) -> LabLayout {
+        LabLayout { name: format!("{}-bare", self.name), dir: self.dir.join("bare") }
     }
 }
 
-/// The private (0700) run directory of one running machine: its sockets, serial log and pid.
+/// The private (0700) run directory of one running machine: its sockets, logs and pid.
 ///
 /// The renderer puts these paths into the QEMU argv and the supervisor creates and watches them,
 /// so both take them from here.
@@ -93,6 +221,11 @@ impl MachineRunDir {
 
     pub fn serial_log(&self) -> PathBuf {
         self.dir.join("serial.log")
+    }
+
+    /// QEMU's own stdout and stderr, after a first line with its command.
+    pub fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
     }
 
     pub fn pid_file(&self) -> PathBuf {

@@ -21,5 +21,5 @@ pub mod sys;
 pub mod vm;
 
 pub use cxl_lab_model as model;
-pub use layout::LabPaths;
+pub use layout::Layout;
 pub use shell::Shell;

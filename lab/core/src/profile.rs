@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use cxl_lab_model::{parse_profile, ProfileErrors, Topology};
 
-use crate::layout::{profile_path, LabPaths};
+use crate::layout::Layout;
 
 /// The profile `lab up` uses when none is named.
 pub const DEFAULT_PROFILE: &str = "seed";
@@ -23,8 +23,8 @@ pub struct Profile {
 }
 
 /// Loads a profile by name (`seed`) or path (`profiles/seed.yaml`).
-pub fn load(paths: &LabPaths, name_or_path: &str) -> anyhow::Result<Profile> {
-    let path = profile_path(paths, name_or_path);
+pub fn load(paths: &Layout, name_or_path: &str) -> anyhow::Result<Profile> {
+    let path = paths.profile_path(name_or_path);
     if !path.exists() {
         let known = list(paths).unwrap_or_default().join(", ");
         anyhow::bail!("no profile `{name_or_path}` (looked for {}; known profiles: {known})", path.display());
@@ -41,7 +41,7 @@ pub fn load_topology(path: &Path) -> Result<Topology, anyhow::Error> {
 }
 
 /// The names of the profiles in `profiles/`, sorted.
-pub fn list(paths: &LabPaths) -> anyhow::Result<Vec<String>> {
+pub fn list(paths: &Layout) -> anyhow::Result<Vec<String>> {
     let dir = paths.profiles_dir();
     let mut names: Vec<String> = fs_err::read_dir(&dir)
         .with_context(|| format!("listing profiles in {}", dir.display()))?

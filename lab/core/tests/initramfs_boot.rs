@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cxl_lab_core::stack::build::initramfs::BARE_READY_MARKER;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
 use cxl_lab_core::stack::distro::{self, StackOptions};
-use cxl_lab_core::{LabPaths, Shell};
+use cxl_lab_core::{Layout, Shell};
 
 /// TCG boots this kernel to /init in about 5 s here; CI machines may be slower.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -29,9 +29,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn test_paths() -> LabPaths {
+fn test_paths() -> Layout {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut paths = LabPaths::for_workspace(workspace);
+    let mut paths = Layout::for_workspace(workspace);
     if std::env::var_os("CXL_LAB_CACHE").is_none() {
         paths.cache = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cxl-lab-cache");
     }

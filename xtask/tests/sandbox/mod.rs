@@ -235,5 +235,5 @@ pub fn workspace() -> PathBuf {
 
 /// The artifact cache the test was run with (`CXL_LAB_CACHE` or the default).
 pub fn caller_cache() -> PathBuf {
-    cxl_lab_core::layout::LabPaths::for_workspace(workspace()).cache
+    cxl_lab_core::layout::Layout::for_workspace(workspace()).cache
 }

@@ -15,7 +15,7 @@ use cxl_lab_core::stack::lock::{self, StackLock};
 use cxl_lab_core::prerequisites::{require, Prerequisite};
 use cxl_lab_core::sys::runner::CommandRunner;
 use cxl_lab_core::stack::sources::{DebPin, Pin};
-use cxl_lab_core::LabPaths;
+use cxl_lab_core::Layout;
 
 pub struct Scratch {
     pub root: PathBuf,
@@ -30,8 +30,8 @@ pub fn workspace() -> PathBuf {
 }
 
 /// The caller's paths: the checkout, and the cache `CXL_LAB_CACHE` names (or the default).
-pub fn caller_paths() -> LabPaths {
-    let mut paths = LabPaths::for_workspace(workspace());
+pub fn caller_paths() -> Layout {
+    let mut paths = Layout::for_workspace(workspace());
     paths.state = std::env::temp_dir().join("cxl-d-unused-state");
     paths
 }
@@ -77,11 +77,11 @@ impl Scratch {
     /// first when missing (then the Debian archive must answer). `None` when a test must skip.
     pub fn with_local_mirror(self) -> Option<Scratch> {
         let caller = caller_paths();
-        let cache = Cache::new(&caller.cache);
+        let cache = Cache::new(&caller);
         let debs = locked_debs();
         let missing: Vec<DebPin> = debs
             .iter()
-            .filter(|pin| check_deb(&cache.downloads_dir().join(pin.file_name()), pin).unwrap() != DebFile::Whole)
+            .filter(|pin| check_deb(&cache.layout.downloads_dir().join(pin.file_name()), pin).unwrap() != DebFile::Whole)
             .cloned()
             .collect();
         if !missing.is_empty() {
@@ -97,7 +97,7 @@ impl Scratch {
         for pin in &debs {
             let served = self.mirror.join(&pin.filename);
             std::fs::create_dir_all(served.parent().unwrap()).unwrap();
-            std::fs::copy(cache.downloads_dir().join(pin.file_name()), &served).unwrap();
+            std::fs::copy(cache.layout.downloads_dir().join(pin.file_name()), &served).unwrap();
         }
         let lock_path = self.images.join("distro.lock");
         let mut lock: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&lock_path).unwrap()).unwrap();

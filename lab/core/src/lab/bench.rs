@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::lab::plan::boot_media;
-use crate::lab::state::LabFiles;
-use crate::layout::{LabPaths, MachineRunDir};
+use crate::layout::LabLayout;
+use crate::layout::Layout;
 use crate::qemu::Accel;
 use crate::render::{backend_files, render_machine, RenderInputs};
 use crate::stack::build::initramfs::BARE_READY_MARKER;
@@ -23,16 +23,16 @@ const BARE_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Boots the seed topology with the stack's kernel and initramfs in bare mode, in scratch files
 /// under the lab `files`; returns QEMU's spawn to the initramfs's ready marker.
-pub fn bare_initramfs_boot(paths: &LabPaths, runner: &CommandRunner, stack: &BootStack, files: &LabFiles) -> anyhow::Result<Duration> {
+pub fn bare_initramfs_boot(paths: &Layout, runner: &CommandRunner, stack: &BootStack, files: &LabLayout) -> anyhow::Result<Duration> {
     let profile = crate::profile::load(paths, crate::profile::DEFAULT_PROFILE)?;
-    let scratch = files.dir.join("bare");
-    let overlay = scratch.join("unused-root.qcow2");
-    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let scratch = files.bare_boot_dir();
+    let overlay = scratch.overlay("unused-root");
+    std::fs::create_dir_all(&scratch.dir).with_context(|| format!("creating {}", scratch.dir.display()))?;
     // The initramfs powers off before it looks for a root; the disk is there so the argv matches
     // the lab's exactly.
     ensure_overlay(runner, &stack.qemu_binary, &stack.rootfs_image, &overlay, false)?;
-    let run_dir = MachineRunDir::new(scratch.join("run"));
-    let memory_dir = scratch.join("memory");
+    let run_dir = scratch.run_dir("bare");
+    let memory_dir = scratch.memory_dir();
     prepare_backend_files(&backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?)?;
     let boot = boot_media(stack, &overlay, &files.data_dir(), None, &["cxllab.bare=1".to_owned()]);
     let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, run_dir.clone(), &memory_dir, Accel::Tcg, Some(boot));

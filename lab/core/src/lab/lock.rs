@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use fs4::fs_std::FileExt;
 
-use crate::lab::state::LabFiles;
+use crate::layout::LabLayout;
 
 /// The holder's role once a detached lab's supervisor answers for it alone.
 pub const SUPERVISOR_ROLE: &str = "supervisor";
@@ -76,7 +76,7 @@ pub struct LabLock {
 
 impl LabLock {
     /// Takes the lab's lock for `role` (a command name), or fails at once naming its holder.
-    pub fn try_acquire(files: &LabFiles, role: &str) -> Result<LabLock, LabLockError> {
+    pub fn try_acquire(files: &LabLayout, role: &str) -> Result<LabLock, LabLockError> {
         let path = files.lock_file();
         let io_error = |source| LabLockError::Io { path: path.clone(), source };
         std::fs::create_dir_all(&files.dir).map_err(io_error)?;
@@ -90,7 +90,7 @@ impl LabLock {
     }
 
     /// [`LabLock::try_acquire`], retrying for up to `patience` (a holder that is exiting).
-    pub fn acquire_within(files: &LabFiles, role: &str, patience: Duration) -> Result<LabLock, LabLockError> {
+    pub fn acquire_within(files: &LabLayout, role: &str, patience: Duration) -> Result<LabLock, LabLockError> {
         let deadline = Instant::now() + patience;
         loop {
             match LabLock::try_acquire(files, role) {
@@ -101,7 +101,7 @@ impl LabLock {
     }
 
     /// Who holds the lab's lock, as its holder wrote it.
-    pub fn holder(files: &LabFiles) -> Holder {
+    pub fn holder(files: &LabLayout) -> Holder {
         let mut text = String::new();
         let _ = File::open(files.lock_file()).and_then(|mut file| file.read_to_string(&mut text));
         Holder::parse(&text)
@@ -136,7 +136,7 @@ impl LabLock {
     /// The supervisor's lock: the one `lab up` handed down ([`LabLock::inherit_by`]), checked to
     /// be the lab's lock file and made close-on-exec again (QEMU must not hold the lab); taken
     /// afresh when the supervisor was started by hand.
-    pub fn inherited(files: &LabFiles) -> Result<LabLock, LabLockError> {
+    pub fn inherited(files: &LabLayout) -> Result<LabLock, LabLockError> {
         let Some(text) = std::env::var_os(LOCK_FD_ENV) else { return LabLock::try_acquire(files, SUPERVISOR_ROLE) };
         let text = text.to_string_lossy().into_owned();
         // Not for the QEMUs this process starts.
@@ -176,11 +176,11 @@ impl LabLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::LabPaths;
+    use crate::layout::Layout;
 
-    fn lab_files(dir: &std::path::Path) -> LabFiles {
-        let paths = LabPaths { workspace: dir.into(), cache: dir.join("cache"), state: dir.join("state") };
-        LabFiles::new(&paths, "demo")
+    fn lab_files(dir: &std::path::Path) -> LabLayout {
+        let paths = Layout { workspace: dir.into(), cache: dir.join("cache"), state: dir.join("state") };
+        paths.lab("demo")
     }
 
     #[test]

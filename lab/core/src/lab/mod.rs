@@ -1,6 +1,6 @@
 //! Labs: the commands users type (`lab up`, `exec`, `switch`, `down`...) on top of the profile,
 //! render, stack and vm layers. A lab is a named set of machines booted from one profile; its
-//! files live in `<state>/labs/<name>/` ([`state::LabFiles`]), its QEMUs are owned by one
+//! files live in `<state>/labs/<name>/` ([`state::LabLayout`]), its QEMUs are owned by one
 //! supervisor process ([`supervise`]), and one `lab up` at a time holds it ([`lock`]).
 
 pub mod bench;
@@ -15,8 +15,8 @@ pub mod up;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::lab::state::LabFiles;
-use crate::layout::LabPaths;
+use crate::layout::LabLayout;
+use crate::layout::Layout;
 use crate::shell::Shell;
 
 /// How to start this tool as the supervisor of a lab (`<exe> lab --lab NAME supervise`): the
@@ -29,9 +29,9 @@ pub struct SupervisorLauncher {
 
 /// What every lab command works with.
 pub struct LabContext {
-    pub paths: LabPaths,
+    pub paths: Layout,
     pub shell: Shell,
-    pub files: LabFiles,
+    pub files: LabLayout,
     pub supervisor_launcher: SupervisorLauncher,
     /// When the command started, to measure the tool's own time before QEMU runs.
     pub invocation_started: SystemTime,

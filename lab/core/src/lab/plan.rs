@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::lab::state::{LabFiles, LaunchPlan, PlannedMachine};
+use crate::lab::state::{LaunchPlan, PlannedMachine};
+use crate::layout::LabLayout;
 use crate::model::schema::AccelRequest;
 use crate::model::Topology;
 use crate::profile::Profile;
@@ -15,12 +16,12 @@ use crate::qemu::Accel;
 use crate::render::{backend_files, render_machine, BootMedia, RenderInputs};
 use crate::stack::BootStack;
 use crate::vm::accel::AccelDecision;
-use crate::vm::backing::BackendFile;
+use crate::qemu::BackendFile;
 
 /// What a lab's plan is made from.
 #[derive(Clone, Copy, Debug)]
 pub struct PlanRequest<'a> {
-    pub files: &'a LabFiles,
+    pub files: &'a LabLayout,
     /// The profile as the user named it.
     pub profile_name: &'a str,
     pub profile: &'a Profile,
@@ -63,7 +64,7 @@ pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
     for ((host_index, host), &ssh_port) in hosts.iter().enumerate().zip(request.ssh_ports) {
         let overlay = files.overlay(&host.name);
         all_backend_files.extend(backend_files(&profile.topology, host, &memory_dir)?);
-        let run_dir = files.machine_run_dir(&host.name);
+        let run_dir = files.run_dir(&host.name);
         let boot = boot_media(stack, &overlay, &files.data_dir(), Some(ssh_port), request.extra_cmdline);
         let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
         let argv = render_machine(profile, host_index, &inputs)?.argv;
@@ -128,7 +129,7 @@ mod tests {
 
     #[test]
     fn plans_each_host_in_the_labs_own_files() {
-        let files = LabFiles { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
+        let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
         let (profile, stack) = (profile("shared"), stack());
         let accel = AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() };
         let extra = vec!["quiet".to_owned()];
@@ -149,7 +150,7 @@ mod tests {
         assert_eq!(hosts, ["host0", "host1"]);
         for (machine, port) in launch.machines.iter().zip([10022, 10023]) {
             assert_eq!(machine.argv[0], "/q/qemu-system-x86_64");
-            assert_eq!(machine.run_dir, files.machine_run_dir(&machine.host).dir);
+            assert_eq!(machine.run_dir, files.run_dir(&machine.host).dir);
             assert_eq!(machine.overlay, PathBuf::from(format!("/labs/t/disks/{}.qcow2", machine.host)));
             assert_eq!(machine.ssh_port, Some(port));
             let argv = machine.argv.join("\n");

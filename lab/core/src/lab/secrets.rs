@@ -17,6 +17,7 @@ use fs_err as fs;
 use rand::Rng;
 use zeroize::Zeroizing;
 
+use crate::layout::LabLayout;
 use crate::sys::runner::CommandRunner;
 
 const PASSWORD_LENGTH: usize = 24;
@@ -40,13 +41,9 @@ impl std::fmt::Debug for LabSecrets {
     }
 }
 
-pub fn secrets_dir(lab_dir: &Path) -> PathBuf {
-    lab_dir.join("secrets")
-}
-
 /// Creates the lab's secrets if missing and returns them.
-pub fn ensure_lab_secrets(lab_dir: &Path) -> anyhow::Result<LabSecrets> {
-    let dir = secrets_dir(lab_dir);
+pub fn ensure_lab_secrets(lab: &LabLayout) -> anyhow::Result<LabSecrets> {
+    let dir = lab.secrets_dir();
     fs::create_dir_all(&dir)?;
     fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
 
@@ -65,8 +62,8 @@ pub fn ensure_lab_secrets(lab_dir: &Path) -> anyhow::Result<LabSecrets> {
         // A half pair (killed mid-way) is replaced whole.
         let _ = fs::remove_file(&ssh_private_key);
         let _ = fs::remove_file(&public_path);
-        let comment = format!("cxl-lab@{}", lab_dir.file_name().unwrap_or_default().to_string_lossy());
-        let runner = CommandRunner::new(lab_dir.join("logs"));
+        let comment = format!("cxl-lab@{}", lab.name);
+        let runner = CommandRunner::new(lab.logs_dir());
         runner
             .run(
                 "ssh-keygen",
@@ -102,6 +99,7 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout::Layout;
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -110,14 +108,14 @@ mod tests {
     #[test]
     fn creates_once_private_and_redacted() {
         let dir = tempfile::tempdir().unwrap();
-        let lab = dir.path().join("default");
+        let lab = Layout::for_cache(dir.path()).lab("default");
         let first = ensure_lab_secrets(&lab).unwrap();
         assert_eq!(first.root_password.len(), PASSWORD_LENGTH);
         assert!(first.ssh_public_key.starts_with("ssh-ed25519 "), "{}", first.ssh_public_key);
         assert!(first.ssh_public_key.ends_with("cxl-lab@default"));
-        assert_eq!(mode(&secrets_dir(&lab)), 0o700);
+        assert_eq!(mode(&lab.secrets_dir()), 0o700);
         for file in ["root-password", "id_ed25519", "id_ed25519.pub"] {
-            assert_eq!(mode(&secrets_dir(&lab).join(file)), 0o600, "{file}");
+            assert_eq!(mode(&lab.secrets_dir().join(file)), 0o600, "{file}");
         }
         let shown = format!("{first:?}");
         assert!(!shown.contains(first.root_password.as_str()), "{shown}");

@@ -4,7 +4,7 @@
 //!
 //! Each file has one writer, and both are replaced by rename, so a reader never sees half a file.
 //! A state whose supervisor is gone is stale (the supervisor was killed outright: its QEMU died
-//! with it through the parent-death signal); [`LabFiles::read_live_state`] cleans it up, but only
+//! with it through the parent-death signal); [`LabLayout::read_live_state`] cleans it up, but only
 //! when it can take the lab's lock ([`crate::lab::lock`]): a `lab up` under way owns what is there.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::lab::lock::LabLock;
 use crate::qemu::Accel;
 use crate::stack::BootStack;
-use crate::layout::{LabPaths, MachineRunDir};
+use crate::layout::{LabLayout, MachineRunDir};
 use crate::sys::process::process_runs_program;
 use crate::vm::machine::MachineProcess;
 use crate::vm::supervisor::remove_runtime_files;
@@ -124,65 +124,8 @@ impl LabState {
     }
 }
 
-/// The files of one lab, under `<state>/labs/<name>/`.
-#[derive(Clone, Debug)]
-pub struct LabFiles {
-    pub name: String,
-    pub dir: PathBuf,
-}
-
-impl LabFiles {
-    pub fn new(paths: &LabPaths, name: &str) -> LabFiles {
-        LabFiles { name: name.to_owned(), dir: paths.lab_dir(name) }
-    }
-
-    pub fn state_file(&self) -> PathBuf {
-        self.dir.join("lab.json")
-    }
-
-    pub fn launch_file(&self) -> PathBuf {
-        self.dir.join("launch.json")
-    }
-
-    /// The lab's lock ([`crate::lab::lock::LabLock`]); never removed.
-    pub fn lock_file(&self) -> PathBuf {
-        self.dir.join("lab.lock")
-    }
-
-    /// Step logs of this lab's commands (overlay creation, the supervisor).
-    pub fn logs_dir(&self) -> PathBuf {
-        self.dir.join("logs")
-    }
-
-    pub fn supervisor_log(&self) -> PathBuf {
-        self.logs_dir().join("supervisor.log")
-    }
-
-    /// The private run directory of one host of this lab (sockets, serial log, pid).
-    pub fn machine_run_dir(&self, host: &str) -> MachineRunDir {
-        MachineRunDir::new(self.dir.join("run").join(host))
-    }
-
-    /// Where this lab's memory backend files live (shared by its hosts).
-    pub fn memory_dir(&self) -> PathBuf {
-        self.dir.join("memory")
-    }
-
-    /// The qcow2 overlay a host boots, kept across `lab down` and `lab switch`.
-    pub fn overlay(&self, host: &str) -> PathBuf {
-        self.dir.join("disks").join(format!("{host}.qcow2"))
-    }
-
-    /// Served to the guest as the 9p tag `datashare`.
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    /// The SSH known_hosts file for this lab only: each lab's guest has its own host key.
-    pub fn known_hosts(&self) -> PathBuf {
-        self.dir.join("known_hosts")
-    }
-
+/// Reading and writing a lab's state files (their paths are the layout's).
+impl LabLayout {
     pub fn write_launch_plan(&self, plan: &LaunchPlan) -> Result<(), LabStateError> {
         write_json_atomically(&self.launch_file(), plan)
     }

@@ -24,17 +24,17 @@ use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::lab::lock::{LabLock, SUPERVISOR_ROLE};
-use crate::lab::state::{unix_millis, LabFiles, LabState, MachineState};
-use crate::layout::{LabPaths, MachineRunDir};
+use crate::lab::state::{unix_millis, LabState, MachineState};
+use crate::layout::{Layout, MachineRunDir};
 use crate::sys::process::stop_signals;
 use crate::vm::supervisor::{MachineSpec, RunningMachine};
 
 /// Runs the supervisor of lab `lab_name` until the lab ends. Call from the main thread before any
 /// other thread exists: the signal mask set here is what makes `sigwait` see every signal.
-pub fn run_supervisor(paths: &LabPaths, lab_name: &str) -> anyhow::Result<()> {
+pub fn run_supervisor(paths: &Layout, lab_name: &str) -> anyhow::Result<()> {
     let signals = supervisor_signals();
     signals.thread_block().context("blocking signals in the supervisor")?;
-    let files = LabFiles::new(paths, lab_name);
+    let files = paths.lab(lab_name);
     // Held until this process exits, whichever way.
     let lock = LabLock::inherited(&files)?;
     let plan = files.read_launch_plan()?;

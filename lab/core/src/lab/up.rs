@@ -31,7 +31,8 @@ use crate::lab::control::{down, DownReport};
 use crate::lab::lock::{LabLock, LabLockError, SUPERVISOR_ROLE};
 use crate::lab::plan::{accel_request, plan_lab, LabPlan, PlanRequest};
 use crate::lab::secrets::LabSecrets;
-use crate::lab::state::{unix_millis, LabFiles, LabState, LaunchPlan};
+use crate::lab::state::{unix_millis, LabState, LaunchPlan};
+use crate::layout::LabLayout;
 use crate::lab::LabContext;
 use crate::model::Topology;
 use crate::profile::Profile;
@@ -41,7 +42,7 @@ use crate::sys::runner::{tail_of, CommandRunner};
 use crate::vm::accel::{resolve_accel, AccelDecision};
 use crate::vm::backing::prepare_backend_files;
 use crate::vm::disks::ensure_overlay;
-use crate::vm::supervisor::SupervisorError;
+use crate::vm::error::SupervisorError;
 
 /// How long a guest may take from QEMU's start to its agent's first answer. A Debian guest under
 /// TCG needs 15–30 s here; the margin is for loaded CI runners.
@@ -165,7 +166,7 @@ fn start_lab(
     mut stages: StageClock,
 ) -> anyhow::Result<UpReport> {
     let files = &context.files;
-    let secrets = crate::lab::secrets::ensure_lab_secrets(&files.dir)?;
+    let secrets = crate::lab::secrets::ensure_lab_secrets(files)?;
     stages.lap("secrets");
     let accel = decide_accel(context, &profile.topology, &boot_stack)?;
     stages.lap("accel");
@@ -190,13 +191,13 @@ fn start_lab(
 /// The accelerator the lab runs with (the KVM probe is cached per host boot), said to the user.
 fn decide_accel(context: &LabContext, topology: &Topology, boot_stack: &BootStack) -> anyhow::Result<AccelDecision> {
     let (requested, online_as_ram) = accel_request(topology)?;
-    let decision = resolve_accel(requested, online_as_ram, &boot_stack.qemu_binary, &context.paths.state.join("probe"));
+    let decision = resolve_accel(requested, online_as_ram, &boot_stack.qemu_binary, &context.paths.kvm_probe_dir());
     context.shell.status("Accel", format!("{} ({})", decision.accel, decision.reason));
     Ok(decision)
 }
 
 /// The files the plan's machines boot from: each host's overlay and the memory backend files.
-fn prepare_disks(files: &LabFiles, plan: &LabPlan, fresh_disk: bool) -> anyhow::Result<()> {
+fn prepare_disks(files: &LabLayout, plan: &LabPlan, fresh_disk: bool) -> anyhow::Result<()> {
     let runner = CommandRunner::new(files.logs_dir());
     let stack = &plan.launch.boot_stack;
     fs::create_dir_all(files.data_dir())?;
@@ -323,7 +324,7 @@ fn spawn_supervisor(context: &LabContext, lock: &LabLock, detach: bool) -> anyho
 
 /// Lets a detached lab's supervisor outlive this command: SIGUSR1 tells it to drop its
 /// parent-death signal, and it answers by naming itself the lab's holder in the lock file.
-fn hand_over(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<()> {
+fn hand_over(files: &LabLayout, supervisor: &mut Child) -> anyhow::Result<()> {
     signal_process(supervisor.id(), Signal::SIGUSR1);
     let deadline = Instant::now() + SUPERVISOR_START_TIMEOUT;
     loop {
@@ -343,7 +344,7 @@ fn hand_over(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<()> {
 
 /// Stops a supervisor that still dies with us: SIGTERM (it kills its QEMUs and removes the lab's
 /// state), SIGKILL if it does not end; then removes what a killed one left (we hold the lock).
-fn stop_supervisor(files: &LabFiles, supervisor: &mut Child) {
+fn stop_supervisor(files: &LabLayout, supervisor: &mut Child) {
     signal_process(supervisor.id(), Signal::SIGTERM);
     if !wait_until_gone(Duration::from_secs(10), || matches!(supervisor.try_wait(), Ok(None))) {
         let _ = supervisor.kill();
@@ -355,7 +356,7 @@ fn stop_supervisor(files: &LabFiles, supervisor: &mut Child) {
 }
 
 /// Waits for the supervisor to write `lab.json` (its QEMUs are then spawned).
-fn wait_for_state(files: &LabFiles, supervisor: &mut Child) -> anyhow::Result<LabState> {
+fn wait_for_state(files: &LabLayout, supervisor: &mut Child) -> anyhow::Result<LabState> {
     let deadline = Instant::now() + SUPERVISOR_START_TIMEOUT;
     loop {
         if let Some(signal) = pending_stop_signal() {

@@ -102,6 +102,14 @@ impl<'de> Deserialize<'de> for QemuVersion {
     }
 }
 
+/// The file behind one `memory-backend-file` and the size QEMU maps: the renderer decides it,
+/// the machine's owner creates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendFile {
+    pub path: std::path::PathBuf,
+    pub size: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Accel, QemuVersion};

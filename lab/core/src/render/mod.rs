@@ -17,8 +17,7 @@ use serde::Serialize;
 
 use crate::layout::MachineRunDir;
 use crate::profile::Profile;
-use crate::qemu::{features, Accel, QemuVersion, KVM_CPU_MODEL};
-use crate::vm::backing::BackendFile;
+use crate::qemu::{features, Accel, BackendFile, QemuVersion, KVM_CPU_MODEL};
 
 /// The template of the QEMU argv, relative to `templates/`.
 pub const ARGV_TEMPLATE: &str = "qemu-argv.j2";

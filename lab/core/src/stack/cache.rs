@@ -34,6 +34,8 @@ use fs4::fs_std::FileExt;
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
+use crate::layout::Layout;
+
 /// Bumped when the way artifacts are built changes in a way their inputs do not show.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -224,57 +226,30 @@ pub struct GcReport {
     pub busy: Vec<String>,
 }
 
+/// The artifact cache under the layout's cache root (`Layout::artifacts_dir` and its siblings).
 #[derive(Clone, Debug)]
 pub struct Cache {
-    pub root: PathBuf,
+    pub layout: Layout,
 }
 
 impl Cache {
-    pub fn new(root: impl Into<PathBuf>) -> Cache {
-        Cache { root: root.into() }
+    pub fn new(layout: &Layout) -> Cache {
+        Cache { layout: layout.clone() }
     }
 
-    pub fn artifacts_dir(&self) -> PathBuf {
-        self.root.join("artifacts")
-    }
-
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
-    fn locks_dir(&self) -> PathBuf {
-        self.root.join("locks")
-    }
-
-    /// Stamps: the fingerprints of an artifact's files when they were last hashed and found whole.
-    fn verified_dir(&self) -> PathBuf {
-        self.root.join("verified")
-    }
-
-    /// Downloaded .deb files, named by package, version and hash.
-    pub fn downloads_dir(&self) -> PathBuf {
-        self.root.join("downloads")
-    }
-
-    /// Private apt state directories.
-    pub fn apt_dir(&self) -> PathBuf {
-        self.root.join("apt")
-    }
-
-    /// The directory name of an artifact: `<kind>-<key>`.
     pub fn artifact_name(kind: ArtifactKind, key: &CacheKey) -> String {
         entry_name(kind.name(), key)
     }
 
     pub fn artifact_path(&self, kind: ArtifactKind, key: &CacheKey) -> PathBuf {
-        self.artifacts_dir().join(Cache::artifact_name(kind, key))
+        self.layout.artifacts_dir().join(Cache::artifact_name(kind, key))
     }
 
     /// Whether the artifact is published and whole: reads its manifest and `lstat`s each file it
     /// records; hashes only files changed since their stamp (see the module documentation).
     pub fn check(&self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<Lookup> {
         let name = Cache::artifact_name(kind, key);
-        let path = self.artifacts_dir().join(&name);
+        let path = self.layout.artifacts_dir().join(&name);
         let manifest_path = path.join(MANIFEST);
         let bytes = match std::fs::read(&manifest_path) {
             Ok(bytes) => bytes,
@@ -355,7 +330,7 @@ impl Cache {
         }
         if !problems.is_empty() {
             // Found by a full hash with unchanged fingerprints: the next lookup must hash again.
-            let _ = std::fs::remove_file(self.verified_dir().join(name));
+            let _ = std::fs::remove_file(self.layout.verified_dir().join(name));
         } else if stamp.is_none() || !to_hash.is_empty() {
             self.write_stamp(name, manifest_bytes, &fingerprints);
         }
@@ -364,7 +339,7 @@ impl Cache {
 
     /// The stamp of `name` if it was written for this very manifest.
     fn read_stamp(&self, name: &str, manifest_bytes: &[u8], count: usize) -> Option<Vec<Fingerprint>> {
-        let text = std::fs::read_to_string(self.verified_dir().join(name)).ok()?;
+        let text = std::fs::read_to_string(self.layout.verified_dir().join(name)).ok()?;
         let mut lines = text.lines();
         if lines.next()? != format!("manifest {}", blake3::hash(manifest_bytes).to_hex()) {
             return None;
@@ -381,7 +356,7 @@ impl Cache {
             text.push_str(&fingerprint.line());
             text.push('\n');
         }
-        let _ = crate::sys::atomic_file::replace_file(&self.verified_dir().join(name), text.as_bytes());
+        let _ = crate::sys::atomic_file::replace_file(&self.layout.verified_dir().join(name), text.as_bytes());
     }
 
     /// Hashes every file of every artifact (ignoring stamps) and every download (against the
@@ -403,7 +378,7 @@ impl Cache {
             };
             report.push(VerifyEntry { name: entry.name, problem });
         }
-        if let Ok(read_dir) = fs::read_dir(self.downloads_dir()) {
+        if let Ok(read_dir) = fs::read_dir(self.layout.downloads_dir()) {
             let mut downloads: Vec<PathBuf> = read_dir.map(|entry| entry.map(|entry| entry.path())).collect::<Result<_, _>>()?;
             downloads.sort();
             for path in downloads.into_iter().filter(|path| path.extension().is_some_and(|extension| extension == "deb")) {
@@ -428,10 +403,10 @@ impl Cache {
         if format!("{error:#}").contains("No space left on device") {
             return error;
         }
-        match free_space(&self.root) {
+        match free_space(&self.layout.cache) {
             Some(free) if free < NEARLY_FULL_BYTES => error.context(format!(
                 "No space left on device: the file system of {} has {free} bytes free",
-                self.root.display()
+                self.layout.cache.display()
             )),
             _ => error,
         }
@@ -439,8 +414,8 @@ impl Cache {
 
     /// The lock file of entry `name` (created empty; only its flock matters).
     fn lock_file(&self, name: &str) -> anyhow::Result<(std::fs::File, PathBuf)> {
-        fs::create_dir_all(self.locks_dir())?;
-        let path = self.locks_dir().join(format!("{name}.lock"));
+        fs::create_dir_all(self.layout.cache_locks_dir())?;
+        let path = self.layout.cache_locks_dir().join(format!("{name}.lock"));
         let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?.into_parts().0;
         Ok((file, path))
     }
@@ -474,9 +449,9 @@ impl Cache {
             return Ok(path);
         }
         self.remove_stale_staging(&name);
-        fs::create_dir_all(self.tmp_dir())?;
-        fs::create_dir_all(self.artifacts_dir())?;
-        let staging = tempfile::Builder::new().prefix(&format!("{name}.")).tempdir_in(self.tmp_dir())?;
+        fs::create_dir_all(self.layout.cache_tmp_dir())?;
+        fs::create_dir_all(self.layout.artifacts_dir())?;
+        let staging = tempfile::Builder::new().prefix(&format!("{name}.")).tempdir_in(self.layout.cache_tmp_dir())?;
         let built = build(staging.path()).and_then(|()| {
             let (files, fingerprints) = record_files(staging.path())?;
             let manifest = Manifest {
@@ -510,7 +485,7 @@ impl Cache {
     /// could not remove them. Call with the lock of `name` held: it says their builders are gone.
     /// One with a mount below it (debootstrap outside its namespaces) is left alone.
     fn remove_stale_staging(&self, name: &str) {
-        let Ok(entries) = std::fs::read_dir(self.tmp_dir()) else { return };
+        let Ok(entries) = std::fs::read_dir(self.layout.cache_tmp_dir()) else { return };
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let prefix = format!("{name}.");
         for path in entries.flatten().filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix)).map(|entry| entry.path()) {
@@ -523,7 +498,7 @@ impl Cache {
     /// Every published artifact, sorted by name.
     pub fn list(&self) -> anyhow::Result<Vec<ArtifactEntry>> {
         let mut entries = Vec::new();
-        let Ok(read_dir) = fs::read_dir(self.artifacts_dir()) else { return Ok(entries) };
+        let Ok(read_dir) = fs::read_dir(self.layout.artifacts_dir()) else { return Ok(entries) };
         for entry in read_dir {
             let entry = entry?;
             let path = entry.path();
@@ -546,7 +521,7 @@ impl Cache {
             }
             self.remove_unless_busy(&entry.name, &entry.path, &mut report)?;
         }
-        if let Ok(read_dir) = fs::read_dir(self.downloads_dir()) {
+        if let Ok(read_dir) = fs::read_dir(self.layout.downloads_dir()) {
             for entry in read_dir {
                 let entry = entry?;
                 let file_name = entry.file_name().to_string_lossy().into_owned();
@@ -557,7 +532,7 @@ impl Cache {
             }
         }
         if all {
-            for dir in [self.apt_dir(), self.root.join("debootstrap-debs")] {
+            for dir in [self.layout.apt_dir(), self.layout.debootstrap_debs_dir()] {
                 if dir.exists() {
                     report.freed_bytes += disk_usage(&dir);
                     remove_tree(&dir)?;
@@ -565,7 +540,7 @@ impl Cache {
                 }
             }
         }
-        if let Ok(read_dir) = fs::read_dir(self.tmp_dir()) {
+        if let Ok(read_dir) = fs::read_dir(self.layout.cache_tmp_dir()) {
             for entry in read_dir {
                 let entry = entry?;
                 let file_name = entry.file_name().to_string_lossy().into_owned();
@@ -575,10 +550,10 @@ impl Cache {
             }
         }
         // Stamps of artifacts that are gone (removed by hand, or by an older gc).
-        if let Ok(read_dir) = fs::read_dir(self.verified_dir()) {
+        if let Ok(read_dir) = fs::read_dir(self.layout.verified_dir()) {
             for entry in read_dir {
                 let entry = entry?;
-                if !self.artifacts_dir().join(entry.file_name()).exists() {
+                if !self.layout.artifacts_dir().join(entry.file_name()).exists() {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
@@ -594,7 +569,7 @@ impl Cache {
         }
         report.freed_bytes += disk_usage(path);
         remove_tree(path)?;
-        let _ = std::fs::remove_file(self.verified_dir().join(name));
+        let _ = std::fs::remove_file(self.layout.verified_dir().join(name));
         report.removed.push(path.file_name().unwrap_or_default().to_string_lossy().into_owned());
         Ok(())
     }
@@ -755,7 +730,7 @@ mod tests {
     #[test]
     fn publishes_by_rename_and_reuses() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
+        let cache = Cache::new(&Layout::for_cache(dir.path()));
         let key = CacheKey::of(DEMO, &1);
         let mut builds = 0;
         for _ in 0..2 {
@@ -773,13 +748,13 @@ mod tests {
         assert_eq!(listed.len(), 1);
         let manifest = listed[0].manifest.as_ref().unwrap();
         assert_eq!((manifest.kind.as_str(), &manifest.key), (DEMO.name(), &key));
-        assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cache.layout.cache_tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]
     fn failed_build_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
+        let cache = Cache::new(&Layout::for_cache(dir.path()));
         let key = CacheKey::of(DEMO, &2);
         let error = cache
             .get_or_build(DEMO, &key, serde_json::Value::Null, |staging| {
@@ -790,34 +765,34 @@ mod tests {
         assert!(format!("{error:#}").contains("debootstrap died"));
         assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Miss));
         assert!(!cache.artifact_path(DEMO, &key).exists());
-        assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cache.layout.cache_tmp_dir()).unwrap().count(), 0);
     }
 
     #[test]
     fn gc_keeps_referenced_and_removes_crash_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
+        let cache = Cache::new(&Layout::for_cache(dir.path()));
         let keep = CacheKey::of(DEMO, &"keep");
         let drop = CacheKey::of(DEMO, &"drop");
         for key in [&keep, &drop] {
             cache.get_or_build(DEMO, key, serde_json::Value::Null, |_| Ok(())).unwrap();
         }
         // What a process killed mid-build leaves behind.
-        fs::create_dir_all(cache.tmp_dir().join("demo-abc.XYZ/usr")).unwrap();
-        fs::create_dir_all(cache.downloads_dir()).unwrap();
+        fs::create_dir_all(cache.layout.cache_tmp_dir().join("demo-abc.XYZ/usr")).unwrap();
+        fs::create_dir_all(cache.layout.downloads_dir()).unwrap();
         for file in ["kept.deb", "old.deb", "half.deb.partial"] {
-            fs::write(cache.downloads_dir().join(file), "deb").unwrap();
+            fs::write(cache.layout.downloads_dir().join(file), "deb").unwrap();
         }
         let referenced: HashSet<String> = [Cache::artifact_name(DEMO, &keep), "downloads/kept.deb".to_owned()].into();
         let report = cache.gc(&referenced, false).unwrap();
         assert_eq!(report.removed.len(), 4, "{report:?}");
-        assert!(cache.downloads_dir().join("kept.deb").exists());
-        assert!(!cache.downloads_dir().join("old.deb").exists());
+        assert!(cache.layout.downloads_dir().join("kept.deb").exists());
+        assert!(!cache.layout.downloads_dir().join("old.deb").exists());
         assert!(matches!(cache.check(DEMO, &keep).unwrap(), Lookup::Hit(_)));
         assert!(matches!(cache.check(DEMO, &drop).unwrap(), Lookup::Miss));
-        assert!(cache.verified_dir().join(Cache::artifact_name(DEMO, &keep)).is_file());
-        assert!(!cache.verified_dir().join(Cache::artifact_name(DEMO, &drop)).exists());
-        assert_eq!(fs::read_dir(cache.tmp_dir()).unwrap().count(), 0);
+        assert!(cache.layout.verified_dir().join(Cache::artifact_name(DEMO, &keep)).is_file());
+        assert!(!cache.layout.verified_dir().join(Cache::artifact_name(DEMO, &drop)).exists());
+        assert_eq!(fs::read_dir(cache.layout.cache_tmp_dir()).unwrap().count(), 0);
         cache.gc(&referenced, true).unwrap();
         assert!(cache.list().unwrap().is_empty());
     }
@@ -836,13 +811,13 @@ mod tests {
     #[test]
     fn an_artifact_of_a_kind_this_version_does_not_know_is_listed_and_collected() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
+        let cache = Cache::new(&Layout::for_cache(dir.path()));
         let name = "firmware-0123456789abcdef0123456789abcdef";
-        fs::create_dir_all(cache.artifacts_dir().join(name)).unwrap();
+        fs::create_dir_all(cache.layout.artifacts_dir().join(name)).unwrap();
         let manifest = serde_json::json!({
             "kind": "firmware", "key": "0123456789abcdef0123456789abcdef", "created": 0, "size_bytes": 0, "inputs": null, "files": [],
         });
-        fs::write(cache.artifacts_dir().join(name).join(MANIFEST), manifest.to_string()).unwrap();
+        fs::write(cache.layout.artifacts_dir().join(name).join(MANIFEST), manifest.to_string()).unwrap();
         let listed = cache.list().unwrap();
         assert_eq!((listed[0].name.as_str(), listed[0].manifest.as_ref().unwrap().kind.as_str()), (name, "firmware"));
         assert_eq!(cache.gc(&[name.to_owned()].into(), false).unwrap().kept, [name]);
@@ -867,7 +842,7 @@ mod tests {
     #[test]
     fn damage_is_found_by_size_type_and_contents_even_with_the_mtime_put_back() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
+        let cache = Cache::new(&Layout::for_cache(dir.path()));
         let key = CacheKey::of(DEMO, &3);
         let path = cache.get_or_build(DEMO, &key, serde_json::Value::Null, build_payload_and_link).unwrap();
         assert!(matches!(cache.check(DEMO, &key).unwrap(), Lookup::Hit(_)));
@@ -897,7 +872,7 @@ mod tests {
     #[test]
     fn a_manifest_without_file_hashes_is_adopted_and_a_broken_one_is_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
+        let cache = Cache::new(&Layout::for_cache(dir.path()));
         let key = CacheKey::of(DEMO, &4);
         let path = cache
             .get_or_build(DEMO, &key, serde_json::Value::Null, |staging| Ok(fs::write(staging.join("payload"), "data")?))

@@ -30,7 +30,7 @@ use crate::stack::debian::{self, DebianResolver};
 use crate::stack::host;
 use crate::stack::recipe::{self, LoadedRecipe};
 use crate::stack::lock::{self, Component, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
-use crate::layout::LabPaths;
+use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::stack::StackKind;
 use crate::sys::runner::CommandRunner;
@@ -84,7 +84,7 @@ pub struct StackArtifacts {
 }
 
 /// Makes sure every artifact of the distro stack exists, building what is missing.
-pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<StackArtifacts> {
+pub fn ensure_distro_stack(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<StackArtifacts> {
     let mut session = Session::open(paths, shell, options, &[])?;
     let qemu = session.qemu()?;
     let kernel = session.kernel()?;
@@ -104,7 +104,7 @@ pub fn ensure_distro_stack(paths: &LabPaths, shell: &Shell, options: &StackOptio
 }
 
 /// The kernel and initramfs only (no root, no debootstrap): `build kernel` and the boot test.
-pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(KernelArtifacts, Vec<(String, f64)>)> {
+pub fn ensure_distro_kernel(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(KernelArtifacts, Vec<(String, f64)>)> {
     let mut session = Session::open(paths, shell, options, KERNEL_TOOLS)?;
     let kernel = session.kernel()?;
     session.save_lock()?;
@@ -112,7 +112,7 @@ pub fn ensure_distro_kernel(paths: &LabPaths, shell: &Shell, options: &StackOpti
 }
 
 /// The root filesystem image only: `build rootfs`.
-pub fn ensure_distro_rootfs(paths: &LabPaths, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
+pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
     let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
     let image = session.rootfs()?;
     session.save_lock()?;
@@ -125,7 +125,7 @@ const ROOTFS_TOOLS: &[&str] = &["debootstrap", "mkfs.ext4"];
 
 /// Cache entry names the current recipe and lock point at (`cache ls` marks them, `cache gc`
 /// keeps them), and their downloads as `downloads/<file>`. Reads no network and builds nothing.
-pub fn referenced_artifacts(paths: &LabPaths) -> anyhow::Result<HashSet<String>> {
+pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
     let recipe = recipe::load(&paths.images_dir(), StackKind::Distro)?;
     let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), StackKind::Distro))?.unwrap_or_else(|| StackLock::empty(StackKind::Distro));
     let mut names = HashSet::new();
@@ -203,16 +203,16 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     /// Loads recipe and lock and makes sure the host programs `tools` (all when empty) are there.
-    fn open(paths: &LabPaths, shell: &'a Shell, options: &'a StackOptions, tools: &[&str]) -> anyhow::Result<Session<'a>> {
+    fn open(paths: &Layout, shell: &'a Shell, options: &'a StackOptions, tools: &[&str]) -> anyhow::Result<Session<'a>> {
         let recipe = recipe::load(&paths.images_dir(), StackKind::Distro)?;
         let lock_path = lock::lock_path(&paths.images_dir(), StackKind::Distro);
         let lock_on_disk = StackLock::read(&lock_path)?;
         if options.locked && lock_on_disk.is_none() {
             bail!("--locked, but there is no lock file {}: run once without --locked", lock_path.display());
         }
-        let cache = Cache::new(&paths.cache);
+        let cache = Cache::new(paths);
         let runner = CommandRunner::new(paths.build_logs_dir());
-        host::ensure_tools(tools, &cache.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
+        host::ensure_tools(tools, &cache.layout.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
         Ok(Session {
             shell,
             options,
@@ -474,7 +474,7 @@ impl<'a> Session<'a> {
                 let started = Instant::now();
                 let log = self.runner.log_path("debootstrap");
                 let inputs = json!({ "suite": rootfs.suite, "packages": rootfs.packages.len() });
-                let debs_cache = self.cache.root.join("debootstrap-debs");
+                let debs_cache = self.cache.layout.debootstrap_debs_dir();
                 let path = progress.follow_log(&log, || {
                     self.cache.get_or_build(ArtifactKind::RootfsTree, &tree_key, inputs, |staging| {
                         rootfs::build_tree(staging, rootfs, &recipe.recipe.archive, &debs_cache, &self.runner)
@@ -518,7 +518,7 @@ struct QemuProbe {
 }
 
 fn probe_path(cache: &Cache) -> PathBuf {
-    cache.root.join("probes/qemu.json")
+    cache.layout.qemu_probe_file()
 }
 
 fn fingerprint(binary: &Path) -> Option<(u64, u64, i64)> {

@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::LabPaths;
+use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::shell::Shell;
 
@@ -86,7 +86,7 @@ pub fn require_built_from_recipes(kind: StackKind) -> anyhow::Result<()> {
 
 /// The stack's artifacts for a lab, resolved and built as needed; says where each came from
 /// (verbose).
-pub fn ensure_boot_stack(paths: &LabPaths, shell: &Shell, kind: StackKind) -> anyhow::Result<BootStack> {
+pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyhow::Result<BootStack> {
     require_built_from_recipes(kind)?;
     let artifacts = distro::ensure_distro_stack(paths, shell, &distro::StackOptions::default())?;
     for note in &artifacts.source_notes {

@@ -153,7 +153,7 @@ fn run_probe_guest(qemu_binary: &Path, accel: &str, probe_dir: &Path) -> Result<
             return Ok(started.elapsed());
         }
         if let Some(status) = machine.try_exit_status() {
-            let qemu_said = crate::sys::runner::tail_of(&crate::vm::supervisor::qemu_log_path(&run_dir));
+            let qemu_said = crate::sys::runner::tail_of(&run_dir.qemu_log());
             return Err(format!("QEMU exited with {status}:\n{qemu_said}"));
         }
         std::thread::sleep(Duration::from_millis(25));

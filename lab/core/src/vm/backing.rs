@@ -9,16 +9,9 @@
 //! refuses a backend id that could name a file outside the memory directory); this module only
 //! creates and sizes them.
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 
-/// One memory backend's file and the size QEMU will map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BackendFile {
-    pub path: PathBuf,
-    pub size: u64,
-}
+use crate::qemu::BackendFile;
 
 /// Creates (or resizes) each file, and its directory, to exactly its size.
 pub fn prepare_backend_files(files: &[BackendFile]) -> anyhow::Result<()> {

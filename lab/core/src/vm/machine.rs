@@ -15,7 +15,7 @@ use crate::layout::MachineRunDir;
 use crate::sys::process::{process_runs_program, signal_process, wait_until_gone};
 use crate::vm::agent::GuestAgent;
 use crate::vm::qmp::QmpClient;
-use crate::vm::supervisor::SupervisorError;
+use crate::vm::error::SupervisorError;
 
 #[derive(Clone, Debug)]
 pub struct MachineProcess {

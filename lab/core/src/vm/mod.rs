@@ -6,6 +6,7 @@ pub mod accel;
 pub mod agent;
 pub mod backing;
 pub mod disks;
+pub mod error;
 pub mod machine;
 pub mod qmp;
 pub mod supervisor;

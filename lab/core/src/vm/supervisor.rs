@@ -16,7 +16,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,93 +25,11 @@ use nix::unistd::Pid;
 
 use crate::layout::MachineRunDir;
 use crate::sys::process::{die_with_parent, wait_until_gone};
-use crate::sys::runner::{display_command, tail_of};
-use crate::vm::agent::{AgentError, GuestAgent};
+use crate::sys::runner::display_command;
+use crate::vm::agent::GuestAgent;
+use crate::vm::error::{SupervisorError, UNIX_SOCKET_PATH_MAX};
 use crate::vm::machine::MachineProcess;
-use crate::vm::qmp::{QmpClient, QmpError};
-
-/// Linux limits a unix socket path to 107 bytes plus the terminating zero.
-const UNIX_SOCKET_PATH_MAX: usize = 107;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    #[error("cannot prepare run directory {dir}: {source}")]
-    RunDir { dir: PathBuf, source: std::io::Error },
-    #[error("socket path {path} is {length} bytes, longer than the {UNIX_SOCKET_PATH_MAX} a unix socket allows; move the lab state (CXL_LAB_STATE) to a shorter path")]
-    SocketPathTooLong { path: PathBuf, length: usize },
-    #[error("the QEMU argv is empty")]
-    EmptyArgv,
-    #[error("cannot start QEMU `{program}`: {source}\n  logs: {log}")]
-    Spawn { program: String, log: PathBuf, source: std::io::Error },
-    #[error(
-        "QEMU of `{}` exited ({}) {}\n  last QEMU output:\n{}\n  last serial lines:\n{}\n  logs: {} and {}",
-        .0.machine, .0.status, .0.during, .0.qemu_tail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
-    )]
-    Exited(Box<MachineExited>),
-    #[error(
-        "`{}`: {} not ready within {:?}: {}\n  last serial lines:\n{}\n  logs: {} and {}",
-        .0.machine, .0.what, .0.timeout, .0.detail, .0.serial_tail, .0.qemu_log.display(), .0.serial_log.display()
-    )]
-    NotReady(Box<MachineNotReady>),
-    #[error("interrupted by {signal}")]
-    Interrupted { signal: String },
-    #[error(transparent)]
-    Qmp(#[from] QmpError),
-    #[error(transparent)]
-    Agent(#[from] AgentError),
-}
-
-/// QEMU ended while the tool still needed it.
-#[derive(Debug)]
-pub struct MachineExited {
-    pub machine: String,
-    pub status: String,
-    pub during: String,
-    pub qemu_tail: String,
-    pub serial_tail: String,
-    pub qemu_log: PathBuf,
-    pub serial_log: PathBuf,
-}
-
-/// A machine's QMP or guest agent did not answer in time.
-#[derive(Debug)]
-pub struct MachineNotReady {
-    pub machine: String,
-    pub what: String,
-    pub timeout: Duration,
-    pub detail: String,
-    pub serial_tail: String,
-    pub qemu_log: PathBuf,
-    pub serial_log: PathBuf,
-}
-
-impl SupervisorError {
-    /// QEMU of `machine` is gone; quotes the tails of its own log and of the serial log.
-    pub fn exited(machine: &str, run_dir: &MachineRunDir, status: &str, during: &str) -> SupervisorError {
-        SupervisorError::Exited(Box::new(MachineExited {
-            machine: machine.to_owned(),
-            status: status.to_owned(),
-            during: during.to_owned(),
-            qemu_tail: tail_of(&qemu_log_path(run_dir)),
-            serial_tail: tail_of(&run_dir.serial_log()),
-            qemu_log: qemu_log_path(run_dir),
-            serial_log: run_dir.serial_log(),
-        }))
-    }
-
-    /// `what` (QMP, the guest agent) did not answer in time; quotes the serial log's tail.
-    pub fn not_ready(machine: &str, run_dir: &MachineRunDir, what: &str, timeout: Duration, detail: String) -> SupervisorError {
-        SupervisorError::NotReady(Box::new(MachineNotReady {
-            machine: machine.to_owned(),
-            what: what.to_owned(),
-            timeout,
-            detail,
-            serial_tail: tail_of(&run_dir.serial_log()),
-            qemu_log: qemu_log_path(run_dir),
-            serial_log: run_dir.serial_log(),
-        }))
-    }
-}
+use crate::vm::qmp::QmpClient;
 
 /// Everything needed to start one machine.
 #[derive(Clone, Debug)]
@@ -122,11 +39,6 @@ pub struct MachineSpec {
     /// The rendered command line, `argv[0]` being the QEMU binary.
     pub argv: Vec<String>,
     pub run_dir: MachineRunDir,
-}
-
-/// Where QEMU's own stdout and stderr go (after a first line with its command).
-pub fn qemu_log_path(run_dir: &MachineRunDir) -> PathBuf {
-    run_dir.dir.join("qemu.log")
 }
 
 /// Creates the run directory private to the user (0700) and removes what a previous machine left
@@ -200,7 +112,7 @@ impl RunningMachine {
 
         let mut command = Command::new(program);
         command.args(arguments);
-        let qemu_log = qemu_log_path(&spec.run_dir);
+        let qemu_log = spec.run_dir.qemu_log();
         let mut log_file = fs::File::create(&qemu_log).map_err(dir_error)?;
         std::io::Write::write_all(&mut log_file, format!("$ {}\n", display_command(&command)).as_bytes()).map_err(dir_error)?;
         let log_file = log_file.into_parts().0;

@@ -42,7 +42,7 @@ impl Resolver for DebianResolver<'_> {
         };
         let suite = apt::concrete_suite(&debian.suite, &self.host_codename);
         let mirror = debian.mirror.as_deref().unwrap_or(&self.archive.mirror);
-        let apt = PrivateApt::new(&self.cache.apt_dir(), mirror, std::slice::from_ref(&suite), &self.archive.keyring);
+        let apt = PrivateApt::new(&self.cache.layout.apt_dir(), mirror, std::slice::from_ref(&suite), &self.archive.keyring);
         // apt fails rather than waits on its own lists lock: another lab up may be refreshing them.
         let apt_name = apt.root.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let _apt_lock = self.cache.lock(&format!("apt-{apt_name}"))?;
@@ -110,7 +110,7 @@ pub fn cached_debs(cache: &Cache, pin: &Pin) -> Result<CachedDebs, SourceError> 
     let Pin::Debian { packages, .. } = pin else {
         return Err(SourceError::Unsupported(format!("fetching {pin}")));
     };
-    let dir = cache.downloads_dir();
+    let dir = cache.layout.downloads_dir();
     let mut cached = CachedDebs::default();
     for package in packages {
         let path = dir.join(package.file_name());
@@ -135,7 +135,7 @@ pub fn fetch(
     let Pin::Debian { packages, .. } = pin else {
         return Err(SourceError::Unsupported(format!("fetching {pin}")));
     };
-    let dir = cache.downloads_dir();
+    let dir = cache.layout.downloads_dir();
     let watched: Vec<PathBuf> = packages
         .iter()
         .flat_map(|package| [dir.join(package.file_name()), apt::partial_path(&dir, package)])
