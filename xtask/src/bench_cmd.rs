@@ -92,7 +92,7 @@ impl BenchCommand {
             );
             results.push(RunTimes { tool_before_qemu, boot_to_agent, bare_boot, switch });
         }
-        print_table(&results);
+        print_table(&context.shell, &results);
         Ok(ExitCode::SUCCESS)
     }
 }
@@ -102,7 +102,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn print_table(results: &[RunTimes]) {
+fn print_table(shell: &cxl_lab_core::Shell, results: &[RunTimes]) {
     let column = |pick: &dyn Fn(&RunTimes) -> Duration| -> (f64, String) {
         let values: Vec<f64> = results.iter().map(|times| pick(times).as_secs_f64()).collect();
         let listed = values.iter().map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(" / ");
@@ -112,11 +112,11 @@ fn print_table(results: &[RunTimes]) {
     let boot = column(&|times| times.boot_to_agent);
     let bare = column(&|times| times.bare_boot);
     let switch = column(&|times| times.switch);
-    println!("| measure | median (s) | runs (s) |");
-    println!("| --- | --- | --- |");
-    println!("| warm `lab up`: tool's own time before QEMU starts | {:.3} | {} |", tool.0, tool.1);
-    println!("| warm `lab up`: QEMU start to guest agent answering (TCG) | {:.1} | {} |", boot.0, boot.1);
-    println!("| same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG) | {:.1} | {} |", bare.0, bare.1);
-    println!("| ratio boot-to-agent / bare initramfs | {:.2} | |", boot.0 / bare.0);
-    println!("| `lab switch switch` (down, render, boot to guest agent) | {:.1} | {} |", switch.0, switch.1);
+    shell.out(format_args!("| measure | median (s) | runs (s) |"));
+    shell.out(format_args!("| --- | --- | --- |"));
+    shell.out(format_args!("| warm `lab up`: tool's own time before QEMU starts | {:.3} | {} |", tool.0, tool.1));
+    shell.out(format_args!("| warm `lab up`: QEMU start to guest agent answering (TCG) | {:.1} | {} |", boot.0, boot.1));
+    shell.out(format_args!("| same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG) | {:.1} | {} |", bare.0, bare.1));
+    shell.out(format_args!("| ratio boot-to-agent / bare initramfs | {:.2} | |", boot.0 / bare.0));
+    shell.out(format_args!("| `lab switch switch` (down, render, boot to guest agent) | {:.1} | {} |", switch.0, switch.1));
 }

@@ -1,7 +1,6 @@
 //! `cargo xtask lab ...`: bring a lab up, use it, switch its topology, take it down.
 //! The work is in `cxl_lab_core::lab`; this module parses, prints and picks exit codes.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -116,19 +115,19 @@ impl LabArgs {
                 Ok(ExitCode::SUCCESS)
             }
             LabCommand::Console { host, follow } => {
-                control::console(context, host.as_deref(), follow, &mut std::io::stdout().lock())?;
+                control::console(context, host.as_deref(), follow, &mut context.shell.stdout())?;
                 Ok(ExitCode::SUCCESS)
             }
             LabCommand::Ssh { host, arguments } => run_ssh(context, host.as_deref(), &arguments),
             LabCommand::Qmp { host, command, arguments } => {
                 let reply = control::qmp(context, host.as_deref(), &command, arguments.as_deref())?;
-                println!("{}", serde_json::to_string_pretty(&reply)?);
+                context.shell.out(serde_json::to_string_pretty(&reply)?);
                 Ok(ExitCode::SUCCESS)
             }
             LabCommand::Switch { profile, boot } => run_switch(context, &profile, &boot),
             LabCommand::Down => run_down(context),
             LabCommand::Supervise => {
-                supervise::run_supervisor(&context.paths, &context.files.name)?;
+                supervise::run_supervisor(&context.paths, &context.shell, &context.files.name)?;
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -147,14 +146,14 @@ fn run_up(context: &LabContext, options: &UpOptions) -> anyhow::Result<ExitCode>
 /// `lab status`: exit code 3 when no lab runs.
 fn print_status(context: &LabContext) -> anyhow::Result<ExitCode> {
     let Some(status) = control::status(context)? else {
-        println!("lab `{}`: not running", context.files.name);
+        context.shell.out(format_args!("lab `{}`: not running", context.files.name));
         return Ok(ExitCode::from(3));
     };
     let plan = &status.state.plan;
-    println!("lab `{}`: profile `{}` ({}), {} stack", plan.lab, plan.profile, plan.profile_path.display(), plan.boot_stack.stack);
-    println!("  accel: {} ({})", plan.accel, plan.accel_reason);
-    println!("  kernel: {} ({})", plan.boot_stack.kernel.display(), plan.boot_stack.kernel_release);
-    println!("  supervisor: pid {}{}", status.state.supervisor_pid, if plan.detached { ", detached" } else { ", attached" });
+    context.shell.out(format_args!("lab `{}`: profile `{}` ({}), {} stack", plan.lab, plan.profile, plan.profile_path.display(), plan.boot_stack.stack));
+    context.shell.out(format_args!("  accel: {} ({})", plan.accel, plan.accel_reason));
+    context.shell.out(format_args!("  kernel: {} ({})", plan.boot_stack.kernel.display(), plan.boot_stack.kernel_release));
+    context.shell.out(format_args!("  supervisor: pid {}{}", status.state.supervisor_pid, if plan.detached { ", detached" } else { ", attached" }));
     for machine in &status.machines {
         let vm = match &machine.vm_status {
             Ok(vm) => vm.status.clone(),
@@ -162,8 +161,8 @@ fn print_status(context: &LabContext) -> anyhow::Result<ExitCode> {
         };
         let agent = if machine.agent_answers { "answers" } else { "not answering" };
         let ssh = machine.ssh_port.map(|port| format!(", ssh 127.0.0.1:{port}")).unwrap_or_default();
-        println!("  {}: QEMU pid {} ({}), guest agent {agent}{ssh}", machine.host, machine.qemu_pid, vm);
-        println!("    run dir: {}", machine.run_dir.display());
+        context.shell.out(format_args!("  {}: QEMU pid {} ({}), guest agent {agent}{ssh}", machine.host, machine.qemu_pid, vm));
+        context.shell.out(format_args!("    run dir: {}", machine.run_dir.display()));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -171,9 +170,8 @@ fn print_status(context: &LabContext) -> anyhow::Result<ExitCode> {
 /// `lab exec`: the guest command's output and exit code become ours.
 fn run_exec(context: &LabContext, host: Option<&str>, command: &[String], timeout: u64) -> anyhow::Result<ExitCode> {
     let output = control::exec(context, host, command, Duration::from_secs(timeout))?;
-    std::io::stdout().write_all(&output.stdout)?;
-    std::io::stdout().flush()?;
-    std::io::stderr().write_all(&output.stderr)?;
+    context.shell.out_bytes(&output.stdout)?;
+    context.shell.err_bytes(&output.stderr)?;
     if output.output_truncated {
         context.shell.warn("the guest agent cut the command's output short (it keeps at most 16 MiB)");
     }

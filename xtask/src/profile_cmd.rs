@@ -57,14 +57,14 @@ impl ProfileCommand {
                     let description = profile::load(&context.paths, &name)
                         .map(|profile| profile.topology.description)
                         .unwrap_or_else(|error| format!("(invalid: {})", first_line(&format!("{error:#}"))));
-                    println!("{name:<12} {description}");
+                    context.shell.out(format_args!("{name:<12} {description}"));
                 }
                 Ok(ExitCode::SUCCESS)
             }
             ProfileCommand::Show { profile, dot } => {
                 let profile = profile::load(&context.paths, &profile)?;
                 let text = if dot { picture::dot(&profile.topology) } else { picture::tree(&profile.topology) };
-                print!("{text}");
+                context.shell.out_bytes(text.as_bytes())?;
                 Ok(ExitCode::SUCCESS)
             }
             ProfileCommand::Validate { profiles } => validate(context, &profiles),
@@ -82,12 +82,12 @@ impl ProfileCommand {
                     }
                     let rendered = render::render_machine(&profile, index, &inputs(context, &profile, index, &qemu, version))?;
                     if profile.topology.hosts.len() > 1 {
-                        println!("# host {}", machine.name);
+                        context.shell.out(format_args!("# host {}", machine.name));
                     }
                     if shell {
-                        println!("{}", rendered.shell_command());
+                        context.shell.out(rendered.shell_command());
                     } else {
-                        println!("{}", rendered.argv.join("\n"));
+                        context.shell.out(rendered.argv.join("\n"));
                     }
                 }
                 Ok(ExitCode::SUCCESS)
@@ -95,7 +95,7 @@ impl ProfileCommand {
             ProfileCommand::Expect { profile } => {
                 let profile = profile::load(&context.paths, &profile)?;
                 let view = cxl_lab_core::model::expect::expected_view(&profile.topology);
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                context.shell.out(serde_json::to_string_pretty(&view)?);
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -114,12 +114,12 @@ fn validate(context: &Context, profiles: &[String]) -> anyhow::Result<ExitCode> 
             }
             Err(error) => {
                 failed += 1;
-                eprintln!("{error:#}");
+                context.shell.err(format_args!("{error:#}"));
             }
         }
     }
     if failed > 0 {
-        eprintln!("error: {failed} of {} profile(s) invalid", profiles.len());
+        context.shell.error(&anyhow::anyhow!("{failed} of {} profile(s) invalid", profiles.len()));
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

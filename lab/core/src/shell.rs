@@ -70,6 +70,11 @@ impl Shell {
         println!("{line}");
     }
 
+    /// A line on stderr as it is: a message that carries its own `file:line:` prefix.
+    pub fn err(&self, line: impl std::fmt::Display) {
+        eprintln!("{line}");
+    }
+
     /// Bytes passed through as they are (a guest command's output, a console): `Ok(())` once
     /// written and flushed.
     pub fn out_bytes(&self, bytes: &[u8]) -> std::io::Result<()> {

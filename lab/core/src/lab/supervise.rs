@@ -26,12 +26,13 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::lab::lock::{LabLock, SUPERVISOR_ROLE};
 use crate::lab::state::{unix_millis, LabState, MachineState};
 use crate::layout::{Layout, MachineRunDir};
+use crate::shell::Shell;
 use crate::sys::process::stop_signals;
 use crate::vm::supervisor::{MachineSpec, RunningMachine};
 
 /// Runs the supervisor of lab `lab_name` until the lab ends. Call from the main thread before any
 /// other thread exists: the signal mask set here is what makes `sigwait` see every signal.
-pub fn run_supervisor(paths: &Layout, lab_name: &str) -> anyhow::Result<()> {
+pub fn run_supervisor(paths: &Layout, shell: &Shell, lab_name: &str) -> anyhow::Result<()> {
     let signals = supervisor_signals();
     signals.thread_block().context("blocking signals in the supervisor")?;
     let files = paths.lab(lab_name);
@@ -39,7 +40,7 @@ pub fn run_supervisor(paths: &Layout, lab_name: &str) -> anyhow::Result<()> {
     let lock = LabLock::inherited(&files)?;
     let plan = files.read_launch_plan()?;
     let started_at = SystemTime::now();
-    eprintln!("supervisor {} of lab `{lab_name}`: starting {} machine(s)", std::process::id(), plan.machines.len());
+    shell.err(format_args!("supervisor {} of lab `{lab_name}`: starting {} machine(s)", std::process::id(), plan.machines.len()));
 
     // Machines are dropped (killed, reaped, sockets removed) on every way out of this function.
     let mut machines: Vec<RunningMachine> = Vec::new();
@@ -63,7 +64,7 @@ pub fn run_supervisor(paths: &Layout, lab_name: &str) -> anyhow::Result<()> {
             ssh_port: planned.ssh_port,
             qemu_spawned_at_ms: unix_millis(SystemTime::now()),
         });
-        eprintln!("  {}: QEMU pid {}", planned.host, machine.pid().unwrap_or_default());
+        shell.err(format_args!("  {}: QEMU pid {}", planned.host, machine.pid().unwrap_or_default()));
         machines.push(machine);
     }
     let state = LabState {
@@ -75,8 +76,8 @@ pub fn run_supervisor(paths: &Layout, lab_name: &str) -> anyhow::Result<()> {
     };
     files.write_state(&state)?;
 
-    let reason = wait_for_end(&signals, &mut machines, &lock);
-    eprintln!("supervisor {}: {reason}; stopping the lab", std::process::id());
+    let reason = wait_for_end(shell, &signals, &mut machines, &lock);
+    shell.err(format_args!("supervisor {}: {reason}; stopping the lab", std::process::id()));
     for machine in &mut machines {
         machine.kill_and_reap();
     }
@@ -96,7 +97,7 @@ fn supervisor_signals() -> SigSet {
 }
 
 /// Sleeps until a stop signal arrives or a machine exits; says which.
-fn wait_for_end(signals: &SigSet, machines: &mut [RunningMachine], lock: &LabLock) -> String {
+fn wait_for_end(shell: &Shell, signals: &SigSet, machines: &mut [RunningMachine], lock: &LabLock) -> String {
     loop {
         // Check first: a QEMU that died before we started waiting left only a pending SIGCHLD,
         // which is fine, but checking costs nothing and keeps the loop obviously correct.
@@ -115,7 +116,7 @@ fn wait_for_end(signals: &SigSet, machines: &mut [RunningMachine], lock: &LabLoc
                     return format!("cannot outlive `lab up` ({error})");
                 }
                 lock.set_holder(SUPERVISOR_ROLE);
-                eprintln!("supervisor {}: the lab is ready; running detached", std::process::id());
+                shell.err(format_args!("supervisor {}: the lab is ready; running detached", std::process::id()));
             }
             Ok(signal) => return format!("received {signal}"),
             Err(error) => return format!("sigwait failed ({error})"),
