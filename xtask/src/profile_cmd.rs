@@ -136,7 +136,7 @@ fn note_unchecked_arguments(context: &Context, profile: &Profile) {
 fn inputs(context: &Context, profile: &Profile, host_index: usize, qemu: &std::path::Path, version: QemuVersion) -> RenderInputs {
     let host_name = &profile.topology.hosts[host_index].name;
     let lab = context.paths.lab(DEFAULT_LAB);
-    RenderInputs::new(qemu, version, lab.run_dir(host_name), &lab.memory_dir(), Accel::Tcg, None)
+    RenderInputs::new(qemu, version, None, lab.run_dir(host_name), &lab.memory_dir(), Accel::Tcg, None)
 }
 
 fn parse_version(text: &str) -> Result<QemuVersion, String> {

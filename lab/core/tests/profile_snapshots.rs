@@ -40,6 +40,7 @@ fn inputs(host: &str, version: QemuVersion, boot: bool) -> RenderInputs {
     RenderInputs {
         qemu_binary: PathBuf::from("qemu-system-x86_64"),
         qemu_version: version,
+        qemu_data_dir: None,
         run_dir: MachineRunDir::new(format!("/lab/run/{host}")),
         memory_dir: PathBuf::from("/lab/memory"),
         accel: Accel::Tcg,

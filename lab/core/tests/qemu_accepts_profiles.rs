@@ -45,6 +45,7 @@ fn qemu_starts_every_shipped_profile_paused() {
             let inputs = RenderInputs {
                 qemu_binary: PathBuf::from(&qemu),
                 qemu_version: version,
+                qemu_data_dir: None,
                 run_dir: run_dir.clone(),
                 memory_dir: memory_dir.clone(),
                 accel: Accel::Tcg,

@@ -35,7 +35,7 @@ pub fn bare_initramfs_boot(paths: &Layout, runner: &CommandRunner, stack: &BootS
     let memory_dir = scratch.memory_dir();
     prepare_backend_files(&backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?)?;
     let boot = boot_media(stack, &overlay, &files.data_dir(), None, &["cxllab.bare=1".to_owned()]);
-    let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, run_dir.clone(), &memory_dir, Accel::Tcg, Some(boot));
+    let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, stack.qemu_data_dir.as_deref(), run_dir.clone(), &memory_dir, Accel::Tcg, Some(boot));
     let argv = render_machine(&profile, 0, &inputs)?.argv;
     let spec = MachineSpec { name: "bare".to_owned(), argv, run_dir: run_dir.clone() };
     let started = Instant::now();

@@ -66,7 +66,7 @@ pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
         all_backend_files.extend(backend_files(&profile.topology, host, &memory_dir)?);
         let run_dir = files.run_dir(&host.name);
         let boot = boot_media(stack, &overlay, &files.data_dir(), Some(ssh_port), request.extra_cmdline);
-        let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
+        let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, stack.qemu_data_dir.as_deref(), run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
         let argv = render_machine(profile, host_index, &inputs)?.argv;
         machines.push(PlannedMachine { host: host.name.clone(), argv, run_dir: run_dir.dir, overlay, ssh_port: Some(ssh_port) });
     }
@@ -119,6 +119,7 @@ mod tests {
             stack: StackKind::Distro,
             qemu_binary: PathBuf::from("/q/qemu-system-x86_64"),
             qemu_version: QemuVersion::new(10, 0, 2),
+            qemu_data_dir: None,
             kernel: PathBuf::from("/c/vmlinuz"),
             initrd: Some(PathBuf::from("/c/initrd.img")),
             modules_dir: PathBuf::from("/c/modules"),

@@ -29,6 +29,9 @@ pub const CMDLINE_TEMPLATE: &str = "kernel-cmdline.j2";
 pub struct RenderInputs {
     pub qemu_binary: PathBuf,
     pub qemu_version: QemuVersion,
+    /// QEMU's firmware directory (`-L`): a QEMU built from source carries its ROMs there; `None`
+    /// for an installed QEMU, which finds its own.
+    pub qemu_data_dir: Option<PathBuf>,
     pub run_dir: MachineRunDir,
     /// Where memory backend files live; shared by the hosts of one lab.
     pub memory_dir: PathBuf,
@@ -47,12 +50,14 @@ impl RenderInputs {
     pub fn new(
         qemu_binary: &Path,
         qemu_version: QemuVersion,
+        qemu_data_dir: Option<&Path>,
         run_dir: MachineRunDir,
         memory_dir: &Path,
         accel: Accel,
         boot: Option<BootMedia>,
     ) -> RenderInputs {
-        RenderInputs { qemu_binary: qemu_binary.to_path_buf(), qemu_version, run_dir, memory_dir: memory_dir.to_path_buf(), accel, paused: false, boot }
+        let qemu_data_dir = qemu_data_dir.map(Path::to_path_buf);
+        RenderInputs { qemu_binary: qemu_binary.to_path_buf(), qemu_version, qemu_data_dir, run_dir, memory_dir: memory_dir.to_path_buf(), accel, paused: false, boot }
     }
 }
 
@@ -156,6 +161,7 @@ pub fn render_with_templates(
                 backends => backends,
                 qemu => context! {
                     binary => &inputs.qemu_binary,
+                    data_dir => &inputs.qemu_data_dir,
                     persistent_memdev => features::has_persistent_memdev(inputs.qemu_version),
                 },
                 run => context! {
@@ -287,5 +293,20 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a\0b", &"m".repeat(MAX_BACKEND_ID_LEN + 1)] {
             assert!(backend_file(&memory_dir, bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A QEMU built from source runs with its own firmware directory; an installed one without `-L`.
+    #[test]
+    fn a_firmware_directory_follows_the_binary() {
+        let topology = one_device_topology();
+        let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../templates");
+        let run_dir = MachineRunDir::new("/run/t");
+        let version = QemuVersion::new(10, 2, 2);
+        let with = RenderInputs::new(Path::new("/q/bin/qemu-system-x86_64"), version, Some(Path::new("/q/share/qemu")), run_dir.clone(), Path::new("/m"), Accel::Tcg, None);
+        let argv = render_with_templates(&templates, &topology, 0, &with).unwrap().argv;
+        assert_eq!(argv[..4], ["/q/bin/qemu-system-x86_64", "-L", "/q/share/qemu", "-name"]);
+        let without = RenderInputs { qemu_data_dir: None, ..with };
+        let argv = render_with_templates(&templates, &topology, 0, &without).unwrap().argv;
+        assert!(!argv.contains(&"-L".to_owned()), "{argv:?}");
     }
 }

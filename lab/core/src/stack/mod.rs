@@ -68,6 +68,9 @@ pub struct BootStack {
     pub stack: StackKind,
     pub qemu_binary: PathBuf,
     pub qemu_version: QemuVersion,
+    /// The firmware directory a QEMU built from source runs with (`-L`); none for the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_data_dir: Option<PathBuf>,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub modules_dir: PathBuf,
@@ -96,6 +99,7 @@ pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyh
         stack: kind,
         qemu_binary: artifacts.qemu.path,
         qemu_version: artifacts.qemu.version,
+        qemu_data_dir: None,
         kernel: artifacts.kernel,
         initrd: Some(artifacts.initrd),
         modules_dir: artifacts.modules_dir,
