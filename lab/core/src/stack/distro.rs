@@ -212,7 +212,7 @@ impl<'a> Session<'a> {
         }
         let cache = Cache::new(paths);
         let runner = CommandRunner::new(paths.build_logs_dir());
-        host::ensure_tools(tools, &cache.layout.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
+        host::ensure_tools(StackKind::Distro, tools, &cache.layout.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
         Ok(Session {
             shell,
             options,
