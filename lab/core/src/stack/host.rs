@@ -52,7 +52,7 @@ pub const HOST_TOOLS: &[HostTool] = &[
 
 /// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, and
 /// QEMU's build (configure with meson and pycotap, ninja, the libraries of the x86_64 system
-/// emulator with user networking and 9p). meson and pycotap come from the host release's
+/// emulator with user networking; 9p needs only libc's xattr calls). meson and pycotap come from the host release's
 /// backports: QEMU's configure needs meson >= 1.5 (bookworm has 1.0, bookworm-backports 1.7) and
 /// Debian's `+ds` source does not carry the Python wheels a release tarball has.
 pub const SOURCE_BUILD_TOOLS: &[HostTool] = &[
@@ -73,8 +73,6 @@ pub const SOURCE_BUILD_TOOLS: &[HostTool] = &[
     HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/pixman-1.pc", package: "libpixman-1-dev", suite: HOST_RELEASE, purpose: "QEMU's display code" },
     HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/zlib.pc", package: "zlib1g-dev", suite: HOST_RELEASE, purpose: "QEMU's block layer" },
     HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/slirp.pc", package: "libslirp-dev", suite: HOST_RELEASE, purpose: "user networking (the lab's SSH forward)" },
-    HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/libcap-ng.pc", package: "libcap-ng-dev", suite: HOST_RELEASE, purpose: "virtfs (9p)" },
-    HostTool { program: "/usr/include/attr/libattr.h", package: "libattr1-dev", suite: HOST_RELEASE, purpose: "virtfs (9p)" },
 ];
 
 /// The host tools a stack needs: the lab's own, and the source stack's build tools.
@@ -309,10 +307,18 @@ pub fn ensure_tools(
     Ok(())
 }
 
-/// The private apt `host setup` installs through: the host's release and its backports.
+/// The private apt `host setup` installs through: the host's release, its updates and
+/// backports, and its security updates (from `<mirror>-security` when the mirror is a `/debian`
+/// archive): a host that has a library's security update installed needs the matching `-dev`
+/// package from there (libpcre2-dev under libglib2.0-dev was "held broken" without it).
 pub fn host_apt(apt_dir: &Path, archive: &ArchiveRecipe, host_codename: &str) -> PrivateApt {
-    let suites = [HOST_RELEASE, HOST_BACKPORTS].map(|word| crate::stack::debian::apt::concrete_suite(word, host_codename));
-    PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring)
+    let release = crate::stack::debian::apt::concrete_suite(HOST_RELEASE, host_codename);
+    let suites = [release.clone(), format!("{release}-updates"), crate::stack::debian::apt::concrete_suite(HOST_BACKPORTS, host_codename)];
+    let apt = PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring);
+    match archive.mirror.trim_end_matches('/').strip_suffix("/debian") {
+        Some(root) => apt.with_extra_source(&format!("{root}/debian-security"), &format!("{release}-security")),
+        None => apt,
+    }
 }
 
 /// Installs what `report` lists as missing or outdated (root only).

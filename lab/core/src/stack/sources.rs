@@ -16,6 +16,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::runner::RunError;
+
 /// One place a component can come from, as written in a recipe.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -197,6 +199,23 @@ pub enum SourceError {
     Fatal(#[from] anyhow::Error),
 }
 
+impl SourceError {
+    /// A program could not reach its source: the line of its output that says why (`fatal:`,
+    /// `E:`, `Err:` ... or its last line) and where its whole log is.
+    pub fn unavailable(error: &RunError) -> SourceError {
+        let RunError::Failed { tail, log, .. } = error else { return SourceError::Unavailable(error.to_string()) };
+        let lines: Vec<&str> = tail.lines().map(|line| line.trim_start_matches("  |").trim()).filter(|line| !line.is_empty()).collect();
+        let why = lines
+            .iter()
+            .rev()
+            .find(|line| line.starts_with("fatal:") || line.starts_with("E: Failed") || line.contains("404") || line.starts_with("Could not"))
+            .or(lines.last())
+            .copied()
+            .unwrap_or("failed");
+        SourceError::Unavailable(format!("{why} (log: {})", log.display()))
+    }
+}
+
 /// What one candidate answered: its pin, and the release it found when it names one through a
 /// metapackage (a kernel's `uname -r`, which the pin alone does not say).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -305,6 +324,22 @@ mod tests {
         let mut none = Scripted((0..3).map(|_| Err(SourceError::Unavailable("404".into()))).collect());
         let error = first_available("kernel", &candidates(), &mut none).unwrap_err().to_string();
         assert_eq!(error.lines().count(), 4, "{error}");
+    }
+
+    #[test]
+    fn an_unreachable_source_is_said_in_one_line() {
+        let failed = std::process::Command::new("sh").args(["-c", "exit 128"]).status().unwrap();
+        let error = RunError::Failed {
+            step: "git-ls-remote".into(),
+            command: "git ls-remote".into(),
+            status: failed,
+            tail: "  | $ git ls-remote https://gitlab.com/x.git\n  | fatal: unable to access 'https://gitlab.com/x.git/': Could not resolve host: gitlab.com".into(),
+            log: "/c/logs/git-ls-remote.log".into(),
+        };
+        assert_eq!(
+            SourceError::unavailable(&error).to_string(),
+            "fatal: unable to access 'https://gitlab.com/x.git/': Could not resolve host: gitlab.com (log: /c/logs/git-ls-remote.log)"
+        );
     }
 
     #[test]

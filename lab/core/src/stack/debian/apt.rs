@@ -40,6 +40,8 @@ pub struct PrivateApt {
     pub host_status: bool,
     /// `deb-src` lines (the `Sources` index) instead of `deb` ones.
     pub source_index: bool,
+    /// Suites of other archives, as (archive URL, suite): the host's security updates.
+    pub extra_sources: Vec<(String, String)>,
 }
 
 /// One stanza of `apt-cache show`: the fields cxl-lab needs.
@@ -66,7 +68,16 @@ impl PrivateApt {
             keyring: keyring.to_path_buf(),
             host_status: false,
             source_index: false,
+            extra_sources: Vec::new(),
         }
+    }
+
+    /// The same with `suite` of the archive at `mirror` too, in a directory of its own.
+    pub fn with_extra_source(mut self, mirror: &str, suite: &str) -> PrivateApt {
+        let name = format!("{}+{suite}", self.root.file_name().unwrap_or_default().to_string_lossy());
+        self.root.set_file_name(name);
+        self.extra_sources.push((mirror.to_owned(), suite.to_owned()));
+        self
     }
 
     /// The state directory for the source packages of `suites` (`deb-src`), beside the binary one.
@@ -83,9 +94,11 @@ impl PrivateApt {
     pub fn sources_list(&self) -> String {
         self.suites
             .iter()
-            .map(|suite| {
+            .map(|suite| (self.mirror.as_str(), suite.as_str()))
+            .chain(self.extra_sources.iter().map(|(mirror, suite)| (mirror.as_str(), suite.as_str())))
+            .map(|(mirror, suite)| {
                 let kind = if self.source_index { "deb-src" } else { "deb" };
-                format!("{kind} [signed-by={}] {} {suite} main\n", self.keyring.display(), self.mirror)
+                format!("{kind} [signed-by={}] {mirror} {suite} main\n", self.keyring.display())
             })
             .collect()
     }
@@ -396,7 +409,9 @@ pub fn download_file(runner: &CommandRunner, step: &str, file: &Download, dir: &
     }
     command.arg("download-file").arg(&file.url).arg(&partial).arg(format!("SHA256:{}", file.sha256));
     if let Err(error) = runner.run(step, &mut command) {
+        // apt keeps a file whose hash did not match as `<file>.FAILED`: nothing of it may stay.
         let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(format!("{}.FAILED", partial.display()));
         // The disk filled while downloading (another writer): apt-helper's own words may not
         // have fit into its log.
         if let (RunError::Failed { tail, .. }, Some(free)) = (&error, crate::stack::cache::free_space(dir)) {
@@ -424,7 +439,7 @@ pub fn extract(runner: &CommandRunner, deb: &Path, dir: &Path) -> Result<(), Run
 /// Network trouble and 404s fall through to the next source; anything else is fatal.
 fn classify(error: RunError) -> SourceError {
     match &error {
-        RunError::Failed { tail, .. } if is_unreachable(tail) => SourceError::Unavailable(error.to_string()),
+        RunError::Failed { tail, .. } if is_unreachable(tail) => SourceError::unavailable(&error),
         _ => SourceError::Fatal(error.into()),
     }
 }

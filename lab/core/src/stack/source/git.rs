@@ -106,7 +106,7 @@ pub fn unpack(cache: &Cache, runner: &CommandRunner, url: &str, commit: &str, de
 /// git could not answer: the host, the ref or the commit is not there. Its words are the reason.
 fn unavailable(error: RunError) -> SourceError {
     match error {
-        RunError::Failed { .. } => SourceError::Unavailable(error.to_string()),
+        RunError::Failed { .. } => SourceError::unavailable(&error),
         other => SourceError::Fatal(other.into()),
     }
 }
