@@ -267,6 +267,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_checked_in_locks_read_and_write_byte_identically() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+        for stack in StackKind::ALL {
+            let path = lock_path(&images, stack);
+            let Some(lock) = StackLock::read(&path).unwrap() else { continue };
+            let mut text = serde_json::to_string_pretty(&lock).unwrap();
+            text.push('\n');
+            assert_eq!(text, std::fs::read_to_string(&path).unwrap(), "{} changes when written again", path.display());
+        }
+    }
+
+    #[test]
     fn round_trips_and_writes_only_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = lock_path(dir.path(), StackKind::Distro);

@@ -563,6 +563,41 @@ rootfs:
     }
 
     #[test]
+    fn the_checked_in_source_recipe_parses_and_its_candidates_are_checked() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+        let loaded = load_source(&images).unwrap();
+        let kinds: Vec<&str> = loaded.recipe.qemu.sources.iter().map(|candidate| match candidate {
+            Candidate::Git(_) => "git",
+            Candidate::Tarball(_) => "tarball",
+            Candidate::DebianSource(_) => "debian-source",
+            Candidate::Debian(_) => "debian",
+            Candidate::Local(_) => "local",
+        }).collect();
+        assert_eq!(kinds[..3], ["git", "tarball", "debian-source"]);
+        assert_eq!(loaded.recipe.qemu.firmware.candidates().len(), 3);
+
+        let error = |from: &str, to: &str| {
+            let text = loaded.text.replace(from, to);
+            assert_ne!(text, loaded.text, "{from} is not in the recipe");
+            parse_source(Path::new("s.yaml"), &text).unwrap_err().to_string()
+        };
+        assert_eq!(error("sha256: e0517349", "sha256: x0517349"), "s.yaml: qemu.sources[1].tarball.sha256: 64 hex digits");
+        assert!(error("version: \"1:10.2.2+ds-1\"", "version: \"--x\"").starts_with("s.yaml: qemu.sources[3].debian-source.version"));
+        assert!(error("ref: cxl-2025-06-10", "ref: --upload-pack=x").starts_with("s.yaml: qemu.sources[0].git.ref"));
+        assert!(error("packages: [seabios,", "packages: [Seabios,").starts_with("s.yaml: qemu.firmware.packages"));
+        assert!(error("stack: source", "stack: distro").starts_with("s.yaml: stack: this is the `source` stack's"));
+        // The distro format refuses the source recipe, naming the unknown field.
+        assert!(parse(Path::new("s.yaml"), &loaded.text).unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn the_distro_recipe_serialises_as_before() {
+        // No field the source stack added shows up in the distro recipe.
+        let text = serde_json::to_string(&parse(Path::new("images/distro.yaml"), GOOD).unwrap()).unwrap();
+        assert!(!text.contains("ndctl") && !text.contains("firmware") && !text.contains("version\":null,"), "{text}");
+    }
+
+    #[test]
     fn the_checked_in_recipe_parses() {
         let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
         let loaded = load(&images, StackKind::Distro).unwrap();
