@@ -16,9 +16,9 @@
 //! shares are required, so a missing library fails configure instead of building a QEMU the lab
 //! cannot use), then ninja and `meson install` into the staging directory. Debian's `+ds` source
 //! and release tarballs carry no usable ROMs (`--disable-install-blobs`): the firmware is copied
-//! from Debian's seabios, ipxe-qemu and qemu-system-data packages, whose `/usr/share/qemu`
-//! symlinks (into `/usr/share/seabios`, `/usr/lib/ipxe/qemu`) are resolved inside the unpacked
-//! packages: never an empty placeholder ROM.
+//! from Debian's seabios, ipxe-qemu and qemu-system-data packages (`/usr/share/qemu`,
+//! `/usr/share/seabios`, `/usr/lib/ipxe/qemu`, symlinks resolved inside the unpacked packages),
+//! and the build fails without the BIOS and the virtio NIC's ROM: never an empty placeholder.
 //!
 //! Python: configure runs with the system Python (`/usr/bin/python3`) and `--disable-download`,
 //! so its venv finds meson (>= 1.5) and pycotap from the host packages `host setup --stack source`
@@ -100,19 +100,29 @@ pub fn build(source: &Path, build_dir: &Path, staging: &Path, firmware_debs: &[P
     Ok(version)
 }
 
-/// Unpacks the firmware packages and copies their `/usr/share/qemu` into the artifact's, each
-/// symlink replaced by the file it names inside the unpacked packages.
+/// Where Debian's firmware packages put what QEMU loads: QEMU's own data, SeaBIOS (BIOS and VGA
+/// BIOS) and the iPXE option ROMs. Debian's QEMU searches them all (`--firmwarepath`); the built
+/// one finds them in its data directory, where they are copied in this order.
+const FIRMWARE_DIRS: &[&str] = &["usr/share/qemu", "usr/share/seabios", "usr/lib/ipxe/qemu"];
+
+/// ROMs every lab machine loads: the BIOS and the virtio NIC's option ROM.
+const REQUIRED_FIRMWARE: &[&str] = &["bios-256k.bin", "efi-virtio.rom"];
+
+/// Unpacks the firmware packages and copies their firmware directories into the artifact's data
+/// directory, each symlink replaced by the file it names inside the unpacked packages.
 pub fn install_firmware(staging: &Path, debs: &[PathBuf], runner: &CommandRunner) -> anyhow::Result<()> {
     let unpacked = staging.join("firmware-debs");
     for deb in debs {
         apt::extract(runner, deb, &unpacked)?;
     }
-    let from = unpacked.join("usr/share/qemu");
     let to = firmware_dir(staging);
-    let copied = copy_resolved(&unpacked, &from, &to)?;
+    let mut copied = 0;
+    for dir in FIRMWARE_DIRS.iter().map(|dir| unpacked.join(dir)).filter(|dir| dir.is_dir()) {
+        copied += copy_resolved(&unpacked, &dir, &to)?;
+    }
     fs::remove_dir_all(&unpacked)?;
-    if copied == 0 || !to.join("bios-256k.bin").is_file() {
-        anyhow::bail!("the firmware packages hold no usr/share/qemu/bios-256k.bin (copied {copied} files)");
+    if let Some(missing) = REQUIRED_FIRMWARE.iter().find(|name| !to.join(name).is_file()) {
+        anyhow::bail!("the firmware packages hold no {missing} in {} (copied {copied} files)", FIRMWARE_DIRS.join(", "));
     }
     Ok(())
 }
