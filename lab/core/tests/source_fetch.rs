@@ -61,6 +61,11 @@ fn a_git_ref_resolves_to_its_commit_in_the_lock_and_unpacks() {
     let shell = Shell::plain();
     let options = StackOptions::default();
 
+    // --locked refuses to resolve: without a lock there is nothing to build from.
+    let locked = StackOptions { locked: true, ..StackOptions::default() };
+    let refused = source::Session::open(&layout, &shell, &locked, &["git"]).err().expect("--locked without a lock is refused").to_string();
+    assert!(refused.starts_with("--locked, but there is no lock file"), "{refused}");
+
     let started = Instant::now();
     let mut session = source::Session::open(&layout, &shell, &options, &["git"]).unwrap();
     let pin = session.pinned(SourceComponent::Qemu).unwrap();
@@ -82,7 +87,6 @@ fn a_git_ref_resolves_to_its_commit_in_the_lock_and_unpacks() {
     assert_eq!(std::fs::read_to_string(tree.join("configure")).unwrap(), "#!/bin/sh\necho from git\n");
     assert!(!tree.join(".git").exists());
     git(&repository, &["-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "--quiet", "--allow-empty", "-m", "two"]);
-    let locked = StackOptions { locked: true, ..StackOptions::default() };
     let mut again = source::Session::open(&layout, &shell, &locked, &["git"]).unwrap();
     assert_eq!(again.pinned(SourceComponent::Qemu).unwrap(), pin);
 }

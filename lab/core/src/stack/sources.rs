@@ -208,7 +208,7 @@ impl SourceError {
         let why = lines
             .iter()
             .rev()
-            .find(|line| line.starts_with("fatal:") || line.starts_with("E: Failed") || line.contains("404") || line.starts_with("Could not"))
+            .find(|line| line.starts_with("fatal:") || line.starts_with("E: Failed") || line.contains("Not Found") || line.starts_with("Could not"))
             .or(lines.last())
             .copied()
             .unwrap_or("failed");

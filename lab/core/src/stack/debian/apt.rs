@@ -445,7 +445,11 @@ fn classify(error: RunError) -> SourceError {
 }
 
 fn is_unreachable(output: &str) -> bool {
-    ["404", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
+    // A file whose hash did not match is never "unreachable", whatever digits its hash shows.
+    if output.contains("Hash Sum mismatch") {
+        return false;
+    }
+    ["404  Not Found", "404 Not Found", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
         .iter()
         .any(|needle| output.contains(needle))
 }
@@ -671,6 +675,9 @@ mod tests {
     fn unreachable_is_recognised() {
         assert!(is_unreachable("  | Err:1 http://x/y.deb\n  |   404  Not Found"));
         assert!(!is_unreachable("  | Hash Sum mismatch"));
+        // A hash that happens to show 404 is not a 404.
+        assert!(!is_unreachable("  | Hash Sum mismatch\n  |    - SHA256:0dbefe63f5e2b549c4d6d94041eea1f8b1fc02c9"));
+        assert!(!is_unreachable("  |    - SHA256:0dbefe63f5e2b549c4d6d94041eea1f8b1fc02c9"));
         assert!(is_unverifiable("W: GPG error: http://deb.debian.org/debian forky InRelease: NO_PUBKEY 762F67A0B2C39DE4"));
     }
 }
