@@ -1,10 +1,12 @@
-//! `cargo xtask build rootfs|kernel|all [--stack distro] [--locked]`: builds or downloads what is
-//! missing and prints where each artifact is.
+//! `cargo xtask build qemu|rootfs|kernel|all [--stack distro|source] [--locked]`: builds or
+//! downloads what is missing and prints where each artifact is. The source stack builds `qemu`
+//! so far.
 
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use cxl_lab_core::stack::distro::{self, StackOptions};
+use cxl_lab_core::stack::source;
 use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::Shell;
 
@@ -12,6 +14,8 @@ use crate::Context;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum BuildTarget {
+    /// QEMU from source, with its firmware (the source stack).
+    Qemu,
     Kernel,
     Rootfs,
     All,
@@ -19,7 +23,8 @@ pub enum BuildTarget {
 
 #[derive(Args)]
 pub struct BuildCommand {
-    /// What to build: the kernel (with modules and initramfs), the root filesystem, or both.
+    /// What to build: QEMU (source stack), the kernel (with modules and initramfs), the root
+    /// filesystem, or all of the stack.
     target: BuildTarget,
     /// The stack whose recipe (images/<stack>.yaml) is built.
     #[arg(long, default_value = "distro", value_parser = crate::stack_kind_parser())]
@@ -31,30 +36,20 @@ pub struct BuildCommand {
 
 impl BuildCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        cxl_lab_core::stack::require_built_from_recipes(self.stack)?;
         let options = StackOptions { locked: self.locked, ..StackOptions::default() };
         let (paths, shell) = (&context.paths, &context.shell);
-        let timings = match self.target {
-            BuildTarget::Kernel => {
-                let (kernel, timings) = distro::ensure_distro_kernel(paths, shell, &options)?;
-                print_kernel(shell, &kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);
-                timings
-            }
-            BuildTarget::Rootfs => {
-                let (image, timings) = distro::ensure_distro_rootfs(paths, shell, &options)?;
-                shell.out(format!("rootfs      {}", image.display()));
-                timings
-            }
-            BuildTarget::All => {
-                let artifacts = distro::ensure_distro_stack(paths, shell, &options)?;
-                shell.out(format!("qemu        {} ({})", artifacts.qemu.path.display(), artifacts.qemu.version));
-                print_kernel(shell, &artifacts.kernel_release, &artifacts.kernel, &artifacts.initrd, &artifacts.modules_dir);
-                shell.out(format!("rootfs      {}", artifacts.rootfs_image.display()));
-                for note in &artifacts.source_notes {
+        let timings = match (self.stack, self.target) {
+            (StackKind::Source, BuildTarget::Qemu) => {
+                let built = source::ensure_source_qemu(paths, shell, &options)?;
+                for note in &built.notes {
                     shell.verbose(note);
                 }
-                artifacts.timings
+                let qemu = &built.artifact;
+                shell.out(format!("qemu        {} ({})", qemu.binary.display(), qemu.version));
+                shell.out(format!("firmware    {}", qemu.firmware_dir.display()));
+                built.timings
             }
+            (stack, target) => self.build_distro(stack, target, &options, context)?,
         };
         if timings.is_empty() {
             shell.status("Fresh", "everything was in the cache");
@@ -63,6 +58,34 @@ impl BuildCommand {
             shell.status("Timing", format!("{stage}: {seconds:.1} s"));
         }
         Ok(ExitCode::SUCCESS)
+    }
+
+    fn build_distro(&self, stack: StackKind, target: BuildTarget, options: &StackOptions, context: &Context) -> anyhow::Result<Vec<(String, f64)>> {
+        cxl_lab_core::stack::require_built_from_recipes(stack)?;
+        let (paths, shell) = (&context.paths, &context.shell);
+        Ok(match target {
+            BuildTarget::Qemu => anyhow::bail!("the distro stack's QEMU is the host's: `cargo xtask host setup` installs it"),
+            BuildTarget::Kernel => {
+                let (kernel, timings) = distro::ensure_distro_kernel(paths, shell, options)?;
+                print_kernel(shell, &kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);
+                timings
+            }
+            BuildTarget::Rootfs => {
+                let (image, timings) = distro::ensure_distro_rootfs(paths, shell, options)?;
+                shell.out(format!("rootfs      {}", image.display()));
+                timings
+            }
+            BuildTarget::All => {
+                let artifacts = distro::ensure_distro_stack(paths, shell, options)?;
+                shell.out(format!("qemu        {} ({})", artifacts.qemu.path.display(), artifacts.qemu.version));
+                print_kernel(shell, &artifacts.kernel_release, &artifacts.kernel, &artifacts.initrd, &artifacts.modules_dir);
+                shell.out(format!("rootfs      {}", artifacts.rootfs_image.display()));
+                for note in &artifacts.source_notes {
+                    shell.verbose(note);
+                }
+                artifacts.timings
+            }
+        })
     }
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use cxl_lab_core::stack::cache::{now_seconds, Cache};
-use cxl_lab_core::stack::distro;
+use cxl_lab_core::stack::{distro, source};
 
 use crate::Context;
 
@@ -27,7 +27,8 @@ pub enum CacheCommand {
 impl CacheCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
         let cache = Cache::new(&context.paths);
-        let referenced = distro::referenced_artifacts(&context.paths)?;
+        let mut referenced = distro::referenced_artifacts(&context.paths)?;
+        referenced.extend(source::referenced_artifacts(&context.paths)?);
         match self {
             CacheCommand::Ls => {
                 let entries = cache.list()?;

@@ -92,6 +92,11 @@ impl Layout {
         self.cache.join("downloads")
     }
 
+    /// Bare git repositories of `git` sources, one per URL, holding the commits fetched.
+    pub fn git_dir(&self) -> PathBuf {
+        self.cache.join("git")
+    }
+
     /// Private apt state directories, one per suite and mirror.
     pub fn apt_dir(&self) -> PathBuf {
         self.cache.join("apt")

@@ -12,6 +12,7 @@ use cxl_lab_core::stack::host::{self, HostReport, Outdated, HOST_TOOLS, QEMU_TOO
 use cxl_lab_core::stack::recipe::{self, LoadedRecipe};
 use cxl_lab_core::prerequisites::{require, Prerequisite};
 use cxl_lab_core::qemu::QemuVersion;
+use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::sys::runner::CommandRunner;
 
 fn recipe() -> LoadedRecipe {
@@ -77,6 +78,20 @@ fn host_setup_resolves_on_a_machine_without_any_host_package() {
     let apt = host_apt("empty", "");
     let report = HostReport { missing: HOST_TOOLS.to_vec(), keyring_missing: true, ..HostReport::default() };
     let installs = simulate_plan(&apt, &report);
+    assert_qemu_new_enough(&installs);
+}
+
+#[test]
+fn host_setup_of_the_source_stack_resolves_from_nothing() {
+    if !require(&[Prerequisite::Archive]) {
+        return;
+    }
+    // The lab's tools and the source stack's build tools (meson and pycotap from backports).
+    let apt = host_apt("empty-source", "");
+    let report = HostReport { missing: host::tools_for(StackKind::Source), keyring_missing: true, ..HostReport::default() };
+    let installs = simulate_plan(&apt, &report);
+    let meson = installs.iter().find(|install| install.package == "meson").expect("meson is installed");
+    assert!(meson.origin.contains("Backports"), "meson {} comes from {}, not backports (QEMU needs >= 1.5)", meson.version, meson.origin);
     assert_qemu_new_enough(&installs);
 }
 

@@ -57,10 +57,13 @@ pub enum ArtifactKind {
     Rootfs,
     /// The debootstrapped tree the image is made of.
     RootfsTree,
+    /// QEMU built from source, with its firmware (the source stack).
+    Qemu,
 }
 
 impl ArtifactKind {
-    pub const ALL: [ArtifactKind; 4] = [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs, ArtifactKind::RootfsTree];
+    pub const ALL: [ArtifactKind; 5] =
+        [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs, ArtifactKind::RootfsTree, ArtifactKind::Qemu];
 
     /// The name in directory names, manifests and keys.
     pub fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl ArtifactKind {
             ArtifactKind::Initramfs => "initramfs",
             ArtifactKind::Rootfs => "rootfs",
             ArtifactKind::RootfsTree => "rootfs-tree",
+            ArtifactKind::Qemu => "qemu",
         }
     }
 }
@@ -805,7 +809,7 @@ mod tests {
         let tree = CacheKey::of(ArtifactKind::RootfsTree, &serde_json::json!({"suite": "trixie"}));
         assert_eq!(Cache::artifact_name(ArtifactKind::RootfsTree, &tree), "rootfs-tree-e05c98cc5bb2b130362ff9f5afecb62b");
         let names: Vec<&str> = ArtifactKind::ALL.iter().map(|kind| kind.name()).collect();
-        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree"]);
+        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree", "qemu"]);
     }
 
     #[test]

@@ -25,31 +25,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::stack::build::{initramfs, kernel, rootfs, rootfs_config};
-use crate::stack::cache::{ArtifactKind, Cache, CacheKey, Lookup};
+use crate::stack::cache::{ArtifactKind, Cache, CacheKey};
 use crate::stack::debian::{self, DebianResolver};
 use crate::stack::host;
-use crate::stack::recipe::{self, LoadedRecipe};
+use crate::stack::recipe::{self, LoadedRecipe, StackRecipe};
 use crate::stack::lock::{self, Component, ComponentLock, KernelLock, QemuLock, RootfsLock, StackLock};
 use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::stack::StackKind;
-use crate::sys::runner::CommandRunner;
 use crate::shell::Shell;
 use crate::stack::sources::{self, Pin, Resolution};
-
-#[derive(Clone, Debug)]
-pub struct StackOptions {
-    /// Use the lock file as it is: fail rather than resolve anything again.
-    pub locked: bool,
-    /// Write what was resolved back to `images/<stack>.lock` (tests turn this off).
-    pub write_lock: bool,
-}
-
-impl Default for StackOptions {
-    fn default() -> StackOptions {
-        StackOptions { locked: false, write_lock: true }
-    }
-}
+use crate::stack::session::{RecipeRun, StackRun};
+pub use crate::stack::session::StackOptions;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QemuBinary {
@@ -98,8 +85,8 @@ pub fn ensure_distro_stack(paths: &Layout, shell: &Shell, options: &StackOptions
         modules_dir: kernel.modules_dir,
         kernel_release: kernel.kernel_release,
         rootfs_image,
-        source_notes: session.notes,
-        timings: session.timings,
+        source_notes: session.run.notes,
+        timings: session.run.timings,
     })
 }
 
@@ -108,7 +95,7 @@ pub fn ensure_distro_kernel(paths: &Layout, shell: &Shell, options: &StackOption
     let mut session = Session::open(paths, shell, options, KERNEL_TOOLS)?;
     let kernel = session.kernel()?;
     session.save_lock()?;
-    Ok((kernel, session.timings))
+    Ok((kernel, session.run.timings))
 }
 
 /// The root filesystem image only: `build rootfs`.
@@ -116,7 +103,7 @@ pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOption
     let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
     let image = session.rootfs()?;
     session.save_lock()?;
-    Ok((image, session.timings))
+    Ok((image, session.run.timings))
 }
 
 /// Host programs the kernel side runs (apt-get resolves, apt-helper downloads, dpkg-deb unpacks).
@@ -185,94 +172,16 @@ fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
     (tree, image)
 }
 
-/// One run over a stack: the recipe, the lock as it evolves, and what the run did.
-struct Session<'a> {
-    shell: &'a Shell,
-    options: &'a StackOptions,
-    cache: Cache,
-    runner: CommandRunner,
-    recipe: LoadedRecipe,
-    lock_path: PathBuf,
-    lock: StackLock,
-    lock_on_disk: Option<StackLock>,
-    notes: Vec<String>,
-    timings: Vec<(String, f64)>,
-    /// A locked pin was found gone and resolved again; a second time is an error.
-    re_resolved: bool,
-}
+/// One run over the distro stack.
+type Session<'a> = RecipeRun<'a, StackRecipe>;
 
 impl<'a> Session<'a> {
     /// Loads recipe and lock and makes sure the host programs `tools` (all when empty) are there.
     fn open(paths: &Layout, shell: &'a Shell, options: &'a StackOptions, tools: &[&str]) -> anyhow::Result<Session<'a>> {
         let recipe = recipe::load(&paths.images_dir(), StackKind::Distro)?;
-        let lock_path = lock::lock_path(&paths.images_dir(), StackKind::Distro);
-        let lock_on_disk = StackLock::read(&lock_path)?;
-        if options.locked && lock_on_disk.is_none() {
-            bail!("--locked, but there is no lock file {}: run once without --locked", lock_path.display());
-        }
-        let cache = Cache::new(paths);
-        let runner = CommandRunner::new(paths.build_logs_dir());
-        host::ensure_tools(tools, &cache.layout.apt_dir(), &recipe.recipe.archive, &runner, shell)?;
-        Ok(Session {
-            shell,
-            options,
-            cache,
-            runner,
-            lock: lock_on_disk.clone().unwrap_or_else(|| StackLock::empty(StackKind::Distro)),
-            lock_on_disk,
-            recipe,
-            lock_path,
-            notes: Vec::new(),
-            timings: Vec::new(),
-            re_resolved: false,
-        })
-    }
-
-    fn time(&mut self, stage: &str, started: Instant) {
-        self.timings.push((stage.to_owned(), started.elapsed().as_secs_f64()));
-    }
-
-    /// The artifact if it is cached and whole. Damage is refused with `--locked`; otherwise it is
-    /// reported and the artifact counts as missing (`get_or_build` replaces it).
-    fn lookup(&self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<Option<PathBuf>> {
-        match self.cache.check(kind, key)? {
-            Lookup::Hit(path) => Ok(Some(path)),
-            Lookup::Adopted(path) => {
-                self.shell.warn(format!(
-                    "{} was cached by an older cxl-lab without file hashes: recorded them as the files are now \
-                     (damage done before now is not detected; `cargo xtask cache gc --all` starts over)",
-                    path.display()
-                ));
-                Ok(Some(path))
-            }
-            Lookup::Miss => Ok(None),
-            Lookup::Damaged(damage) if self.options.locked => {
-                bail!("--locked, but the cached {kind} artifact is damaged: {damage}; run without --locked to rebuild it")
-            }
-            Lookup::Damaged(damage) => {
-                self.shell.warn(format!("the cached {kind} artifact is damaged, rebuilding it: {damage}"));
-                Ok(None)
-            }
-        }
-    }
-
-    fn refuse_if_locked(&self, what: &str) -> anyhow::Result<()> {
-        if self.options.locked {
-            bail!("--locked, but {} has no entry for {what} as the recipe now asks: run once without --locked", self.lock_path.display());
-        }
-        Ok(())
-    }
-
-    /// Writes what changed to the lock; called after each component, so a later failure (a
-    /// debootstrap that dies) does not lose what was resolved before it.
-    fn save_lock(&mut self) -> anyhow::Result<()> {
-        if self.options.write_lock && self.lock_on_disk.as_ref() != Some(&self.lock) {
-            if self.lock.write(&self.lock_path)? {
-                self.shell.status("Locked", self.lock_path.display());
-            }
-            self.lock_on_disk = Some(self.lock.clone());
-        }
-        Ok(())
+        let run = StackRun::open(paths, shell, options, StackKind::Distro)?;
+        host::ensure_tools(StackKind::Distro, tools, &run.cache.layout.apt_dir(), &recipe.recipe.archive, &run.runner, shell)?;
+        Ok(Session { run, recipe })
     }
 
     /// The host QEMU, installing it when missing and root.

@@ -18,11 +18,14 @@ use std::process::Command;
 use crate::stack::debian::apt::PrivateApt;
 use crate::stack::recipe::{ArchiveRecipe, HOST_BACKPORTS, HOST_RELEASE};
 use crate::qemu::QemuVersion;
+use crate::stack::StackKind;
 use crate::sys::runner::CommandRunner;
 
 /// A host program and the Debian package (and suite word) that provides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostTool {
+    /// A program looked up in PATH, or the absolute path of a file the package installs (a
+    /// library's pkg-config file, a Python module; one `*` may stand for a directory name).
     pub program: &'static str,
     pub package: &'static str,
     /// `host-backports` or `host`.
@@ -46,6 +49,64 @@ pub const HOST_TOOLS: &[HostTool] = &[
     HostTool { program: "depmod", package: "kmod", suite: HOST_RELEASE, purpose: "indexes kernel modules" },
     HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
 ];
+
+/// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, and
+/// QEMU's build (configure with meson and pycotap, ninja, the libraries of the x86_64 system
+/// emulator with user networking; 9p needs only libc's xattr calls). meson and pycotap come from the host release's
+/// backports: QEMU's configure needs meson >= 1.5 (bookworm has 1.0, bookworm-backports 1.7) and
+/// Debian's `+ds` source does not carry the Python wheels a release tarball has.
+pub const SOURCE_BUILD_TOOLS: &[HostTool] = &[
+    HostTool { program: "git", package: "git", suite: HOST_RELEASE, purpose: "fetches git sources" },
+    HostTool { program: "dpkg-source", package: "dpkg-dev", suite: HOST_RELEASE, purpose: "unpacks Debian source packages" },
+    HostTool { program: "xz", package: "xz-utils", suite: HOST_RELEASE, purpose: "unpacks .tar.xz sources" },
+    HostTool { program: "gcc", package: "gcc", suite: HOST_RELEASE, purpose: "compiles QEMU" },
+    HostTool { program: "make", package: "make", suite: HOST_RELEASE, purpose: "runs QEMU's configure" },
+    HostTool { program: "ninja", package: "ninja-build", suite: HOST_RELEASE, purpose: "builds QEMU" },
+    HostTool { program: "meson", package: "meson", suite: HOST_BACKPORTS, purpose: "configures QEMU (>= 1.5)" },
+    HostTool { program: "/usr/lib/python3/dist-packages/pycotap/__init__.py", package: "python3-pycotap", suite: HOST_BACKPORTS, purpose: "QEMU's configure asks for it" },
+    HostTool { program: "/usr/bin/python3", package: "python3", suite: HOST_RELEASE, purpose: "runs QEMU's configure (the system Python sees meson)" },
+    HostTool { program: "/usr/lib/python3.*/ensurepip/__init__.py", package: "python3-venv", suite: HOST_RELEASE, purpose: "QEMU's configure makes a venv" },
+    HostTool { program: "pkg-config", package: "pkgconf", suite: HOST_RELEASE, purpose: "finds QEMU's libraries" },
+    HostTool { program: "flex", package: "flex", suite: HOST_RELEASE, purpose: "QEMU's build" },
+    HostTool { program: "bison", package: "bison", suite: HOST_RELEASE, purpose: "QEMU's build" },
+    HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/glib-2.0.pc", package: "libglib2.0-dev", suite: HOST_RELEASE, purpose: "QEMU's core library" },
+    HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/pixman-1.pc", package: "libpixman-1-dev", suite: HOST_RELEASE, purpose: "QEMU's display code" },
+    HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/zlib.pc", package: "zlib1g-dev", suite: HOST_RELEASE, purpose: "QEMU's block layer" },
+    HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/slirp.pc", package: "libslirp-dev", suite: HOST_RELEASE, purpose: "user networking (the lab's SSH forward)" },
+];
+
+/// The host tools a stack needs: the lab's own, and the source stack's build tools.
+pub fn tools_for(stack: StackKind) -> Vec<HostTool> {
+    match stack {
+        StackKind::Distro => HOST_TOOLS.to_vec(),
+        StackKind::Source => HOST_TOOLS.iter().chain(SOURCE_BUILD_TOOLS).copied().collect(),
+    }
+}
+
+impl HostTool {
+    /// Where the tool is: a program in PATH, or the file it names.
+    pub fn locate(&self) -> Option<PathBuf> {
+        if self.program.starts_with('/') {
+            return find_file(Path::new(self.program));
+        }
+        find_program(self.program)
+    }
+}
+
+/// `path` if it exists; a component `*` matches any one directory name.
+fn find_file(path: &Path) -> Option<PathBuf> {
+    let text = path.to_str()?;
+    let Some((before, after)) = text.split_once('*') else { return path.exists().then(|| path.to_path_buf()) };
+    let (dir, prefix) = before.rsplit_once('/')?;
+    let mut names: Vec<String> = std::fs::read_dir(if dir.is_empty() { "/" } else { dir })
+        .ok()?
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names.into_iter().map(|name| PathBuf::from(format!("{dir}/{name}{after}"))).find(|candidate| candidate.exists())
+}
 
 /// Where the archive's signing keys come from; checked like a program.
 const KEYRING_PACKAGE: &str = "debian-archive-keyring";
@@ -174,11 +235,11 @@ fn push_once(packages: &mut Vec<String>, package: &str) {
     }
 }
 
-/// Looks for every host tool: a few `stat`s, no process.
-pub fn check(keyring: &Path) -> HostReport {
+/// Looks for every tool of `tools`: a few `stat`s, no process.
+pub fn check(keyring: &Path, tools: &[HostTool]) -> HostReport {
     let mut report = HostReport::default();
-    for tool in HOST_TOOLS {
-        match find_program(tool.program) {
+    for tool in tools {
+        match tool.locate() {
             Some(path) => report.found.push((*tool, path)),
             None => report.missing.push(*tool),
         }
@@ -189,8 +250,8 @@ pub fn check(keyring: &Path) -> HostReport {
 
 /// [`check`], and the host QEMU's version against `minimum` (the recipe's
 /// `qemu.minimum_version`): runs `qemu-system-x86_64 --version`.
-pub fn check_with_versions(keyring: &Path, minimum: Option<QemuVersion>, runner: &CommandRunner) -> anyhow::Result<HostReport> {
-    let mut report = check(keyring);
+pub fn check_with_versions(keyring: &Path, tools: &[HostTool], minimum: Option<QemuVersion>, runner: &CommandRunner) -> anyhow::Result<HostReport> {
+    let mut report = check(keyring, tools);
     let Some(minimum) = minimum else { return Ok(report) };
     let qemu = report.found.iter().find(|(tool, _)| *tool == QEMU_TOOL).map(|(_, path)| path.clone());
     if let Some(path) = qemu {
@@ -217,17 +278,19 @@ pub fn program(program: &str) -> PathBuf {
     find_program(program).unwrap_or_else(|| PathBuf::from(program))
 }
 
-/// Makes sure the host tools running `programs` are there (all of them when empty): installs the
-/// missing ones as root, otherwise fails with the exact `apt-get install` lines. Costs a few
-/// `stat`s when nothing is missing (versions are checked where the QEMU is probed, see `distro`).
+/// Makes sure the host tools of `stack` running `programs` are there (all of them when empty):
+/// installs the missing ones as root, otherwise fails with the exact `apt-get install` lines.
+/// Costs a few `stat`s when nothing is missing (versions are checked where the QEMU is probed,
+/// see `distro`).
 pub fn ensure_tools(
+    stack: StackKind,
     programs: &[&str],
     apt_dir: &Path,
     archive: &ArchiveRecipe,
     runner: &CommandRunner,
     shell: &crate::Shell,
 ) -> anyhow::Result<()> {
-    let mut report = check(&archive.keyring);
+    let mut report = check(&archive.keyring, &tools_for(stack));
     if !programs.is_empty() {
         report.missing.retain(|tool| programs.contains(&tool.program));
     }
@@ -244,10 +307,18 @@ pub fn ensure_tools(
     Ok(())
 }
 
-/// The private apt `host setup` installs through: the host's release and its backports.
+/// The private apt `host setup` installs through: the host's release, its updates and
+/// backports, and its security updates (from `<mirror>-security` when the mirror is a `/debian`
+/// archive): a host that has a library's security update installed needs the matching `-dev`
+/// package from there (libpcre2-dev under libglib2.0-dev was "held broken" without it).
 pub fn host_apt(apt_dir: &Path, archive: &ArchiveRecipe, host_codename: &str) -> PrivateApt {
-    let suites = [HOST_RELEASE, HOST_BACKPORTS].map(|word| crate::stack::debian::apt::concrete_suite(word, host_codename));
-    PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring)
+    let release = crate::stack::debian::apt::concrete_suite(HOST_RELEASE, host_codename);
+    let suites = [release.clone(), format!("{release}-updates"), crate::stack::debian::apt::concrete_suite(HOST_BACKPORTS, host_codename)];
+    let apt = PrivateApt::new(apt_dir, &archive.mirror, &suites, &archive.keyring);
+    match archive.mirror.trim_end_matches('/').strip_suffix("/debian") {
+        Some(root) => apt.with_extra_source(&format!("{root}/debian-security"), &format!("{release}-security")),
+        None => apt,
+    }
 }
 
 /// Installs what `report` lists as missing or outdated (root only).
@@ -335,5 +406,18 @@ mod tests {
     fn finds_programs_in_sbin() {
         assert!(find_program("sh").is_some());
         assert!(find_program("no-such-program-cxl-lab").is_none());
+    }
+
+    #[test]
+    fn files_are_found_by_path_with_one_wildcard() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("python3.11/ensurepip")).unwrap();
+        std::fs::write(dir.path().join("python3.11/ensurepip/__init__.py"), "").unwrap();
+        let pattern = format!("{}/python3.*/ensurepip/__init__.py", dir.path().display());
+        assert_eq!(find_file(Path::new(&pattern)), Some(dir.path().join("python3.11/ensurepip/__init__.py")));
+        assert_eq!(find_file(&dir.path().join("python2.*/x")), None);
+        let source = tools_for(StackKind::Source);
+        assert!(source.len() > HOST_TOOLS.len() && source.iter().any(|tool| tool.package == "meson" && tool.suite == HOST_BACKPORTS));
+        assert_eq!(tools_for(StackKind::Distro), HOST_TOOLS);
     }
 }

@@ -6,6 +6,7 @@
 //! changes, the entry no longer applies and the component is resolved again (an error with
 //! `--locked`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::qemu::QemuVersion;
 use crate::stack::recipe::StackRecipe;
 use crate::stack::StackKind;
-use crate::stack::sources::{Candidate, DebPin, Pin, Resolution};
+use crate::stack::sources::{Candidate, DebPin, Pin, Resolution, SourcePin};
 
 pub const LOCK_FORMAT: u32 = 1;
 
@@ -29,6 +30,10 @@ pub struct StackLock {
     pub busybox: Option<ComponentLock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<RootfsLock>,
+    /// The source stack's components by name (`qemu`, `qemu-firmware`; the kernel and ndctl
+    /// builders add theirs): each pin is what its build is keyed by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, ComponentLock>,
 }
 
 /// A resolved component and the recipe candidates it came from.
@@ -148,6 +153,46 @@ fn check_deb_pin(pin: &DebPin) -> Result<(), String> {
     Ok(())
 }
 
+/// A pinned source package names files in the cache and URLs: as for a .deb.
+fn check_source_pin(pin: &SourcePin) -> Result<(), String> {
+    if !crate::stack::recipe::is_package_name(&pin.package) {
+        return Err("not a Debian package name".to_owned());
+    }
+    if !crate::stack::recipe::is_debian_version(&pin.version) {
+        return Err(format!("version `{}` is not a Debian version", pin.version));
+    }
+    if !crate::stack::recipe::is_mirror_url(&pin.mirror) {
+        return Err(format!("mirror `{}` is not an archive URL", pin.mirror));
+    }
+    if pin.directory.starts_with('/') || pin.directory.split('/').any(|part| part.is_empty() || part == "..") {
+        return Err(format!("directory `{}` is not a path below the mirror", pin.directory));
+    }
+    for file in &pin.files {
+        if file.name.is_empty() || file.name.contains('/') || file.name.starts_with('.') {
+            return Err(format!("`{}` is not a file name", file.name));
+        }
+        if !is_sha256(&file.sha256) {
+            return Err(format!("sha256 `{}` is not 64 hex digits", file.sha256));
+        }
+    }
+    Ok(())
+}
+
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Every pin's words that name files or URLs.
+fn check_pin(pin: &Pin) -> Result<(), String> {
+    match pin {
+        Pin::Debian { packages, .. } => packages.iter().try_for_each(|package| check_deb_pin(package).map_err(|message| format!("{}: {message}", package.package))),
+        Pin::DebianSource(source) => check_source_pin(source).map_err(|message| format!("{}: {message}", source.package)),
+        Pin::Tarball { sha256, .. } if !is_sha256(sha256) => Err(format!("sha256 `{sha256}` is not 64 hex digits")),
+        Pin::Git { commit, .. } if !crate::stack::recipe::is_commit_id(commit) => Err(format!("`{commit}` is not a commit id")),
+        _ => Ok(()),
+    }
+}
+
 impl StackLock {
     pub fn empty(stack: StackKind) -> StackLock {
         StackLock { format: LOCK_FORMAT, stack, ..StackLock::default() }
@@ -168,12 +213,10 @@ impl StackLock {
                 message: format!("format {} is not {LOCK_FORMAT}: delete it to resolve again", lock.format),
             });
         }
-        for component in Component::ALL {
-            let Some(ComponentLock { pin: Pin::Debian { packages, .. }, .. }) = lock.entry(component) else { continue };
-            for package in packages {
-                if let Err(message) = check_deb_pin(package) {
-                    return Err(LockError::Read { path: path.to_path_buf(), message: format!("{component}: {}: {message}", package.package) });
-                }
+        let entries = Component::ALL.into_iter().filter_map(|component| lock.entry(component).map(|entry| (component.name(), entry)));
+        for (name, entry) in entries.chain(lock.sources.iter().map(|(name, entry)| (name.as_str(), entry))) {
+            if let Err(message) = check_pin(&entry.pin) {
+                return Err(LockError::Read { path: path.to_path_buf(), message: format!("{name}: {message}") });
             }
         }
         Ok(Some(lock))
@@ -222,6 +265,18 @@ impl StackLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_checked_in_locks_read_and_write_byte_identically() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+        for stack in StackKind::ALL {
+            let path = lock_path(&images, stack);
+            let Some(lock) = StackLock::read(&path).unwrap() else { continue };
+            let mut text = serde_json::to_string_pretty(&lock).unwrap();
+            text.push('\n');
+            assert_eq!(text, std::fs::read_to_string(&path).unwrap(), "{} changes when written again", path.display());
+        }
+    }
 
     #[test]
     fn round_trips_and_writes_only_changes() {

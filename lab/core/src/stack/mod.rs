@@ -4,7 +4,8 @@
 //! - [`debian`] resolves and downloads Debian packages through a private apt state;
 //! - [`build`] makes the kernel, initramfs and root filesystem artifacts; [`cache`] keeps them by
 //!   content; [`host`] is the host programs the builds and the lab need;
-//! - [`distro`] puts these together for the `distro` stack.
+//! - [`distro`] puts these together for the `distro` stack; [`source`] builds the `source` stack
+//!   (QEMU so far) from git, tarballs and Debian source packages.
 
 pub mod build;
 pub mod cache;
@@ -13,6 +14,8 @@ pub mod distro;
 pub mod host;
 pub mod lock;
 pub mod recipe;
+pub mod session;
+pub mod source;
 pub mod sources;
 
 use std::fmt;
@@ -83,7 +86,9 @@ pub struct BootStack {
 pub fn require_built_from_recipes(kind: StackKind) -> anyhow::Result<()> {
     match kind {
         StackKind::Distro => Ok(()),
-        StackKind::Source => anyhow::bail!("the source stack cannot be built yet; use `--stack distro`"),
+        StackKind::Source => anyhow::bail!(
+            "the source stack builds only QEMU so far (`cargo xtask build qemu --stack source`): its kernel and ndctl are not built yet; use `--stack distro`"
+        ),
     }
 }
 

@@ -1,11 +1,14 @@
 //! Recipes in `images/`: where each piece of a stack comes from and how it is put together.
 //!
-//! A recipe is a YAML file (`images/distro.yaml`) parsed once into [`StackRecipe`]; errors name
-//! the file, line, column and field. Everything downstream trusts the parsed recipe. The format is
-//! documented in `docs/images.md`.
+//! A recipe is a YAML file parsed once: `images/distro.yaml` into [`StackRecipe`],
+//! `images/source.yaml` into [`SourceRecipe`] (the two share the archive, the candidate syntax and
+//! the checks of every word that reaches apt, git or a URL); errors name the file, line, column
+//! and field. Everything downstream trusts the parsed recipe. The format is documented in
+//! `docs/images.md`.
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::qemu::QemuVersion;
@@ -28,7 +31,7 @@ pub enum RecipeError {
     Invalid { path: PathBuf, field: String, message: String },
 }
 
-/// One stack's recipe: QEMU, kernel, initramfs, root filesystem.
+/// The distro stack's recipe: QEMU, kernel, initramfs, root filesystem.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StackRecipe {
@@ -113,12 +116,73 @@ fn default_headroom() -> u64 {
     2048
 }
 
+/// The source stack's recipe (`images/source.yaml`): QEMU, the kernel and ndctl built from
+/// source. What it boots besides them (initramfs, root filesystem) is added with their builders.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRecipe {
+    /// `source`.
+    pub stack: StackKind,
+    #[serde(default)]
+    pub archive: ArchiveRecipe,
+    pub qemu: SourceQemuRecipe,
+    pub kernel: KernelRecipe,
+    pub ndctl: NdctlRecipe,
+}
+
+/// QEMU built from the first source that answers, with Debian's firmware.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceQemuRecipe {
+    pub sources: Vec<Candidate>,
+    /// The oldest QEMU the lab accepts (`major.minor`): a source that builds an older one fails.
+    #[serde(default)]
+    pub minimum_version: Option<QemuVersion>,
+    pub firmware: FirmwareRecipe,
+}
+
+/// The ROMs QEMU loads (BIOS, option ROMs), from Debian binary packages of one suite: source
+/// releases and Debian's `+ds` source carry none that are built.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareRecipe {
+    /// A suite name, `host` or `host-backports`.
+    pub suite: String,
+    pub packages: Vec<String>,
+    /// Overrides the archive's mirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+}
+
+impl FirmwareRecipe {
+    /// Each package as a `debian` candidate, resolved one by one (all of them are needed).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.packages
+            .iter()
+            .map(|package| {
+                Candidate::Debian(crate::stack::sources::DebianCandidate {
+                    package: package.clone(),
+                    suite: self.suite.clone(),
+                    parts: Vec::new(),
+                    mirror: self.mirror.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NdctlRecipe {
+    pub sources: Vec<Candidate>,
+}
+
 /// A recipe as read from disk: the parsed form and its exact text (the text feeds cache keys).
 #[derive(Clone, Debug)]
-pub struct LoadedRecipe {
+pub struct LoadedRecipe<R = StackRecipe> {
     pub path: PathBuf,
     pub text: String,
-    pub recipe: StackRecipe,
+    pub recipe: R,
 }
 
 /// The recipe file of a stack: `images/<stack>.yaml`.
@@ -126,20 +190,43 @@ pub fn recipe_path(images_dir: &Path, stack: StackKind) -> PathBuf {
     images_dir.join(format!("{stack}.yaml"))
 }
 
-/// Reads and validates `images/<stack>.yaml`.
+/// Reads and validates `images/distro.yaml` (`stack` is the distro stack).
 pub fn load(images_dir: &Path, stack: StackKind) -> Result<LoadedRecipe, RecipeError> {
+    load_with(images_dir, stack, parse)
+}
+
+/// Reads and validates `images/source.yaml`.
+pub fn load_source(images_dir: &Path) -> Result<LoadedRecipe<SourceRecipe>, RecipeError> {
+    load_with(images_dir, StackKind::Source, parse_source)
+}
+
+fn load_with<R>(images_dir: &Path, stack: StackKind, parse: fn(&Path, &str) -> Result<R, RecipeError>) -> Result<LoadedRecipe<R>, RecipeError> {
     let path = recipe_path(images_dir, stack);
     let text = std::fs::read_to_string(&path).map_err(|error| RecipeError::Read { path: path.clone(), error })?;
     let recipe = parse(&path, &text)?;
     Ok(LoadedRecipe { path, text, recipe })
 }
 
-/// Parses recipe text; `path` is only used in messages.
+/// Parses distro recipe text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<StackRecipe, RecipeError> {
+    let recipe: StackRecipe = parse_yaml(path, text)?;
+    validate(path, &recipe)?;
+    Ok(recipe)
+}
+
+/// Parses source recipe text; `path` is only used in messages.
+pub fn parse_source(path: &Path, text: &str) -> Result<SourceRecipe, RecipeError> {
+    let recipe: SourceRecipe = parse_yaml(path, text)?;
+    validate_source(path, &recipe)?;
+    Ok(recipe)
+}
+
+/// YAML to `T`, with errors at the file, line, column and field.
+fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, RecipeError> {
     if text.trim().is_empty() {
         return Err(RecipeError::Parse { path: path.to_path_buf(), line: 1, column: 1, message: "the recipe is empty".to_owned() });
     }
-    let recipe: StackRecipe = serde_saphyr::from_str(text).map_err(|error| {
+    serde_saphyr::from_str(text).map_err(|error| {
         let (line, column) = error.location().map(|location| (location.line(), location.column())).unwrap_or((0, 0));
         let message = first_line(&error.to_string());
         // A missing field is reported at the last key of the mapping that lacks it: the mapping
@@ -150,9 +237,7 @@ pub fn parse(path: &Path, text: &str) -> Result<StackRecipe, RecipeError> {
             _ => message,
         };
         RecipeError::Parse { path: path.to_path_buf(), line, column, message }
-    })?;
-    validate(path, &recipe)?;
-    Ok(recipe)
+    })
 }
 
 /// serde-saphyr renders a snippet under its message and repeats the position before or after
@@ -208,12 +293,41 @@ fn field_path_at(text: &str, line: u64, column: u64, parent_if_at_key: bool) -> 
 fn validate(path: &Path, recipe: &StackRecipe) -> Result<(), RecipeError> {
     let invalid = |(field, message): Problem| RecipeError::Invalid { path: path.to_path_buf(), field, message };
     if recipe.stack != StackKind::Distro {
-        return Err(invalid(problem("stack", "only the `distro` stack is built from recipes so far")));
+        return Err(invalid(problem("stack", "this is the `distro` stack's recipe format (the source stack's is images/source.yaml)")));
     }
     check_lists(recipe).map_err(invalid)?;
-    check_candidates(recipe).map_err(invalid)?;
+    check_candidates(&source_lists(recipe)).map_err(invalid)?;
     check_archive_and_rootfs(recipe).map_err(invalid)?;
     check_names(recipe).map_err(invalid)
+}
+
+/// The source recipe's checks: its stack, that each list has a candidate, every candidate's
+/// words, the firmware's suite and packages, the archive.
+fn validate_source(path: &Path, recipe: &SourceRecipe) -> Result<(), RecipeError> {
+    let invalid = |(field, message): Problem| RecipeError::Invalid { path: path.to_path_buf(), field, message };
+    if recipe.stack != StackKind::Source {
+        return Err(invalid(problem("stack", "this is the `source` stack's recipe format (the distro stack's is images/distro.yaml)")));
+    }
+    let lists: [(&str, &[Candidate]); 3] =
+        [("qemu.sources", &recipe.qemu.sources), ("kernel.sources", &recipe.kernel.sources), ("ndctl.sources", &recipe.ndctl.sources)];
+    if let Some((field, _)) = lists.iter().find(|(_, sources)| sources.is_empty()) {
+        return Err(invalid(problem(field, "lists no source")));
+    }
+    check_candidates(&lists).map_err(invalid)?;
+    let firmware = &recipe.qemu.firmware;
+    if !is_suite(&firmware.suite) {
+        return Err(invalid(problem("qemu.firmware.suite", SUITE_RULE)));
+    }
+    if firmware.packages.is_empty() || firmware.packages.iter().any(|package| !is_package_name(package)) {
+        return Err(invalid(problem("qemu.firmware.packages", PACKAGE_NAME_RULE)));
+    }
+    if firmware.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
+        return Err(invalid(problem("qemu.firmware.mirror", MIRROR_RULE)));
+    }
+    if !is_mirror_url(&recipe.archive.mirror) {
+        return Err(invalid(problem("archive.mirror", MIRROR_RULE)));
+    }
+    Ok(())
 }
 
 /// A field and what is wrong with it.
@@ -243,25 +357,60 @@ fn check_lists(recipe: &StackRecipe) -> Result<(), Problem> {
     Ok(())
 }
 
-/// The words of `debian` candidates reach apt: package names, suites, parts and mirrors.
-fn check_candidates(recipe: &StackRecipe) -> Result<(), Problem> {
-    for (field, sources) in source_lists(recipe) {
+/// The words of candidates reach apt, git and URLs: package names, suites, versions, parts and
+/// mirrors; git URLs and refs; tarball URLs and sha256s.
+fn check_candidates(lists: &[(&str, &[Candidate])]) -> Result<(), Problem> {
+    for (field, sources) in lists {
         for (index, candidate) in sources.iter().enumerate() {
-            let Candidate::Debian(debian) = candidate else { continue };
-            let field = |name: &str| format!("{field}[{index}].debian.{name}");
-            if !is_package_name(&debian.package) {
-                return Err(problem(&field("package"), PACKAGE_NAME_RULE));
-            }
-            if !is_suite(&debian.suite) {
-                return Err(problem(&field("suite"), SUITE_RULE));
-            }
-            if debian.parts.iter().any(|part| !is_package_name(&part.replace("{release}", "0"))) {
-                return Err(problem(&field("parts"), "package names, with `{release}` where the release goes"));
-            }
-            if debian.mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
-                return Err(problem(&field("mirror"), MIRROR_RULE));
-            }
+            check_candidate(candidate).map_err(|(name, message)| (format!("{field}[{index}].{name}"), message))?;
         }
+    }
+    Ok(())
+}
+
+/// One candidate's words; the problem's field is below the candidate (`debian.suite`).
+fn check_candidate(candidate: &Candidate) -> Result<(), Problem> {
+    let (kind, package, suite, mirror) = match candidate {
+        Candidate::Debian(debian) => {
+            if debian.parts.iter().any(|part| !is_package_name(&part.replace("{release}", "0"))) {
+                return Err(problem("debian.parts", "package names, with `{release}` where the release goes"));
+            }
+            ("debian", &debian.package, &debian.suite, &debian.mirror)
+        }
+        Candidate::DebianSource(source) => {
+            if source.version.as_deref().is_some_and(|version| !is_debian_version(version)) {
+                return Err(problem("debian-source.version", "a Debian version (`1:10.2.2+ds-1`)"));
+            }
+            ("debian-source", &source.package, &source.suite, &source.mirror)
+        }
+        Candidate::Git(git) => {
+            if !["https://", "http://", "git://", "file://", "/"].iter().any(|scheme| git.url.starts_with(scheme)) || git.url.contains(char::is_whitespace) {
+                return Err(problem("git.url", "a repository URL (`https://`, `http://`, `git://`, `file://`) or an absolute path"));
+            }
+            if git.reference.is_empty() || git.reference.starts_with('-') || git.reference.contains(|c: char| c.is_whitespace() || c == ':') {
+                return Err(problem("git.ref", "a branch, tag or commit id"));
+            }
+            return Ok(());
+        }
+        Candidate::Tarball(tarball) => {
+            if !["https://", "http://"].iter().any(|scheme| tarball.url.starts_with(scheme)) || tarball.url.contains(char::is_whitespace) {
+                return Err(problem("tarball.url", "an `https://` or `http://` URL (a local tree is a `local` source)"));
+            }
+            if tarball.sha256.len() != 64 || !tarball.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(problem("tarball.sha256", "64 hex digits"));
+            }
+            return Ok(());
+        }
+        Candidate::Local(_) => return Ok(()),
+    };
+    if !is_package_name(package) {
+        return Err(problem(&format!("{kind}.package"), PACKAGE_NAME_RULE));
+    }
+    if !is_suite(suite) {
+        return Err(problem(&format!("{kind}.suite"), SUITE_RULE));
+    }
+    if mirror.as_deref().is_some_and(|mirror| !is_mirror_url(mirror)) {
+        return Err(problem(&format!("{kind}.mirror"), MIRROR_RULE));
     }
     Ok(())
 }
@@ -309,6 +458,18 @@ pub(crate) fn is_package_name(name: &str) -> bool {
     name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+}
+
+/// A full commit id (40 hex digits, or 64 for a SHA-256 repository).
+pub(crate) fn is_commit_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A Debian version: `[epoch:]upstream[-revision]` in Debian's characters.
+pub(crate) fn is_debian_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.starts_with(|c: char| c.is_ascii_digit())
+        && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-'))
 }
 
 /// A plain word (it becomes a debootstrap argument and a directory name).
@@ -399,6 +560,41 @@ rootfs:
         assert!(error("  packages: [openssh-server, jq]", "  packages: [jq]\n  mirror: deb.debian.org").contains("rootfs.mirror: an archive URL"));
         assert!(error("  packages: [openssh-server, jq]", "  packages: [jq]\n  headroom_mib: 18446744073709551615").contains("rootfs.headroom_mib: at most"));
         assert!(error("[virtio_blk, ext4]", "[virtio_blk, 'ext4 x']").contains("`ext4 x` is not a module name"));
+    }
+
+    #[test]
+    fn the_checked_in_source_recipe_parses_and_its_candidates_are_checked() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images");
+        let loaded = load_source(&images).unwrap();
+        let kinds: Vec<&str> = loaded.recipe.qemu.sources.iter().map(|candidate| match candidate {
+            Candidate::Git(_) => "git",
+            Candidate::Tarball(_) => "tarball",
+            Candidate::DebianSource(_) => "debian-source",
+            Candidate::Debian(_) => "debian",
+            Candidate::Local(_) => "local",
+        }).collect();
+        assert_eq!(kinds[..3], ["git", "tarball", "debian-source"]);
+        assert_eq!(loaded.recipe.qemu.firmware.candidates().len(), 3);
+
+        let error = |from: &str, to: &str| {
+            let text = loaded.text.replace(from, to);
+            assert_ne!(text, loaded.text, "{from} is not in the recipe");
+            parse_source(Path::new("s.yaml"), &text).unwrap_err().to_string()
+        };
+        assert_eq!(error("sha256: e0517349", "sha256: x0517349"), "s.yaml: qemu.sources[1].tarball.sha256: 64 hex digits");
+        assert!(error("version: \"1:10.2.2+ds-1\"", "version: \"--x\"").starts_with("s.yaml: qemu.sources[3].debian-source.version"));
+        assert!(error("ref: cxl-2025-06-10", "ref: --upload-pack=x").starts_with("s.yaml: qemu.sources[0].git.ref"));
+        assert!(error("packages: [seabios,", "packages: [Seabios,").starts_with("s.yaml: qemu.firmware.packages"));
+        assert!(error("stack: source", "stack: distro").starts_with("s.yaml: stack: this is the `source` stack's"));
+        // The distro format refuses the source recipe, naming the unknown field.
+        assert!(parse(Path::new("s.yaml"), &loaded.text).unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn the_distro_recipe_serialises_as_before() {
+        // No field the source stack added shows up in the distro recipe.
+        let text = serde_json::to_string(&parse(Path::new("images/distro.yaml"), GOOD).unwrap()).unwrap();
+        assert!(!text.contains("ndctl") && !text.contains("firmware") && !text.contains("version\":null,"), "{text}");
     }
 
     #[test]

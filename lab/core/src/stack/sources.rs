@@ -7,21 +7,25 @@
 //! package versions), which the lock file keeps so a later run takes the same thing, and the
 //! release the candidate found, if it names one (a kernel's, through its metapackage).
 //!
-//! The distro stack only resolves `debian` (binary packages) candidates; the source
-//! stack plugs git, tarball and Debian source packages into the same [`Resolver`] trait.
+//! The distro stack only resolves `debian` (binary packages) candidates; the source stack
+//! (`stack/source/`) resolves git, tarball and `debian-source` (Debian source packages) too,
+//! through the same [`Resolver`] trait.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::runner::RunError;
+
 /// One place a component can come from, as written in a recipe.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Candidate {
     Git(GitCandidate),
     Tarball(TarballCandidate),
     Debian(DebianCandidate),
+    DebianSource(DebianSourceCandidate),
     Local(LocalCandidate),
 }
 
@@ -57,6 +61,21 @@ pub struct DebianCandidate {
     pub mirror: Option<String>,
 }
 
+/// A Debian source package (`.dsc` and the files it names) from one suite: the newest the suite
+/// lists, or exactly `version` (an archive often lists versions it no longer serves).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSourceCandidate {
+    pub package: String,
+    /// A suite name, `host` or `host-backports`.
+    pub suite: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Overrides the recipe's archive mirror.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LocalCandidate {
@@ -69,6 +88,10 @@ impl fmt::Display for Candidate {
             Candidate::Git(git) => write!(f, "git {} ({})", git.url, git.reference),
             Candidate::Tarball(tarball) => write!(f, "tarball {}", tarball.url),
             Candidate::Debian(debian) => write!(f, "Debian package {} from {}", debian.package, debian.suite),
+            Candidate::DebianSource(source) => match &source.version {
+                Some(version) => write!(f, "Debian source {} {version} from {}", source.package, source.suite),
+                None => write!(f, "Debian source {} from {}", source.package, source.suite),
+            },
             Candidate::Local(local) => write!(f, "local path {}", local.path.display()),
         }
     }
@@ -76,12 +99,52 @@ impl fmt::Display for Candidate {
 
 /// Exactly what a candidate resolved to; stored in the lock file.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase", tag = "kind")]
+#[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Pin {
     Git { url: String, commit: String },
     Tarball { url: String, sha256: String },
     Debian { suite: String, packages: Vec<DebPin> },
+    DebianSource(SourcePin),
     Local { path: PathBuf },
+}
+
+/// A downloaded Debian source package: its `.dsc` and the files it names, each with its sha256.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct SourcePin {
+    pub package: String,
+    pub version: String,
+    pub suite: String,
+    /// The archive root it came from.
+    pub mirror: String,
+    /// The pool directory below the mirror (`pool/main/q/qemu`).
+    pub directory: String,
+    /// The `.dsc` first, then the files it names.
+    pub files: Vec<SourceFile>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct SourceFile {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl SourceFile {
+    /// The name it is kept under in the downloads directory: unique per content.
+    pub fn file_name(&self) -> String {
+        format!("{}_{}", &self.sha256[..16.min(self.sha256.len())], self.name)
+    }
+}
+
+impl SourcePin {
+    pub fn url(&self, file: &SourceFile) -> String {
+        format!("{}/{}/{}", self.mirror.trim_end_matches('/'), self.directory, file.name)
+    }
+
+    /// The `.dsc` (the resolver puts it first).
+    pub fn dsc(&self) -> Option<&SourceFile> {
+        self.files.iter().find(|file| file.name.ends_with(".dsc"))
+    }
 }
 
 /// One downloaded .deb: enough to fetch it again without the archive's package lists.
@@ -118,6 +181,7 @@ impl fmt::Display for Pin {
                     packages.iter().map(|package| format!("{} {}", package.package, package.version)).collect();
                 write!(f, "Debian {suite}: {}", names.join(", "))
             }
+            Pin::DebianSource(source) => write!(f, "Debian source {} {} ({})", source.package, source.version, source.suite),
             Pin::Local { path } => write!(f, "local {}", path.display()),
         }
     }
@@ -133,6 +197,23 @@ pub enum SourceError {
     Unsupported(String),
     #[error(transparent)]
     Fatal(#[from] anyhow::Error),
+}
+
+impl SourceError {
+    /// A program could not reach its source: the line of its output that says why (`fatal:`,
+    /// `E:`, `Err:` ... or its last line) and where its whole log is.
+    pub fn unavailable(error: &RunError) -> SourceError {
+        let RunError::Failed { tail, log, .. } = error else { return SourceError::Unavailable(error.to_string()) };
+        let lines: Vec<&str> = tail.lines().map(|line| line.trim_start_matches("  |").trim()).filter(|line| !line.is_empty()).collect();
+        let why = lines
+            .iter()
+            .rev()
+            .find(|line| line.starts_with("fatal:") || line.starts_with("E: Failed") || line.contains("Not Found") || line.starts_with("Could not"))
+            .or(lines.last())
+            .copied()
+            .unwrap_or("failed");
+        SourceError::Unavailable(format!("{why} (log: {})", log.display()))
+    }
 }
 
 /// What one candidate answered: its pin, and the release it found when it names one through a
@@ -243,6 +324,22 @@ mod tests {
         let mut none = Scripted((0..3).map(|_| Err(SourceError::Unavailable("404".into()))).collect());
         let error = first_available("kernel", &candidates(), &mut none).unwrap_err().to_string();
         assert_eq!(error.lines().count(), 4, "{error}");
+    }
+
+    #[test]
+    fn an_unreachable_source_is_said_in_one_line() {
+        let failed = std::process::Command::new("sh").args(["-c", "exit 128"]).status().unwrap();
+        let error = RunError::Failed {
+            step: "git-ls-remote".into(),
+            command: "git ls-remote".into(),
+            status: failed,
+            tail: "  | $ git ls-remote https://gitlab.com/x.git\n  | fatal: unable to access 'https://gitlab.com/x.git/': Could not resolve host: gitlab.com".into(),
+            log: "/c/logs/git-ls-remote.log".into(),
+        };
+        assert_eq!(
+            SourceError::unavailable(&error).to_string(),
+            "fatal: unable to access 'https://gitlab.com/x.git/': Could not resolve host: gitlab.com (log: /c/logs/git-ls-remote.log)"
+        );
     }
 
     #[test]

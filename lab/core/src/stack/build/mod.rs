@@ -5,5 +5,6 @@
 
 pub mod initramfs;
 pub mod kernel;
+pub mod qemu;
 pub mod rootfs;
 pub mod rootfs_config;

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use fs_err as fs;
 
 use crate::sys::runner::{CommandRunner, RunError};
-use crate::stack::sources::{DebPin, SourceError};
+use crate::stack::sources::{DebPin, SourceError, SourceFile};
 
 /// Lists older than this are refreshed before a package is resolved against them.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
@@ -38,6 +38,10 @@ pub struct PrivateApt {
     pub keyring: PathBuf,
     /// When set, apt sees the host's dpkg status: used only by `host setup` to install packages.
     pub host_status: bool,
+    /// `deb-src` lines (the `Sources` index) instead of `deb` ones.
+    pub source_index: bool,
+    /// Suites of other archives, as (archive URL, suite): the host's security updates.
+    pub extra_sources: Vec<(String, String)>,
 }
 
 /// One stanza of `apt-cache show`: the fields cxl-lab needs.
@@ -63,7 +67,24 @@ impl PrivateApt {
             suites: suites.to_vec(),
             keyring: keyring.to_path_buf(),
             host_status: false,
+            source_index: false,
+            extra_sources: Vec::new(),
         }
+    }
+
+    /// The same with `suite` of the archive at `mirror` too, in a directory of its own.
+    pub fn with_extra_source(mut self, mirror: &str, suite: &str) -> PrivateApt {
+        let name = format!("{}+{suite}", self.root.file_name().unwrap_or_default().to_string_lossy());
+        self.root.set_file_name(name);
+        self.extra_sources.push((mirror.to_owned(), suite.to_owned()));
+        self
+    }
+
+    /// The state directory for the source packages of `suites` (`deb-src`), beside the binary one.
+    pub fn for_sources(apt_dir: &Path, mirror: &str, suites: &[String], keyring: &Path) -> PrivateApt {
+        let binary = PrivateApt::new(apt_dir, mirror, suites, keyring);
+        let name = format!("src-{}", binary.root.file_name().unwrap_or_default().to_string_lossy());
+        PrivateApt { root: apt_dir.join(name), source_index: true, ..binary }
     }
 
     pub fn sources_list_path(&self) -> PathBuf {
@@ -73,7 +94,12 @@ impl PrivateApt {
     pub fn sources_list(&self) -> String {
         self.suites
             .iter()
-            .map(|suite| format!("deb [signed-by={}] {} {suite} main\n", self.keyring.display(), self.mirror))
+            .map(|suite| (self.mirror.as_str(), suite.as_str()))
+            .chain(self.extra_sources.iter().map(|(mirror, suite)| (mirror.as_str(), suite.as_str())))
+            .map(|(mirror, suite)| {
+                let kind = if self.source_index { "deb-src" } else { "deb" };
+                format!("{kind} [signed-by={}] {mirror} {suite} main\n", self.keyring.display())
+            })
             .collect()
     }
 
@@ -198,6 +224,37 @@ impl PrivateApt {
         self.show(runner, package, &["--no-all-versions", &format!("{package}={version}")])
     }
 
+    /// The source package `package` (exactly `version` if given, else the newest the suites
+    /// list) with its files as `apt-get source` would fetch them: apt picks the version,
+    /// `apt-cache showsrc` says its epoch and pool directory.
+    pub fn source(&self, runner: &CommandRunner, package: &str, version: Option<&str>) -> Result<SourceRecord, SourceError> {
+        assert!(self.source_index, "source packages need a deb-src state directory");
+        let step = format!("apt-source-{}", self.suites.join("+"));
+        let wanted = match version {
+            Some(version) => format!("{package}={version}"),
+            None => package.to_owned(),
+        };
+        let not_offered = || SourceError::Unavailable(format!("{} does not offer the source {wanted}", self.suites.join(", ")));
+        let mut command = self.command("apt-get");
+        command.args(["source", "--print-uris", "-qq", "--only-source"]).arg(&wanted);
+        let uris = runner.run_capture(&step, &mut command).map_err(|error| match error {
+            RunError::Failed { .. } => not_offered(),
+            other => SourceError::Fatal(other.into()),
+        })?;
+        let files = parse_print_uris(&uris);
+        let dsc = files.iter().find(|file| file.name.ends_with(".dsc")).ok_or_else(not_offered)?;
+        let mut command = self.command("apt-cache");
+        command.args(["showsrc", "--only-source", package]);
+        let stanzas = runner.run_capture(&step, &mut command).map_err(|error| SourceError::Fatal(error.into()))?;
+        let mut record = parse_source_records(&stanzas)
+            .into_iter()
+            .find(|record| record.package == package && record.files.iter().any(|file| file == dsc))
+            .ok_or_else(not_offered)?;
+        // The .dsc first: it is what dpkg-source unpacks.
+        record.files.sort_by_key(|file| !file.name.ends_with(".dsc"));
+        Ok(record)
+    }
+
     fn show(&self, runner: &CommandRunner, package: &str, arguments: &[&str]) -> Result<PackageRecord, SourceError> {
         let mut command = self.command("apt-cache");
         command.arg("show").args(arguments);
@@ -277,58 +334,88 @@ pub enum DebFile {
 
 /// Whether `path` holds exactly `pin`: its size, then its sha256 (the whole file is read).
 pub fn check_deb(path: &Path, pin: &DebPin) -> std::io::Result<DebFile> {
-    let metadata = match std::fs::metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(DebFile::Missing),
-        Err(error) => return Err(error),
-    };
-    if metadata.len() != pin.size {
-        return Ok(DebFile::Damaged(format!("{} bytes, the pin says {}", metadata.len(), pin.size)));
-    }
-    let sha256 = crate::stack::cache::sha256_file(path)?;
-    if !sha256.eq_ignore_ascii_case(&pin.sha256) {
-        return Ok(DebFile::Damaged(format!("sha256 {sha256}, the pin says {}", pin.sha256)));
-    }
-    Ok(DebFile::Whole)
+    check_download(path, &Download { url: pin.url(), file_name: pin.file_name(), sha256: pin.sha256.clone(), size: Some(pin.size) })
 }
 
 /// Downloads `pin` into `dir` (kept there: a later call checks its size and sha256) and returns
 /// its path; a file there that is not the pin's is replaced. A 404 or an unreachable mirror is
 /// `Unavailable`; a hash mismatch or a full disk is fatal, and leaves no partial file.
 pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<PathBuf, SourceError> {
+    let file = Download { url: pin.url(), file_name: pin.file_name(), sha256: pin.sha256.clone(), size: Some(pin.size) };
+    download_file(runner, &format!("download-{}", pin.package), &file, dir)
+}
+
+/// One file to fetch: where from, the name it is kept under, and what it must be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Download {
+    pub url: String,
+    pub file_name: String,
+    pub sha256: String,
+    /// Known from a package index; a recipe's tarball gives only its sha256.
+    pub size: Option<u64>,
+}
+
+/// Whether `path` holds exactly `file`: its size when known, then its sha256 (the whole file is
+/// read).
+pub fn check_download(path: &Path, file: &Download) -> std::io::Result<DebFile> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(DebFile::Missing),
+        Err(error) => return Err(error),
+    };
+    if !metadata.is_file() {
+        return Ok(DebFile::Damaged("not a regular file".to_owned()));
+    }
+    if let Some(size) = file.size.filter(|size| *size != metadata.len()) {
+        return Ok(DebFile::Damaged(format!("{} bytes, the pin says {size}", metadata.len())));
+    }
+    let sha256 = crate::stack::cache::sha256_file(path)?;
+    if !sha256.eq_ignore_ascii_case(&file.sha256) {
+        return Ok(DebFile::Damaged(format!("sha256 {sha256}, the pin says {}", file.sha256)));
+    }
+    Ok(DebFile::Whole)
+}
+
+/// Downloads `file` into `dir` with `apt-helper download-file` against its sha256 (kept there: a
+/// later call checks it again) and returns its path; a file there that is not the pinned one is
+/// replaced. A 404 or an unreachable host is `Unavailable`; a hash mismatch or a full disk is
+/// fatal, and leaves no partial file.
+pub fn download_file(runner: &CommandRunner, step: &str, file: &Download, dir: &Path) -> Result<PathBuf, SourceError> {
     let fatal = |error: std::io::Error| SourceError::Fatal(error.into());
-    let destination = dir.join(pin.file_name());
-    match check_deb(&destination, pin).map_err(fatal)? {
+    let destination = dir.join(&file.file_name);
+    match check_download(&destination, file).map_err(fatal)? {
         DebFile::Whole => return Ok(destination),
         DebFile::Damaged(_) => fs::remove_file(&destination).map_err(fatal)?,
         DebFile::Missing => {}
     }
     fs::create_dir_all(dir).map_err(fatal)?;
+    let size = file.size.unwrap_or(0);
     let no_room = |free: u64| {
         SourceError::Fatal(anyhow::anyhow!(
-            "No space left on device: downloading {} ({} bytes) into {}, whose file system has {free} bytes free",
-            pin.file_name(),
-            pin.size,
+            "No space left on device: downloading {} ({size} bytes) into {}, whose file system has {free} bytes free",
+            file.file_name,
             dir.display()
         ))
     };
     // Refused before anything is written when it cannot fit.
-    if let Some(free) = crate::stack::cache::free_space(dir).filter(|free| *free < pin.size) {
+    if let Some(free) = crate::stack::cache::free_space(dir).filter(|free| *free < size) {
         return Err(no_room(free));
     }
     // Download beside the destination and rename: a killed download leaves no file that looks whole.
-    let partial = partial_path(dir, pin);
+    let partial = partial_path(dir, &file.file_name);
     let mut command = Command::new("/usr/lib/apt/apt-helper");
     if crate::sys::process::is_root() {
         command.args(["-o", "APT::Sandbox::User=root"]);
     }
-    command.arg("download-file").arg(pin.url()).arg(&partial).arg(format!("SHA256:{}", pin.sha256));
-    if let Err(error) = runner.run(&format!("download-{}", pin.package), &mut command) {
+    command.arg("download-file").arg(&file.url).arg(&partial).arg(format!("SHA256:{}", file.sha256));
+    if let Err(error) = runner.run(step, &mut command) {
+        // apt keeps a file whose hash did not match as `<file>.FAILED`: nothing of it may stay.
         let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(format!("{}.FAILED", partial.display()));
         // The disk filled while downloading (another writer): apt-helper's own words may not
         // have fit into its log.
         if let (RunError::Failed { tail, .. }, Some(free)) = (&error, crate::stack::cache::free_space(dir)) {
-            if !tail.contains("No space left on device") && free < pin.size {
+            if !tail.contains("No space left on device") && free < size {
                 return Err(SourceError::Fatal(anyhow::Error::new(error).context(no_room(free).to_string())));
             }
         }
@@ -338,9 +425,9 @@ pub fn download(runner: &CommandRunner, pin: &DebPin, dir: &Path) -> Result<Path
     Ok(destination)
 }
 
-/// Where [`download`] writes `pin` before it is complete.
-pub fn partial_path(dir: &Path, pin: &DebPin) -> PathBuf {
-    dir.join(format!("{}.partial", pin.file_name()))
+/// Where [`download_file`] writes `file_name` before it is complete.
+pub fn partial_path(dir: &Path, file_name: &str) -> PathBuf {
+    dir.join(format!("{file_name}.partial"))
 }
 
 /// `dpkg-deb -x`: unpacks a .deb's files (not its scripts) into `dir`.
@@ -352,13 +439,17 @@ pub fn extract(runner: &CommandRunner, deb: &Path, dir: &Path) -> Result<(), Run
 /// Network trouble and 404s fall through to the next source; anything else is fatal.
 fn classify(error: RunError) -> SourceError {
     match &error {
-        RunError::Failed { tail, .. } if is_unreachable(tail) => SourceError::Unavailable(error.to_string()),
+        RunError::Failed { tail, .. } if is_unreachable(tail) => SourceError::unavailable(&error),
         _ => SourceError::Fatal(error.into()),
     }
 }
 
 fn is_unreachable(output: &str) -> bool {
-    ["404", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
+    // A file whose hash did not match is never "unreachable", whatever digits its hash shows.
+    if output.contains("Hash Sum mismatch") {
+        return false;
+    }
+    ["404  Not Found", "404 Not Found", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
         .iter()
         .any(|needle| output.contains(needle))
 }
@@ -395,6 +486,61 @@ pub fn parse_records(text: &str) -> Vec<PackageRecord> {
         }
     }
     records
+}
+
+/// A source package as `apt-cache showsrc` lists it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub package: String,
+    pub version: String,
+    /// The pool directory below the mirror.
+    pub directory: String,
+    pub files: Vec<SourceFile>,
+}
+
+/// Parses `apt-cache showsrc` stanzas: the fields and the `Checksums-Sha256` list.
+pub fn parse_source_records(text: &str) -> Vec<SourceRecord> {
+    let mut records = Vec::new();
+    let mut record = SourceRecord::default();
+    let mut in_checksums = false;
+    for line in text.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if !record.package.is_empty() {
+                records.push(std::mem::take(&mut record));
+            }
+            in_checksums = false;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if in_checksums {
+                if let [sha256, size, name] = line.split_whitespace().collect::<Vec<_>>()[..] {
+                    record.files.push(SourceFile { name: name.to_owned(), sha256: sha256.to_owned(), size: size.parse().unwrap_or(0) });
+                }
+            }
+            continue;
+        }
+        let Some((field, value)) = line.split_once(':') else { continue };
+        in_checksums = field == "Checksums-Sha256";
+        let value = value.trim().to_owned();
+        match field {
+            "Package" => record.package = value,
+            "Version" => record.version = value,
+            "Directory" => record.directory = value,
+            _ => {}
+        }
+    }
+    records
+}
+
+/// `'URI' name size SHA256:hash` lines of `apt-get source --print-uris`, as source files.
+pub fn parse_print_uris(text: &str) -> Vec<SourceFile> {
+    text.lines()
+        .filter_map(|line| {
+            let [_, name, size, hash] = line.split_whitespace().collect::<Vec<_>>()[..] else { return None };
+            let sha256 = hash.strip_prefix("SHA256:")?;
+            Some(SourceFile { name: name.to_owned(), sha256: sha256.to_owned(), size: size.parse().ok()? })
+        })
+        .collect()
 }
 
 /// The names in a `Depends` field, alternatives included, versions dropped.
@@ -511,9 +657,27 @@ mod tests {
     }
 
     #[test]
+    fn parses_source_stanzas_and_print_uris() {
+        let showsrc = "Package: qemu\nVersion: 1:10.2.2+ds-1\nFiles:\n 0123 10994 qemu_10.2.2+ds-1.dsc\nChecksums-Sha256:\n f168 10994 qemu_10.2.2+ds-1.dsc\n be05 38669728 qemu_10.2.2+ds.orig.tar.xz\nDirectory: pool/main/q/qemu\n\nPackage: qemu\nVersion: 1:11.1.3+ds-1\n";
+        let records = parse_source_records(showsrc);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].version, "1:10.2.2+ds-1");
+        assert_eq!(records[0].directory, "pool/main/q/qemu");
+        assert_eq!(records[0].files, [
+            SourceFile { name: "qemu_10.2.2+ds-1.dsc".into(), sha256: "f168".into(), size: 10994 },
+            SourceFile { name: "qemu_10.2.2+ds.orig.tar.xz".into(), sha256: "be05".into(), size: 38669728 },
+        ]);
+        let uris = "'http://deb.debian.org/debian/pool/main/q/qemu/qemu_10.2.2%2bds-1.dsc' qemu_10.2.2+ds-1.dsc 10994 SHA256:f168\n";
+        assert_eq!(parse_print_uris(uris), [SourceFile { name: "qemu_10.2.2+ds-1.dsc".into(), sha256: "f168".into(), size: 10994 }]);
+    }
+
+    #[test]
     fn unreachable_is_recognised() {
         assert!(is_unreachable("  | Err:1 http://x/y.deb\n  |   404  Not Found"));
         assert!(!is_unreachable("  | Hash Sum mismatch"));
+        // A hash that happens to show 404 is not a 404.
+        assert!(!is_unreachable("  | Hash Sum mismatch\n  |    - SHA256:0dbefe63f5e2b549c4d6d94041eea1f8b1fc02c9"));
+        assert!(!is_unreachable("  |    - SHA256:0dbefe63f5e2b549c4d6d94041eea1f8b1fc02c9"));
         assert!(is_unverifiable("W: GPG error: http://deb.debian.org/debian forky InRelease: NO_PUBKEY 762F67A0B2C39DE4"));
     }
 }

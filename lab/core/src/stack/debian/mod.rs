@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 pub mod apt;
+pub mod source;
 
 use self::apt::PrivateApt;
 use crate::stack::cache::Cache;
@@ -138,7 +139,7 @@ pub fn fetch(
     let dir = cache.layout.downloads_dir();
     let watched: Vec<PathBuf> = packages
         .iter()
-        .flat_map(|package| [dir.join(package.file_name()), apt::partial_path(&dir, package)])
+        .flat_map(|package| [dir.join(package.file_name()), apt::partial_path(&dir, &package.file_name())])
         .collect();
     let total: u64 = packages.iter().map(|package| package.size).sum();
     let download_all = || {

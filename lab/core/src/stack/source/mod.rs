@@ -1,0 +1,274 @@
+//! The `source` stack: QEMU (and, with their builders, the kernel and ndctl) built from the first
+//! source of `images/source.yaml` that answers.
+//!
+//! Like the distro stack, per component: the lock entry (or resolution through the candidates,
+//! then `images/source.lock` is updated), the cache key from the pins and the build options, a
+//! cache lookup, and only on a miss a fetch and a build. A warm run with a lock reads the recipe,
+//! the lock and the artifact's manifest and stamp, and spawns nothing. `--locked` refuses to
+//! resolve; a locked pin that is no longer served is resolved again (with a warning) unless
+//! `--locked`.
+//!
+//! - [`resolve`] answers every kind of candidate ([`git`], [`tarball`], Debian source and binary
+//!   packages, local trees), fetches a pin's files and unpacks its tree;
+//! - [`ensure_source_qemu`] builds QEMU (`build::qemu`) with the firmware of Debian's packages.
+//!
+//! The kernel and ndctl plug in the same way: a [`SourceComponent`] each (its lock name and its
+//! recipe candidates), [`Session::pinned`] and [`Session::fetched`] for their pins, and an
+//! `ensure_source_kernel` / `ensure_source_ndctl` beside [`ensure_source_qemu`].
+
+pub mod git;
+pub mod resolve;
+pub mod tarball;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use serde_json::json;
+
+use crate::layout::Layout;
+use crate::qemu::QemuVersion;
+use crate::shell::Shell;
+use crate::stack::build::qemu as qemu_build;
+use crate::stack::cache::{ArtifactKind, Cache, CacheKey};
+use crate::stack::debian::DebianResolver;
+use crate::stack::session::{RecipeRun, StackOptions, StackRun};
+use crate::stack::host;
+use crate::stack::lock::{self, ComponentLock, StackLock};
+use crate::stack::recipe::{self, LoadedRecipe, SourceRecipe};
+use crate::stack::sources::{self, Candidate, Pin, Resolution, SourceError};
+use crate::stack::StackKind;
+
+use self::resolve::SourceResolver;
+
+/// What the source stack resolves, by its name in the lock (`sources.<name>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceComponent {
+    /// QEMU's source tree.
+    Qemu,
+    /// The ROM packages QEMU's build is given (all of them, from one suite).
+    QemuFirmware,
+    // Kernel and Ndctl come with their builders (`recipe.kernel.sources`, `recipe.ndctl.sources`).
+}
+
+impl SourceComponent {
+    pub const ALL: [SourceComponent; 2] = [SourceComponent::Qemu, SourceComponent::QemuFirmware];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceComponent::Qemu => "qemu",
+            SourceComponent::QemuFirmware => "qemu-firmware",
+        }
+    }
+
+    /// As a sentence names it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            SourceComponent::Qemu => "QEMU's source",
+            SourceComponent::QemuFirmware => "QEMU's firmware",
+        }
+    }
+
+    /// The recipe's candidates for it, in order (the firmware's: every package, all needed).
+    pub fn candidates(self, recipe: &SourceRecipe) -> Vec<Candidate> {
+        match self {
+            SourceComponent::Qemu => recipe.qemu.sources.clone(),
+            SourceComponent::QemuFirmware => recipe.qemu.firmware.candidates(),
+        }
+    }
+}
+
+/// A QEMU built from source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceQemu {
+    pub binary: PathBuf,
+    pub version: QemuVersion,
+    /// QEMU's data directory with the firmware: what `-L` takes (QEMU finds it by itself).
+    pub firmware_dir: PathBuf,
+    pub artifact: PathBuf,
+}
+
+/// What a run built, and what it said on the way.
+#[derive(Clone, Debug)]
+pub struct Built<T> {
+    pub artifact: T,
+    /// Which candidate each component came from and why others were skipped, one line each.
+    pub notes: Vec<String>,
+    /// Seconds per stage in this run (empty when everything was cached).
+    pub timings: Vec<(String, f64)>,
+}
+
+/// Host programs QEMU's build runs (besides apt's, which resolve and download).
+const QEMU_TOOLS: &[&str] = &["apt-get", "dpkg-deb"];
+
+/// QEMU from the recipe's first source that answers, built on a miss.
+pub fn ensure_source_qemu(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceQemu>> {
+    let programs: Vec<&str> = QEMU_TOOLS.iter().copied().chain(host::SOURCE_BUILD_TOOLS.iter().map(|tool| tool.program)).collect();
+    let mut session = Session::open(paths, shell, options, &programs)?;
+    let qemu = session.qemu()?;
+    session.save_lock()?;
+    Ok(Built { artifact: qemu, notes: session.run.notes, timings: session.run.timings })
+}
+
+/// Cache entries and downloads the source recipe and lock point at (for `cache ls` and `gc`);
+/// empty when there is no `images/source.yaml`. Reads no network and builds nothing.
+pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
+    let mut names = HashSet::new();
+    if !recipe::recipe_path(&paths.images_dir(), StackKind::Source).is_file() {
+        return Ok(names);
+    }
+    let recipe = recipe::load_source(&paths.images_dir())?;
+    let lock = StackLock::read(&lock::lock_path(&paths.images_dir(), StackKind::Source))?.unwrap_or_else(|| StackLock::empty(StackKind::Source));
+    let pinned = |component: SourceComponent| locked(&lock, &recipe, component);
+    for component in SourceComponent::ALL {
+        if let Some(pin) = pinned(component) {
+            names.extend(resolve::download_names(&pin).into_iter().map(|name| format!("downloads/{name}")));
+        }
+    }
+    if let (Some(source), Some(firmware)) = (pinned(SourceComponent::Qemu), pinned(SourceComponent::QemuFirmware)) {
+        names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware)));
+    }
+    Ok(names)
+}
+
+/// The lock's pin of `component`, if its entry answers the recipe's candidates.
+fn locked(lock: &StackLock, recipe: &LoadedRecipe<SourceRecipe>, component: SourceComponent) -> Option<Pin> {
+    let entry = lock.sources.get(component.name())?;
+    (entry.candidates == lock::candidates_digest(&component.candidates(&recipe.recipe))).then(|| entry.pin.clone())
+}
+
+/// The QEMU artifact's key: its source, its firmware and how it is configured.
+pub fn qemu_key(source: &Pin, firmware: &Pin) -> CacheKey {
+    CacheKey::of(ArtifactKind::Qemu, &json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS }))
+}
+
+/// One run over the source stack.
+pub type Session<'a> = RecipeRun<'a, SourceRecipe>;
+
+impl<'a> Session<'a> {
+    /// Loads recipe and lock and makes sure the host programs `programs` are there.
+    pub fn open(paths: &Layout, shell: &'a Shell, options: &'a StackOptions, programs: &[&str]) -> anyhow::Result<Session<'a>> {
+        let recipe = recipe::load_source(&paths.images_dir())?;
+        let run = StackRun::open(paths, shell, options, StackKind::Source)?;
+        host::ensure_tools(StackKind::Source, programs, &run.cache.layout.apt_dir(), &recipe.recipe.archive, &run.runner, shell)?;
+        Ok(Session { run, recipe })
+    }
+
+    /// Which candidate each component resolved so far came from, and why others were skipped.
+    pub fn notes(&self) -> &[String] {
+        &self.run.notes
+    }
+
+    /// `component`'s pin from the lock when its entry answers the recipe, else resolved now
+    /// (which fetches it) and pinned.
+    pub fn pinned(&mut self, component: SourceComponent) -> anyhow::Result<Pin> {
+        match locked(&self.lock, &self.recipe, component) {
+            Some(pin) => Ok(pin),
+            None => self.resolve(component),
+        }
+    }
+
+    fn resolve(&mut self, component: SourceComponent) -> anyhow::Result<Pin> {
+        self.refuse_if_locked(component.display_name())?;
+        let candidates = component.candidates(&self.recipe.recipe);
+        let progress = self.shell.step(&format!("resolving and downloading {}", component.display_name()));
+        let archive = self.recipe.recipe.archive.clone();
+        let pin = match component {
+            SourceComponent::QemuFirmware => {
+                // Every package is needed: one resolution each, one pin for all.
+                let mut resolver = DebianResolver::new(&self.run.cache, &self.run.runner, &archive)?;
+                resolver.progress = Some(&progress);
+                let mut suite = String::new();
+                let mut packages = Vec::new();
+                for candidate in &candidates {
+                    let resolved = sources::first_available(component.name(), std::slice::from_ref(candidate), &mut resolver)?;
+                    if let Pin::Debian { suite: answered, packages: more } = resolved.resolution.pin {
+                        suite = answered;
+                        packages.extend(more);
+                    }
+                    self.run.notes.extend(resolved.notes);
+                }
+                Pin::Debian { suite, packages }
+            }
+            SourceComponent::Qemu => {
+                let mut resolver = SourceResolver::new(&self.run.cache, &self.run.runner, &archive)?;
+                resolver.progress = Some(&progress);
+                let resolved = sources::first_available(component.name(), &candidates, &mut resolver)?;
+                self.notes.extend(resolved.notes);
+                let Resolution { pin, .. } = resolved.resolution;
+                pin
+            }
+        };
+        progress.done(&pin);
+        let entry = ComponentLock { candidates: lock::candidates_digest(&candidates), pin: pin.clone() };
+        self.lock.sources.insert(component.name().to_owned(), entry);
+        Ok(pin)
+    }
+
+    /// Makes sure `pin`'s files are in the cache, returning the Debian binary packages' files.
+    /// When a locked pin is no longer served (and not `--locked`), its entry leaves the lock and
+    /// `None` says: resolve again.
+    pub fn fetched(&mut self, component: SourceComponent, pin: &Pin) -> anyhow::Result<Option<Vec<PathBuf>>> {
+        let progress = self.shell.step(&format!("fetching {}", component.display_name()));
+        match resolve::fetch(&self.cache, &self.runner, pin, Some(&progress)) {
+            Ok(files) => {
+                progress.done(pin);
+                Ok(Some(files))
+            }
+            Err(SourceError::Unavailable(reason)) if !self.options.locked && !self.re_resolved => {
+                drop(progress);
+                self.shell.warn(format!("the locked {} is no longer served ({reason}); resolving it again", component.display_name()));
+                self.re_resolved = true;
+                self.lock.sources.remove(component.name());
+                Ok(None)
+            }
+            Err(error) => Err(self.cache.note_if_full(error.into())).with_context(|| format!("fetching {} as locked ({pin})", component.display_name())),
+        }
+    }
+
+    /// QEMU: source and firmware pinned, then the artifact (built on a miss).
+    fn qemu(&mut self) -> anyhow::Result<SourceQemu> {
+        let source = self.pinned(SourceComponent::Qemu)?;
+        let firmware = self.pinned(SourceComponent::QemuFirmware)?;
+        self.save_lock()?;
+        let key = qemu_key(&source, &firmware);
+        let artifact = match self.lookup(ArtifactKind::Qemu, &key)? {
+            Some(path) => path,
+            None => {
+                let Some(_) = self.fetched(SourceComponent::Qemu, &source)? else { return self.qemu() };
+                let Some(firmware_debs) = self.fetched(SourceComponent::QemuFirmware, &firmware)? else { return self.qemu() };
+                self.build_qemu(&source, &firmware_debs, &key)?
+            }
+        };
+        let version = qemu_build::recorded_version(&artifact)?;
+        if let Some(minimum) = self.recipe.recipe.qemu.minimum_version {
+            if version < minimum {
+                bail!("QEMU {version} built from {source} is older than the {} the recipe asks for (qemu.minimum_version)", minimum.major_minor());
+            }
+        }
+        self.notes.push(format!("qemu: {version} from {source}, firmware from {firmware}"));
+        Ok(SourceQemu { binary: qemu_build::binary_path(&artifact), version, firmware_dir: qemu_build::firmware_dir(&artifact), artifact })
+    }
+
+    fn build_qemu(&mut self, source: &Pin, firmware_debs: &[PathBuf], key: &CacheKey) -> anyhow::Result<PathBuf> {
+        let progress = self.shell.step(&format!("building QEMU from {source}"));
+        let started = Instant::now();
+        let log = self.runner.log_path("qemu-build");
+        let inputs = json!({ "source": source.to_string(), "configure": qemu_build::CONFIGURE_OPTIONS });
+        let (cache, runner) = (&self.cache, &self.runner);
+        let mut version = None;
+        let path = progress.follow_log(&log, || {
+            cache.get_or_build(ArtifactKind::Qemu, key, inputs, |staging| {
+                let tree = staging.join("src");
+                resolve::unpack(cache, runner, source, &tree).with_context(|| format!("unpacking {source}"))?;
+                version = Some(qemu_build::build(&tree, &staging.join("build"), staging, firmware_debs, runner)?);
+                fs_err::remove_dir_all(&tree)?;
+                Ok(())
+            })
+        })?;
+        progress.done(format!("{}, {}", version.map_or_else(|| "cached".to_owned(), |version| version.to_string()), key.short()));
+        self.time("qemu", started);
+        Ok(path)
+    }
+}
