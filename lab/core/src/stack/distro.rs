@@ -106,6 +106,41 @@ pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOption
     Ok((image, session.run.timings))
 }
 
+/// What another stack's kernel borrows from this one: the initramfs (this recipe's busybox and
+/// module list, with the modules of the kernel artifact at `kernel_artifact`, cached under
+/// `kernel_key`) and the root filesystem image. The source stack boots its own kernel this way.
+pub fn ensure_initramfs_and_rootfs_for(
+    paths: &Layout,
+    shell: &Shell,
+    options: &StackOptions,
+    kernel_artifact: &Path,
+    release: &str,
+    kernel_key: &CacheKey,
+) -> anyhow::Result<BorrowedArtifacts> {
+    let tools: Vec<&str> = KERNEL_TOOLS.iter().chain(ROOTFS_TOOLS).copied().collect();
+    let mut session = Session::open(paths, shell, options, &tools)?;
+    let initramfs = loop {
+        let busybox = session.pinned(Component::Busybox)?;
+        // `None`: the locked busybox is no longer served and left the lock; resolve it again.
+        if let Some(path) = session.initramfs_artifact(&busybox.pin, kernel_artifact, release, kernel_key)? {
+            break path;
+        }
+    };
+    session.save_lock()?;
+    let rootfs_image = session.rootfs()?;
+    session.save_lock()?;
+    Ok(BorrowedArtifacts { initrd: initramfs.join("initrd.img"), rootfs_image, notes: session.run.notes, timings: session.run.timings })
+}
+
+/// The distro stack's initramfs for another kernel, and its root filesystem.
+#[derive(Clone, Debug)]
+pub struct BorrowedArtifacts {
+    pub initrd: PathBuf,
+    pub rootfs_image: PathBuf,
+    pub notes: Vec<String>,
+    pub timings: Vec<(String, f64)>,
+}
+
 /// Host programs the kernel side runs (apt-get resolves, apt-helper downloads, dpkg-deb unpacks).
 const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod"];
 const ROOTFS_TOOLS: &[&str] = &["debootstrap", "mkfs.ext4"];
