@@ -47,6 +47,24 @@ pub const HOST_TOOLS: &[HostTool] = &[
     HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
 ];
 
+/// What building a kernel from source runs on the host (the source stack; `build::linux`), from
+/// the host release. `make` drives gcc, bison and flex (kconfig, the dtc and genksyms parsers),
+/// bc (timeconst), perl; `tar` and `xz` unpack the source; `depmod` is in [`HOST_TOOLS`].
+pub const KERNEL_BUILD_TOOLS: &[HostTool] = &[
+    HostTool { program: "gcc", package: "gcc", suite: HOST_RELEASE, purpose: "compiles the kernel" },
+    HostTool { program: "make", package: "make", suite: HOST_RELEASE, purpose: "drives the kernel build" },
+    HostTool { program: "bc", package: "bc", suite: HOST_RELEASE, purpose: "computes the kernel's time constants" },
+    HostTool { program: "bison", package: "bison", suite: HOST_RELEASE, purpose: "builds kconfig and the kernel's parsers" },
+    HostTool { program: "flex", package: "flex", suite: HOST_RELEASE, purpose: "builds kconfig and the kernel's lexers" },
+    HostTool { program: "perl", package: "perl", suite: HOST_RELEASE, purpose: "runs the kernel's build scripts" },
+    HostTool { program: "xz", package: "xz-utils", suite: HOST_RELEASE, purpose: "unpacks the kernel source tarball" },
+];
+
+/// Headers the kernel build compiles host programs against (objtool needs libelf; certs and
+/// sign-file need OpenSSL), with their packages: checked by file, not by program.
+pub const KERNEL_BUILD_HEADERS: &[(&str, &str)] =
+    &[("/usr/include/gelf.h", "libelf-dev"), ("/usr/include/openssl/ssl.h", "libssl-dev")];
+
 /// Where the archive's signing keys come from; checked like a program.
 const KEYRING_PACKAGE: &str = "debian-archive-keyring";
 

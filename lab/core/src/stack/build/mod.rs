@@ -5,5 +5,6 @@
 
 pub mod initramfs;
 pub mod kernel;
+pub mod linux;
 pub mod rootfs;
 pub mod rootfs_config;
