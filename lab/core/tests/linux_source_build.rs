@@ -10,7 +10,8 @@
 //!
 //! `cold_build` configures and builds (a tree kept from an earlier run is removed first, so the
 //! build is cold), `rebuild_after_touching_drivers_cxl` touches one file and builds again in the
-//! same tree, `boots_to_the_root_mount` boots the result without a root. `LINUX_BUILD_BASE=defconfig`
+//! same tree, `boots_and_loads_the_test_modules` boots the result without a root (to the root
+//! mount's panic) and with the lab's bare initramfs loading `cxl_test` and `nfit_test`. `LINUX_BUILD_BASE=defconfig`
 //! builds the talk's plain recipe instead (defconfig and its fragment as written) for
 //! docs/BENCHMARKS.md.
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cxl_lab_core::layout::Layout;
 use cxl_lab_core::shell::{report_skipped_test, Shell};
-use cxl_lab_core::stack::build::kernel;
+use cxl_lab_core::stack::build::{initramfs, kernel};
 use cxl_lab_core::stack::build::linux::{self, ConfigBase, Fragment, KernelRelease};
 use cxl_lab_core::stack::cache::{ArtifactKind, Cache, CacheKey};
 use cxl_lab_core::stack::debian::{apt, DebianResolver};
@@ -219,28 +220,58 @@ fn rebuild_after_touching_drivers_cxl() {
     check_modules(&setup, &artifact, &release);
 }
 
+/// Boots `artifact`'s kernel under TCG on q35 and returns its serial output.
+fn boot(qemu: &Path, artifact: &Path, initrd: Option<&Path>, append: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let mut command = Command::new("timeout");
+    command.arg("600").arg(qemu).arg("-kernel").arg(kernel::vmlinuz_path(artifact));
+    if let Some(initrd) = initrd {
+        command.arg("-initrd").arg(initrd);
+    }
+    let output = command
+        .args(["-append", append, "-nographic", "-no-reboot", "-m", "2G", "-machine", "q35", "-accel", "tcg", "-nic", "none"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (String::from_utf8_lossy(&output.stdout).into_owned(), started.elapsed())
+}
+
+/// The lines of a console transcript that say how a boot went.
+fn telling_lines(console: &str) -> String {
+    let needles = ["Linux version", "VFS", "Kernel panic", "cxl", "nfit", "cxl-lab"];
+    console.lines().filter(|line| needles.iter().any(|needle| line.contains(needle))).take(60).collect::<Vec<_>>().join("\n")
+}
+
 #[test]
 #[ignore = "needs the artifact of cold_build and QEMU"]
-fn boots_to_the_root_mount() {
+fn boots_and_loads_the_test_modules() {
     let setup = setup();
     let Some(qemu) = cxl_lab_core::stack::host::find_program("qemu-system-x86_64") else {
-        report_skipped_test("boots_to_the_root_mount", "no qemu-system-x86_64");
+        report_skipped_test("boots_and_loads_the_test_modules", "no qemu-system-x86_64");
         return;
     };
     let (pin, _) = fetch_source(&setup);
     let artifact = PathBuf::from(std::fs::read_to_string(last_artifact_note(&tree_of(&setup, &pin))).expect("run cold_build first"));
-    let started = Instant::now();
-    let output = Command::new("timeout")
-        .arg("300")
-        .arg(qemu)
-        .arg("-kernel")
-        .arg(kernel::vmlinuz_path(&artifact))
-        .args(["-append", "console=ttyS0 panic=-1", "-nographic", "-no-reboot", "-m", "1G", "-machine", "q35", "-nic", "none"])
-        .output()
-        .unwrap();
-    let console = String::from_utf8_lossy(&output.stdout);
-    setup.shell.status("Boot", format!("{:.1} s to the panic", started.elapsed().as_secs_f64()));
-    let interesting: Vec<&str> = console.lines().filter(|line| line.contains("Linux version") || line.contains("VFS") || line.contains("Kernel panic")).collect();
-    setup.shell.status("Boot", interesting.join("\n"));
+    let release = only_release(&artifact);
+
+    // No root and no initramfs: the kernel gets as far as mounting the root.
+    let (console, took) = boot(&qemu, &artifact, None, "console=ttyS0 panic=-1");
+    setup.shell.status("Boot", format!("no root: {:.1} s\n{}", took.as_secs_f64(), telling_lines(&console)));
     assert!(console.contains("VFS: Unable to mount root"), "no root-mount panic:\n{console}");
+
+    // The lab's initramfs builder, asked for the test modules: /init insmods their closure
+    // (the test trees' cxl_core, libnvdimm, ... from extra/) and says whether all loaded.
+    let archive = ArchiveRecipe::default();
+    let mut resolver = DebianResolver::new(&setup.cache, &setup.runner, &archive).unwrap();
+    let busybox = Candidate::Debian(DebianCandidate { package: "busybox-static".to_owned(), suite: "trixie".to_owned(), parts: Vec::new(), mirror: None });
+    let resolution = resolver.resolve(&busybox).unwrap_or_else(|error| panic!("{busybox}: {error}"));
+    let Pin::Debian { packages, .. } = &resolution.pin else { unreachable!() };
+    let busybox_deb = setup.layout.downloads_dir().join(packages[0].file_name());
+    let staging = tempfile::tempdir_in(setup.layout.cache_tmp_dir()).unwrap();
+    let wanted: Vec<String> = ["cxl_test", "cxl_acpi", "cxl_port", "cxl_mem", "cxl_pmem", "nfit_test"].map(str::to_owned).to_vec();
+    let initrd = initramfs::build(staging.path(), &busybox_deb, &kernel::modules_release_dir(&artifact, &release), &release, &wanted, &setup.runner)
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    let (console, took) = boot(&qemu, &artifact, Some(&initrd), "console=ttyS0 panic=-1 cxllab.bare=1");
+    setup.shell.status("Boot", format!("bare initramfs with cxl_test and nfit_test: {:.1} s\n{}", took.as_secs_f64(), telling_lines(&console)));
+    assert!(console.contains(initramfs::BARE_READY_MARKER), "not every test module loaded:\n{console}");
 }
