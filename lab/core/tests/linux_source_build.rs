@@ -157,19 +157,21 @@ fn only_release(artifact: &Path) -> String {
 /// The test modules are in the tree, and depmod resolves the mockable builds first.
 fn check_modules(setup: &Setup, artifact: &Path, release: &KernelRelease) {
     let modules = kernel::modules_release_dir(artifact, &release.0);
-    for name in ["cxl_test", "cxl_mock", "cxl_mock_mem", "nfit_test", "cxl_core", "libnvdimm"] {
-        let path = modules.join("extra").join(format!("{name}.ko"));
+    // The test trees' own modules are in extra/test/, their builds of the in-tree ones in extra/.
+    for relative in ["test/cxl_test", "test/cxl_mock", "test/cxl_mock_mem", "test/nfit_test", "cxl_core", "cxl_acpi", "libnvdimm", "nfit"] {
+        let path = modules.join("extra").join(format!("{relative}.ko"));
         assert!(path.is_file(), "{} is missing", path.display());
     }
     let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
-    assert!(dep.lines().any(|line| line.starts_with("extra/cxl_test.ko:")), "modules.dep has no cxl_test");
+    assert!(dep.lines().any(|line| line.starts_with("extra/test/cxl_test.ko:")), "modules.dep has no cxl_test");
+    assert!(!dep.lines().any(|line| line.starts_with("kernel/drivers/cxl/core/cxl_core.ko:")), "depmod kept the in-tree cxl_core");
     let shown = setup
         .runner
         .run_capture("modprobe-show-cxl_test", Command::new("modprobe").args(["-d"]).arg(artifact.join("modules")).args(["-S", &release.0, "--show-depends", "cxl_test"]))
         .unwrap();
     setup.shell.status("Modules", format!("modprobe cxl_test loads:\n{shown}"));
     assert!(shown.contains("extra/cxl_core.ko"), "cxl_test does not load the test tree's cxl_core:\n{shown}");
-    let info = setup.runner.run_capture("modinfo-nfit_test", Command::new("modinfo").arg(modules.join("extra/nfit_test.ko"))).unwrap();
+    let info = setup.runner.run_capture("modinfo-nfit_test", Command::new("modinfo").arg(modules.join("extra/test/nfit_test.ko"))).unwrap();
     assert!(info.contains(&format!("vermagic:       {} ", release.0)), "{info}");
 }
 
