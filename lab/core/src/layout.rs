@@ -117,6 +117,12 @@ impl Layout {
         self.cache.join("logs")
     }
 
+    /// A source tree kept between builds so a change rebuilds incrementally (`linux-<key>`):
+    /// not an artifact; what is published from it is copied into `artifacts/`.
+    pub fn build_tree(&self, name: &str) -> PathBuf {
+        self.cache.join("trees").join(name)
+    }
+
     // The state.
 
     /// The KVM probe's scratch files and its verdict, cached per host boot.

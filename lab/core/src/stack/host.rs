@@ -50,8 +50,8 @@ pub const HOST_TOOLS: &[HostTool] = &[
     HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
 ];
 
-/// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, and
-/// QEMU's build (configure with meson and pycotap, ninja, the libraries of the x86_64 system
+/// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, the
+/// kernel's build, and QEMU's build (configure with meson and pycotap, ninja, the libraries of the x86_64 system
 /// emulator with user networking; 9p needs only libc's xattr calls). meson and pycotap come from the host release's
 /// backports: QEMU's configure needs meson >= 1.5 (bookworm has 1.0, bookworm-backports 1.7) and
 /// Debian's `+ds` source does not carry the Python wheels a release tarball has.
@@ -73,6 +73,13 @@ pub const SOURCE_BUILD_TOOLS: &[HostTool] = &[
     HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/pixman-1.pc", package: "libpixman-1-dev", suite: HOST_RELEASE, purpose: "QEMU's display code" },
     HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/zlib.pc", package: "zlib1g-dev", suite: HOST_RELEASE, purpose: "QEMU's block layer" },
     HostTool { program: "/usr/lib/x86_64-linux-gnu/pkgconfig/slirp.pc", package: "libslirp-dev", suite: HOST_RELEASE, purpose: "user networking (the lab's SSH forward)" },
+    // The kernel (`build::linux`): make drives gcc, bison and flex (kconfig, the dtc and genksyms
+    // parsers), bc (timeconst) and perl; objtool needs libelf, certs and sign-file OpenSSL.
+    HostTool { program: "bc", package: "bc", suite: HOST_RELEASE, purpose: "computes the kernel's time constants" },
+    HostTool { program: "perl", package: "perl", suite: HOST_RELEASE, purpose: "runs the kernel's build scripts" },
+    HostTool { program: "cpio", package: "cpio", suite: HOST_RELEASE, purpose: "the kernel's build packs headers with it" },
+    HostTool { program: "/usr/include/gelf.h", package: "libelf-dev", suite: HOST_RELEASE, purpose: "objtool, when the kernel is built" },
+    HostTool { program: "/usr/include/openssl/ssl.h", package: "libssl-dev", suite: HOST_RELEASE, purpose: "the kernel's certificate tools" },
 ];
 
 /// The host tools a stack needs: the lab's own, and the source stack's build tools.

@@ -5,6 +5,7 @@
 
 pub mod initramfs;
 pub mod kernel;
+pub mod linux;
 pub mod qemu;
 pub mod rootfs;
 pub mod rootfs_config;
