@@ -1,6 +1,6 @@
 //! `cargo xtask build qemu|rootfs|kernel|all [--stack distro|source] [--locked]`: builds or
-//! downloads what is missing and prints where each artifact is. The source stack builds `qemu`
-//! so far.
+//! downloads what is missing and prints where each artifact is. The source stack builds QEMU and
+//! the kernel from source; its initramfs and root filesystem are the distro stack's.
 
 use std::process::ExitCode;
 
@@ -49,7 +49,26 @@ impl BuildCommand {
                 shell.out(format!("firmware    {}", qemu.firmware_dir.display()));
                 built.timings
             }
-            (stack, target) => self.build_distro(stack, target, &options, context)?,
+            (StackKind::Source, BuildTarget::Kernel) => {
+                let built = source::ensure_source_kernel(paths, shell, &options)?;
+                for note in &built.notes {
+                    shell.verbose(note);
+                }
+                let kernel = &built.artifact;
+                shell.out(format!("kernel      {} ({})", kernel.vmlinuz.display(), kernel.release));
+                shell.out(format!("modules     {}", kernel.modules_dir.display()));
+                built.timings
+            }
+            (StackKind::Source, BuildTarget::All) => {
+                let started = std::time::Instant::now();
+                let stack = cxl_lab_core::stack::ensure_boot_stack(paths, shell, StackKind::Source)?;
+                shell.out(format!("qemu        {} ({})", stack.qemu_binary.display(), stack.qemu_version));
+                let initrd = stack.initrd.clone().unwrap_or_default();
+                print_kernel(shell, &stack.kernel_release, &stack.kernel, &initrd, &stack.modules_dir);
+                shell.out(format!("rootfs      {}", stack.rootfs_image.display()));
+                vec![("source stack".to_owned(), started.elapsed().as_secs_f64())]
+            }
+            (StackKind::Source, BuildTarget::Rootfs) | (StackKind::Distro, _) => self.build_distro(self.target, &options, context)?,
         };
         if timings.is_empty() {
             shell.status("Fresh", "everything was in the cache");
@@ -60,8 +79,8 @@ impl BuildCommand {
         Ok(ExitCode::SUCCESS)
     }
 
-    fn build_distro(&self, stack: StackKind, target: BuildTarget, options: &StackOptions, context: &Context) -> anyhow::Result<Vec<(String, f64)>> {
-        cxl_lab_core::stack::require_built_from_recipes(stack)?;
+    /// The distro stack's artifacts (the source stack's root filesystem is the same one).
+    fn build_distro(&self, target: BuildTarget, options: &StackOptions, context: &Context) -> anyhow::Result<Vec<(String, f64)>> {
         let (paths, shell) = (&context.paths, &context.shell);
         Ok(match target {
             BuildTarget::Qemu => anyhow::bail!("the distro stack's QEMU is the host's: `cargo xtask host setup` installs it"),

@@ -150,8 +150,7 @@ fn last_artifact_note(tree: &Path) -> PathBuf {
 }
 
 fn only_release(artifact: &Path) -> String {
-    let share = kernel::modules_share_dir(artifact);
-    std::fs::read_dir(share).unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned()
+    linux::release_of(artifact).unwrap()
 }
 
 /// The test modules are in the tree, and depmod resolves the mockable builds first.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::shell::Shell;
+use crate::stack::session::StackOptions;
 
 /// Which stack a lab boots: where its QEMU, kernel and root filesystem come from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,33 +83,51 @@ pub struct BootStack {
     pub rootfs_image: PathBuf,
 }
 
-/// Fails for a stack that has no builder yet (the `source` stack).
-pub fn require_built_from_recipes(kind: StackKind) -> anyhow::Result<()> {
-    match kind {
-        StackKind::Distro => Ok(()),
-        StackKind::Source => anyhow::bail!(
-            "the source stack builds only QEMU so far (`cargo xtask build qemu --stack source`): its kernel and ndctl are not built yet; use `--stack distro`"
-        ),
-    }
-}
-
 /// The stack's artifacts for a lab, resolved and built as needed; says where each came from
 /// (verbose).
 pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyhow::Result<BootStack> {
-    require_built_from_recipes(kind)?;
-    let artifacts = distro::ensure_distro_stack(paths, shell, &distro::StackOptions::default())?;
-    for note in &artifacts.source_notes {
+    let options = StackOptions::default();
+    let (stack, notes) = match kind {
+        StackKind::Distro => {
+            let artifacts = distro::ensure_distro_stack(paths, shell, &options)?;
+            let stack = BootStack {
+                stack: kind,
+                qemu_binary: artifacts.qemu.path,
+                qemu_version: artifacts.qemu.version,
+                qemu_data_dir: None,
+                kernel: artifacts.kernel,
+                initrd: Some(artifacts.initrd),
+                modules_dir: artifacts.modules_dir,
+                kernel_release: artifacts.kernel_release,
+                rootfs_image: artifacts.rootfs_image,
+            };
+            (stack, artifacts.source_notes)
+        }
+        StackKind::Source => ensure_source_boot_stack(paths, shell, &options)?,
+    };
+    for note in &notes {
         shell.verbose(note);
     }
-    Ok(BootStack {
-        stack: kind,
-        qemu_binary: artifacts.qemu.path,
-        qemu_version: artifacts.qemu.version,
-        qemu_data_dir: None,
-        kernel: artifacts.kernel,
-        initrd: Some(artifacts.initrd),
-        modules_dir: artifacts.modules_dir,
-        kernel_release: artifacts.kernel_release,
-        rootfs_image: artifacts.rootfs_image,
-    })
+    Ok(stack)
+}
+
+/// The source stack boots QEMU and the kernel built from source, with the distro stack's
+/// initramfs (for this kernel's modules) and root filesystem.
+fn ensure_source_boot_stack(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(BootStack, Vec<String>)> {
+    let qemu = source::ensure_source_qemu(paths, shell, options)?;
+    let kernel = source::ensure_source_kernel(paths, shell, options)?;
+    let built = &kernel.artifact;
+    let borrowed = distro::ensure_initramfs_and_rootfs_for(paths, shell, options, &built.artifact, &built.release, &built.key)?;
+    let stack = BootStack {
+        stack: StackKind::Source,
+        qemu_binary: qemu.artifact.binary,
+        qemu_version: qemu.artifact.version,
+        qemu_data_dir: Some(qemu.artifact.firmware_dir),
+        kernel: built.vmlinuz.clone(),
+        initrd: Some(borrowed.initrd),
+        modules_dir: built.modules_dir.clone(),
+        kernel_release: built.release.clone(),
+        rootfs_image: borrowed.rootfs_image,
+    };
+    Ok((stack, [qemu.notes, kernel.notes, borrowed.notes].concat()))
 }

@@ -415,6 +415,17 @@ fn install(staging: &Path, tree: &Path, release: &KernelRelease, runner: &Comman
     Ok(())
 }
 
+/// The release of a built kernel artifact: the one directory its module tree holds.
+pub fn release_of(artifact: &Path) -> anyhow::Result<String> {
+    let share = crate::stack::build::kernel::modules_share_dir(artifact);
+    let mut releases: Vec<String> =
+        fs::read_dir(&share)?.filter_map(|entry| entry.ok()).map(|entry| entry.file_name().to_string_lossy().into_owned()).collect();
+    match releases.len() {
+        1 => Ok(releases.remove(0)),
+        count => anyhow::bail!("{} holds {count} kernel releases, not one", share.display()),
+    }
+}
+
 /// Unpacks a kernel source tarball into `tree` (its top directory stripped), unless `tree` is
 /// already unpacked: a kept build tree is reused. Unpacks beside it and renames, so a killed
 /// unpack leaves no half tree behind under the tree's name.

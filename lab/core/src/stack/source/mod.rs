@@ -21,7 +21,7 @@ pub mod resolve;
 pub mod tarball;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
@@ -30,7 +30,8 @@ use serde_json::json;
 use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::shell::Shell;
-use crate::stack::build::qemu as qemu_build;
+use crate::stack::build::linux::{self, ConfigBase, Fragment};
+use crate::stack::build::{kernel, qemu as qemu_build};
 use crate::stack::cache::{ArtifactKind, Cache, CacheKey};
 use crate::stack::debian::DebianResolver;
 use crate::stack::session::{RecipeRun, StackOptions, StackRun};
@@ -49,16 +50,18 @@ pub enum SourceComponent {
     Qemu,
     /// The ROM packages QEMU's build is given (all of them, from one suite).
     QemuFirmware,
-    // Kernel and Ndctl come with their builders (`recipe.kernel.sources`, `recipe.ndctl.sources`).
+    /// The kernel's source tree (`build::linux`). ndctl comes with its builder.
+    Kernel,
 }
 
 impl SourceComponent {
-    pub const ALL: [SourceComponent; 2] = [SourceComponent::Qemu, SourceComponent::QemuFirmware];
+    pub const ALL: [SourceComponent; 3] = [SourceComponent::Qemu, SourceComponent::QemuFirmware, SourceComponent::Kernel];
 
     pub fn name(self) -> &'static str {
         match self {
             SourceComponent::Qemu => "qemu",
             SourceComponent::QemuFirmware => "qemu-firmware",
+            SourceComponent::Kernel => "kernel",
         }
     }
 
@@ -67,6 +70,7 @@ impl SourceComponent {
         match self {
             SourceComponent::Qemu => "QEMU's source",
             SourceComponent::QemuFirmware => "QEMU's firmware",
+            SourceComponent::Kernel => "the kernel's source",
         }
     }
 
@@ -75,6 +79,7 @@ impl SourceComponent {
         match self {
             SourceComponent::Qemu => recipe.qemu.sources.clone(),
             SourceComponent::QemuFirmware => recipe.qemu.firmware.candidates(),
+            SourceComponent::Kernel => recipe.kernel.sources.clone(),
         }
     }
 }
@@ -88,6 +93,22 @@ pub struct SourceQemu {
     pub firmware_dir: PathBuf,
     pub artifact: PathBuf,
 }
+
+/// A kernel built from source with the lab's config (`build::linux`), in the distro kernel's
+/// artifact layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceKernel {
+    pub vmlinuz: PathBuf,
+    /// Served as the 9p tag `modshare`; holds `<release>/` with the test trees' modules.
+    pub modules_dir: PathBuf,
+    pub release: String,
+    pub artifact: PathBuf,
+    /// The artifact's key: what an initramfs for this kernel is keyed by.
+    pub key: CacheKey,
+}
+
+/// The config the kernel is built with: the lab's fragment over `allnoconfig`.
+const KERNEL_BASE: ConfigBase = ConfigBase::Allnoconfig;
 
 /// What a run built, and what it said on the way.
 #[derive(Clone, Debug)]
@@ -111,6 +132,24 @@ pub fn ensure_source_qemu(paths: &Layout, shell: &Shell, options: &StackOptions)
     Ok(Built { artifact: qemu, notes: session.run.notes, timings: session.run.timings })
 }
 
+/// The kernel from the recipe's first source that answers, configured with the lab's fragment and
+/// built on a miss (in a build tree kept under `<cache>/trees/`, so a rebuild is incremental).
+pub fn ensure_source_kernel(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceKernel>> {
+    let programs: Vec<&str> = KERNEL_TOOLS.iter().copied().chain(host::SOURCE_BUILD_TOOLS.iter().map(|tool| tool.program)).collect();
+    let mut session = Session::open(paths, shell, options, &programs)?;
+    let kernel = session.kernel()?;
+    session.save_lock()?;
+    Ok(Built { artifact: kernel, notes: session.run.notes, timings: session.run.timings })
+}
+
+/// Host programs the kernel's fetch and install run (besides the build tools).
+const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod", "tar"];
+
+/// The kernel artifact's key: its source, the base config and the lab's fragment.
+pub fn kernel_key(source: &Pin, fragment: &str) -> CacheKey {
+    CacheKey::of(ArtifactKind::Kernel, &json!({ "source": source, "base": KERNEL_BASE, "fragment": fragment }))
+}
+
 /// Cache entries and downloads the source recipe and lock point at (for `cache ls` and `gc`);
 /// empty when there is no `images/source.yaml`. Reads no network and builds nothing.
 pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
@@ -128,6 +167,9 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
     }
     if let (Some(source), Some(firmware)) = (pinned(SourceComponent::Qemu), pinned(SourceComponent::QemuFirmware)) {
         names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware)));
+    }
+    if let (Some(source), Ok(fragment)) = (pinned(SourceComponent::Kernel), std::fs::read_to_string(paths.templates_dir().join(linux::LAB_FRAGMENT))) {
+        names.insert(Cache::artifact_name(ArtifactKind::Kernel, &kernel_key(&source, &fragment)));
     }
     Ok(names)
 }
@@ -191,7 +233,7 @@ impl<'a> Session<'a> {
                 }
                 Pin::Debian { suite, packages }
             }
-            SourceComponent::Qemu => {
+            SourceComponent::Qemu | SourceComponent::Kernel => {
                 let mut resolver = SourceResolver::new(&self.run.cache, &self.run.runner, &archive)?;
                 resolver.progress = Some(&progress);
                 let resolved = sources::first_available(component.name(), &candidates, &mut resolver)?;
@@ -249,6 +291,67 @@ impl<'a> Session<'a> {
         }
         self.notes.push(format!("qemu: {version} from {source}, firmware from {firmware}"));
         Ok(SourceQemu { binary: qemu_build::binary_path(&artifact), version, firmware_dir: qemu_build::firmware_dir(&artifact), artifact })
+    }
+
+    /// The kernel: its source pinned, then the artifact (configured and built on a miss).
+    fn kernel(&mut self) -> anyhow::Result<SourceKernel> {
+        let source = self.pinned(SourceComponent::Kernel)?;
+        self.save_lock()?;
+        let fragment_path = self.cache.layout.templates_dir().join(linux::LAB_FRAGMENT);
+        let fragment = fs_err::read_to_string(&fragment_path)?;
+        let key = kernel_key(&source, &fragment);
+        let artifact = match self.lookup(ArtifactKind::Kernel, &key)? {
+            Some(path) => path,
+            None => {
+                let Some(_) = self.fetched(SourceComponent::Kernel, &source)? else { return self.kernel() };
+                self.build_kernel(&source, &fragment, &key)?
+            }
+        };
+        let release = linux::release_of(&artifact)?;
+        self.notes.push(format!("kernel: {release} from {source}, {} over {}", linux::LAB_FRAGMENT, KERNEL_BASE.make_target()));
+        Ok(SourceKernel { vmlinuz: kernel::vmlinuz_path(&artifact), modules_dir: kernel::modules_share_dir(&artifact), release, artifact, key })
+    }
+
+    /// Unpacks the source into its kept tree (once), configures it and builds the artifact.
+    fn build_kernel(&mut self, source: &Pin, fragment: &str, key: &CacheKey) -> anyhow::Result<PathBuf> {
+        let tree_key = CacheKey::of(ArtifactKind::Kernel, &json!({ "tree": source, "base": KERNEL_BASE }));
+        let tree = self.cache.layout.build_tree(&format!("linux-{}", tree_key.short()));
+        self.prepare_kernel_tree(source, &tree)?;
+        let progress = self.shell.step("configuring the kernel");
+        let report = linux::configure(&tree, &Fragment::parse(fragment), KERNEL_BASE, &self.runner, self.shell)?;
+        for note in report.notes() {
+            self.shell.verbose(note);
+        }
+        progress.done(format!("{} over {}", linux::LAB_FRAGMENT, KERNEL_BASE.make_target()));
+        let started = Instant::now();
+        let inputs = json!({ "source": source.to_string(), "base": KERNEL_BASE, "tree": tree });
+        let (runner, shell) = (&self.run.runner, self.run.shell);
+        let path = self.run.cache.get_or_build(ArtifactKind::Kernel, key, inputs, |staging| linux::build(staging, &tree, runner, shell).map(drop))?;
+        self.time("kernel", started);
+        Ok(path)
+    }
+
+    /// The source tree in `tree`, unless it is there: a package that carries the source tarball
+    /// (`linux-source-<version>`) is opened and its tarball unpacked; other pins unpack as a tree.
+    fn prepare_kernel_tree(&self, source: &Pin, tree: &Path) -> anyhow::Result<()> {
+        if tree.join("Makefile").is_file() {
+            return Ok(());
+        }
+        let progress = self.shell.step("unpacking the kernel source");
+        fs_err::create_dir_all(self.cache.layout.cache_tmp_dir())?;
+        let scratch = tempfile::tempdir_in(self.cache.layout.cache_tmp_dir())?;
+        resolve::unpack(&self.cache, &self.runner, source, scratch.path()).with_context(|| format!("unpacking {source}"))?;
+        match source {
+            Pin::Debian { .. } => {
+                linux::unpack_tree(&linux::source_tarball_in(scratch.path())?, tree, &self.runner)?;
+            }
+            _ => {
+                fs_err::create_dir_all(tree.parent().context("a build tree has a parent")?)?;
+                fs_err::rename(scratch.path(), tree)?;
+            }
+        }
+        progress.done(tree.display());
+        Ok(())
     }
 
     fn build_qemu(&mut self, source: &Pin, firmware_debs: &[PathBuf], key: &CacheKey) -> anyhow::Result<PathBuf> {
