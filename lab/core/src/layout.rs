@@ -120,7 +120,12 @@ impl Layout {
     /// A source tree kept between builds so a change rebuilds incrementally (`linux-<key>`):
     /// not an artifact; what is published from it is copied into `artifacts/`.
     pub fn build_tree(&self, name: &str) -> PathBuf {
-        self.cache.join("trees").join(name)
+        self.build_trees_dir().join(name)
+    }
+
+    /// Kept build trees (`trees/<name>`), collected by `cache gc` like artifacts.
+    pub fn build_trees_dir(&self) -> PathBuf {
+        self.cache.join("trees")
     }
 
     // The state.

@@ -535,8 +535,17 @@ impl Cache {
                 }
             }
         }
+        // Kept build trees: `trees/<name>`, locked as `tree-<name>` by the build that uses them.
+        if let Ok(read_dir) = fs::read_dir(self.layout.build_trees_dir()) {
+            for entry in read_dir {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                if all || !referenced.contains(&format!("trees/{name}")) {
+                    self.remove_unless_busy(&format!("tree-{name}"), &self.layout.build_tree(&name), &mut report)?;
+                }
+            }
+        }
         if all {
-            for dir in [self.layout.apt_dir(), self.layout.debootstrap_debs_dir()] {
+            for dir in [self.layout.apt_dir(), self.layout.debootstrap_debs_dir(), self.layout.git_dir()] {
                 if dir.exists() {
                     report.freed_bytes += disk_usage(&dir);
                     remove_tree(&dir)?;
@@ -787,9 +796,15 @@ mod tests {
         for file in ["kept.deb", "old.deb", "half.deb.partial"] {
             fs::write(cache.layout.downloads_dir().join(file), "deb").unwrap();
         }
-        let referenced: HashSet<String> = [Cache::artifact_name(DEMO, &keep), "downloads/kept.deb".to_owned()].into();
+        for tree in ["linux-kept", "linux-old"] {
+            fs::create_dir_all(cache.layout.build_tree(tree).join("drivers/cxl")).unwrap();
+        }
+        let referenced: HashSet<String> =
+            [Cache::artifact_name(DEMO, &keep), "downloads/kept.deb".to_owned(), "trees/linux-kept".to_owned()].into();
         let report = cache.gc(&referenced, false).unwrap();
-        assert_eq!(report.removed.len(), 4, "{report:?}");
+        assert_eq!(report.removed.len(), 5, "{report:?}");
+        assert!(cache.layout.build_tree("linux-kept").exists());
+        assert!(!cache.layout.build_tree("linux-old").exists());
         assert!(cache.layout.downloads_dir().join("kept.deb").exists());
         assert!(!cache.layout.downloads_dir().join("old.deb").exists());
         assert!(matches!(cache.check(DEMO, &keep).unwrap(), Lookup::Hit(_)));

@@ -150,6 +150,12 @@ pub fn kernel_key(source: &Pin, fragment: &str) -> CacheKey {
     CacheKey::of(ArtifactKind::Kernel, &json!({ "source": source, "base": KERNEL_BASE, "fragment": fragment }))
 }
 
+/// The kept build tree of a kernel source (`<cache>/trees/<name>`): one per source and base config,
+/// so a new fragment reconfigures the same tree and rebuilds only what changed.
+fn kernel_tree_name(source: &Pin) -> String {
+    format!("linux-{}", CacheKey::of(ArtifactKind::Kernel, &json!({ "tree": source, "base": KERNEL_BASE })).short())
+}
+
 /// Cache entries and downloads the source recipe and lock point at (for `cache ls` and `gc`);
 /// empty when there is no `images/source.yaml`. Reads no network and builds nothing.
 pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
@@ -168,8 +174,11 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
     if let (Some(source), Some(firmware)) = (pinned(SourceComponent::Qemu), pinned(SourceComponent::QemuFirmware)) {
         names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware)));
     }
-    if let (Some(source), Ok(fragment)) = (pinned(SourceComponent::Kernel), std::fs::read_to_string(paths.templates_dir().join(linux::LAB_FRAGMENT))) {
-        names.insert(Cache::artifact_name(ArtifactKind::Kernel, &kernel_key(&source, &fragment)));
+    if let Some(source) = pinned(SourceComponent::Kernel) {
+        names.insert(format!("trees/{}", kernel_tree_name(&source)));
+        if let Ok(fragment) = std::fs::read_to_string(paths.templates_dir().join(linux::LAB_FRAGMENT)) {
+            names.insert(Cache::artifact_name(ArtifactKind::Kernel, &kernel_key(&source, &fragment)));
+        }
     }
     Ok(names)
 }
@@ -314,8 +323,10 @@ impl<'a> Session<'a> {
 
     /// Unpacks the source into its kept tree (once), configures it and builds the artifact.
     fn build_kernel(&mut self, source: &Pin, fragment: &str, key: &CacheKey) -> anyhow::Result<PathBuf> {
-        let tree_key = CacheKey::of(ArtifactKind::Kernel, &json!({ "tree": source, "base": KERNEL_BASE }));
-        let tree = self.cache.layout.build_tree(&format!("linux-{}", tree_key.short()));
+        let tree_name = kernel_tree_name(source);
+        // `cache gc` leaves a tree alone while a build holds its lock.
+        let _tree_lock = self.cache.lock(&format!("tree-{tree_name}"))?;
+        let tree = self.cache.layout.build_tree(&tree_name);
         self.prepare_kernel_tree(source, &tree)?;
         let progress = self.shell.step("configuring the kernel");
         let report = linux::configure(&tree, &Fragment::parse(fragment), KERNEL_BASE, &self.runner, self.shell)?;
