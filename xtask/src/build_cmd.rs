@@ -1,4 +1,4 @@
-//! `cargo xtask build qemu|rootfs|kernel|all [--stack distro|source] [--locked]`: builds or
+//! `cargo xtask build qemu|rootfs|kernel|ndctl|all [--stack distro|source] [--locked]`: builds or
 //! downloads what is missing and prints where each artifact is. The source stack builds QEMU and
 //! the kernel from source; its initramfs and root filesystem are the distro stack's.
 
@@ -18,6 +18,8 @@ pub enum BuildTarget {
     Qemu,
     Kernel,
     Rootfs,
+    /// ndctl with its tests, for the guests' root filesystem (the source stack).
+    Ndctl,
     All,
 }
 
@@ -59,6 +61,17 @@ impl BuildCommand {
                 shell.out(format!("modules     {}", kernel.modules_dir.display()));
                 built.timings
             }
+            (StackKind::Source, BuildTarget::Ndctl) => {
+                let built = source::ensure_source_ndctl(paths, shell, &options)?;
+                for note in &built.notes {
+                    shell.verbose(note);
+                }
+                let ndctl = &built.artifact;
+                shell.out(format!("ndctl       {} ({})", ndctl.root.join("usr/bin/ndctl").display(), ndctl.version));
+                shell.out(format!("root        {}", ndctl.root.display()));
+                shell.out(format!("tests       {}", ndctl.tests.display()));
+                built.timings
+            }
             (StackKind::Source, BuildTarget::All) => {
                 let started = std::time::Instant::now();
                 let stack = cxl_lab_core::stack::ensure_boot_stack(paths, shell, StackKind::Source)?;
@@ -84,6 +97,7 @@ impl BuildCommand {
         let (paths, shell) = (&context.paths, &context.shell);
         Ok(match target {
             BuildTarget::Qemu => anyhow::bail!("the distro stack's QEMU is the host's: `cargo xtask host setup` installs it"),
+            BuildTarget::Ndctl => anyhow::bail!("the distro stack's ndctl is Debian's package in the root filesystem: build ndctl --stack source"),
             BuildTarget::Kernel => {
                 let (kernel, timings) = distro::ensure_distro_kernel(paths, shell, options)?;
                 print_kernel(shell, &kernel.kernel_release, &kernel.kernel, &kernel.initrd, &kernel.modules_dir);

@@ -59,11 +59,13 @@ pub enum ArtifactKind {
     RootfsTree,
     /// QEMU built from source, with its firmware (the source stack).
     Qemu,
+    /// ndctl built with its tests for the root filesystem (the source stack).
+    Ndctl,
 }
 
 impl ArtifactKind {
-    pub const ALL: [ArtifactKind; 5] =
-        [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs, ArtifactKind::RootfsTree, ArtifactKind::Qemu];
+    pub const ALL: [ArtifactKind; 6] =
+        [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs, ArtifactKind::RootfsTree, ArtifactKind::Qemu, ArtifactKind::Ndctl];
 
     /// The name in directory names, manifests and keys.
     pub fn name(self) -> &'static str {
@@ -73,6 +75,7 @@ impl ArtifactKind {
             ArtifactKind::Rootfs => "rootfs",
             ArtifactKind::RootfsTree => "rootfs-tree",
             ArtifactKind::Qemu => "qemu",
+            ArtifactKind::Ndctl => "ndctl",
         }
     }
 }
@@ -824,7 +827,7 @@ mod tests {
         let tree = CacheKey::of(ArtifactKind::RootfsTree, &serde_json::json!({"suite": "trixie"}));
         assert_eq!(Cache::artifact_name(ArtifactKind::RootfsTree, &tree), "rootfs-tree-e05c98cc5bb2b130362ff9f5afecb62b");
         let names: Vec<&str> = ArtifactKind::ALL.iter().map(|kind| kind.name()).collect();
-        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree", "qemu"]);
+        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree", "qemu", "ndctl"]);
     }
 
     #[test]

@@ -98,6 +98,27 @@ pub fn ensure_distro_kernel(paths: &Layout, shell: &Shell, options: &StackOption
     Ok((kernel, session.run.timings))
 }
 
+/// The debootstrapped tree the root filesystem image is made of (the `rootfs-tree` artifact, whose
+/// `tree/` is `rootfs::tree_dir`, and its key): what the source stack builds ndctl against, in a chroot of a copy.
+pub fn ensure_rootfs_tree(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<RootfsTree> {
+    let mut session = Session::open(paths, shell, options, &["debootstrap"])?;
+    let artifact = session.rootfs_tree()?;
+    Ok(RootfsTree { artifact, key: rootfs_keys(&session.recipe).0, timings: session.run.timings })
+}
+
+/// The `rootfs-tree` artifact, its key, and the time debootstrap took in this run, if it ran.
+#[derive(Clone, Debug)]
+pub struct RootfsTree {
+    pub artifact: PathBuf,
+    pub key: CacheKey,
+    pub timings: Vec<(String, f64)>,
+}
+
+/// The key of the debootstrapped tree the recipe asks for (reads the recipe only).
+pub fn rootfs_tree_key(paths: &Layout) -> anyhow::Result<CacheKey> {
+    Ok(rootfs_keys(&recipe::load(&paths.images_dir(), StackKind::Distro)?).0)
+}
+
 /// The root filesystem image only: `build rootfs`.
 pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
     let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
@@ -398,20 +419,12 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// debootstraps (cached) and makes the image (cached).
-    fn rootfs(&mut self) -> anyhow::Result<PathBuf> {
+    /// The debootstrapped tree (`rootfs-tree`), built on a miss.
+    fn rootfs_tree(&mut self) -> anyhow::Result<PathBuf> {
         let recipe = self.recipe.clone();
         let rootfs = &recipe.recipe.rootfs;
-        let (tree_key, image_key) = rootfs_keys(&recipe);
-        if let Some(entry) = &self.lock.rootfs {
-            if self.options.locked && (entry.suite != rootfs.suite || entry.key != image_key.0) {
-                bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
-            }
-        }
-        if let Some(path) = self.lookup(ArtifactKind::Rootfs, &image_key)? {
-            return Ok(rootfs::image_path(&path));
-        }
-        let tree = match self.lookup(ArtifactKind::RootfsTree, &tree_key)? {
+        let (tree_key, _) = rootfs_keys(&recipe);
+        let path = match self.lookup(ArtifactKind::RootfsTree, &tree_key)? {
             Some(path) => path,
             None => {
                 let progress = self.shell.step(&format!("debootstrap {} ({} packages asked)", rootfs.suite, rootfs.packages.len()));
@@ -429,6 +442,23 @@ impl<'a> Session<'a> {
                 path
             }
         };
+        Ok(path)
+    }
+
+    /// debootstraps (cached) and makes the image (cached).
+    fn rootfs(&mut self) -> anyhow::Result<PathBuf> {
+        let recipe = self.recipe.clone();
+        let rootfs = &recipe.recipe.rootfs;
+        let (tree_key, image_key) = rootfs_keys(&recipe);
+        if let Some(entry) = &self.lock.rootfs {
+            if self.options.locked && (entry.suite != rootfs.suite || entry.key != image_key.0) {
+                bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
+            }
+        }
+        if let Some(path) = self.lookup(ArtifactKind::Rootfs, &image_key)? {
+            return Ok(rootfs::image_path(&path));
+        }
+        let tree = self.rootfs_tree()?;
         let progress = self.shell.step("making the root filesystem image");
         let started = Instant::now();
         let items = rootfs_config::render(rootfs);

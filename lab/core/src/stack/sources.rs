@@ -74,6 +74,15 @@ pub struct DebianSourceCandidate {
     /// Overrides the recipe's archive mirror.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
+    /// Only the upstream tarball (`.orig.tar.*`), no `.dsc` and no Debian patches: for packages
+    /// whose `.dsc` the archive lists but does not serve (ndctl 81-1 in trixie answered 404 here
+    /// for its `.dsc` and `.debian.tar.xz`, while its `.orig.tar.gz` downloads).
+    #[serde(default, rename = "orig-only", skip_serializing_if = "is_false")]
+    pub orig_only: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -88,10 +97,16 @@ impl fmt::Display for Candidate {
             Candidate::Git(git) => write!(f, "git {} ({})", git.url, git.reference),
             Candidate::Tarball(tarball) => write!(f, "tarball {}", tarball.url),
             Candidate::Debian(debian) => write!(f, "Debian package {} from {}", debian.package, debian.suite),
-            Candidate::DebianSource(source) => match &source.version {
-                Some(version) => write!(f, "Debian source {} {version} from {}", source.package, source.suite),
-                None => write!(f, "Debian source {} from {}", source.package, source.suite),
-            },
+            Candidate::DebianSource(source) => {
+                match &source.version {
+                    Some(version) => write!(f, "Debian source {} {version} from {}", source.package, source.suite)?,
+                    None => write!(f, "Debian source {} from {}", source.package, source.suite)?,
+                }
+                if source.orig_only {
+                    f.write_str(" (upstream tarball only)")?;
+                }
+                Ok(())
+            }
             Candidate::Local(local) => write!(f, "local path {}", local.path.display()),
         }
     }
@@ -118,7 +133,7 @@ pub struct SourcePin {
     pub mirror: String,
     /// The pool directory below the mirror (`pool/main/q/qemu`).
     pub directory: String,
-    /// The `.dsc` first, then the files it names.
+    /// The `.dsc` first, then the files it names; with `orig-only`, the upstream tarball alone.
     pub files: Vec<SourceFile>,
 }
 
@@ -144,6 +159,11 @@ impl SourcePin {
     /// The `.dsc` (the resolver puts it first).
     pub fn dsc(&self) -> Option<&SourceFile> {
         self.files.iter().find(|file| file.name.ends_with(".dsc"))
+    }
+
+    /// The upstream tarball (`<package>_<version>.orig.tar.<compression>`), if the pin has one.
+    pub fn orig(&self) -> Option<&SourceFile> {
+        self.files.iter().find(|file| is_orig_tarball(&file.name))
     }
 }
 
@@ -354,5 +374,33 @@ mod tests {
         };
         assert_eq!(pin.url(), "http://deb.debian.org/debian/pool/main/b/busybox/busybox-static_1.37.0-6+b9_amd64.deb");
         assert_eq!(pin.file_name(), "busybox-static_1%3a1.37.0-6+b9_598a3fd92bdafc34.deb");
+    }
+}
+
+/// Whether `name` is a source package's upstream tarball (not its signature, not a component's).
+pub fn is_orig_tarball(name: &str) -> bool {
+    name.rsplit_once(".orig.tar.").is_some_and(|(stem, compression)| !stem.contains(".orig-") && !compression.contains('.'))
+}
+
+#[cfg(test)]
+mod orig_tests {
+    use super::*;
+
+    #[test]
+    fn knows_an_upstream_tarball() {
+        assert!(is_orig_tarball("ndctl_81.orig.tar.gz"));
+        assert!(is_orig_tarball("qemu_10.2.2+ds.orig.tar.xz"));
+        assert!(!is_orig_tarball("ndctl_81.orig.tar.gz.asc"));
+        assert!(!is_orig_tarball("ndctl_81-1.dsc"));
+        assert!(!is_orig_tarball("ndctl_81-1.debian.tar.xz"));
+        assert!(!is_orig_tarball("linux_7.3.orig-extra.tar.xz"));
+    }
+
+    #[test]
+    fn orig_only_is_left_out_when_false() {
+        let candidate: Candidate = serde_json::from_str(r#"{"debian-source":{"package":"ndctl","suite":"trixie"}}"#).unwrap();
+        assert!(!serde_json::to_string(&candidate).unwrap().contains("orig"));
+        let candidate: Candidate = serde_json::from_str(r#"{"debian-source":{"package":"ndctl","suite":"trixie","orig-only":true}}"#).unwrap();
+        assert!(candidate.to_string().ends_with("(upstream tarball only)"), "{candidate}");
     }
 }

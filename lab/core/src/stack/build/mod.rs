@@ -6,6 +6,7 @@
 pub mod initramfs;
 pub mod kernel;
 pub mod linux;
+pub mod ndctl;
 pub mod qemu;
 pub mod rootfs;
 pub mod rootfs_config;

@@ -40,7 +40,7 @@ pub fn image_path(rootfs_artifact: &Path) -> PathBuf {
 
 /// `unshare`'s words before the command it runs: private mounts, a pid namespace whose init is
 /// the command, killed when `unshare` dies.
-const PRIVATE_NAMESPACES: &[&str] = &["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--"];
+pub const PRIVATE_NAMESPACES: &[&str] = &["--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--"];
 
 /// The exact debootstrap command for `recipe`, in its own namespaces.
 pub fn debootstrap_command(recipe: &RootfsRecipe, archive: &ArchiveRecipe, tree: &Path, debs_cache: &Path) -> Command {

@@ -6,6 +6,8 @@
 //! `apt-helper download-file` against it into `<cache>/downloads/`. The archive lists more than
 //! it serves: a file that answers 404 makes the candidate fall through, like an unreachable host.
 //! [`unpack`] runs `dpkg-source -x` (which checks the files against the `.dsc` once more).
+//! With `orig-only` the pin holds the upstream tarball alone (no `.dsc`, no Debian patches); the
+//! source stack unpacks it like a release tarball.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,7 +18,7 @@ use super::apt::{self, Download, PrivateApt};
 use crate::shell::StepProgress;
 use crate::stack::cache::Cache;
 use crate::stack::recipe::ArchiveRecipe;
-use crate::stack::sources::{DebianSourceCandidate, SourceError, SourcePin};
+use crate::stack::sources::{is_orig_tarball, DebianSourceCandidate, SourceError, SourcePin};
 use crate::sys::runner::CommandRunner;
 
 /// Resolves `candidate` to a pin and downloads its files (a candidate answers only once they are
@@ -35,7 +37,14 @@ pub fn resolve(
     let apt_name = apt.root.file_name().unwrap_or_default().to_string_lossy().into_owned();
     let _apt_lock = cache.lock(&format!("apt-{apt_name}"))?;
     apt.ensure_lists(runner)?;
-    let record = apt.source(runner, &candidate.package, candidate.version.as_deref())?;
+    let mut record = apt.source(runner, &candidate.package, candidate.version.as_deref())?;
+    if candidate.orig_only {
+        // The .dsc and Debian's patches are left out: the archive lists them but may not serve them.
+        record.files.retain(|file| is_orig_tarball(&file.name));
+        if record.files.is_empty() {
+            return Err(SourceError::Unavailable(format!("{} {} has no .orig.tar.* file", record.package, record.version)));
+        }
+    }
     let pin = SourcePin {
         package: record.package,
         version: record.version,

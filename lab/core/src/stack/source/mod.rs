@@ -1,5 +1,5 @@
-//! The `source` stack: QEMU (and, with their builders, the kernel and ndctl) built from the first
-//! source of `images/source.yaml` that answers.
+//! The `source` stack: QEMU, the kernel and ndctl built from the first source of
+//! `images/source.yaml` that answers.
 //!
 //! Like the distro stack, per component: the lock entry (or resolution through the candidates,
 //! then `images/source.lock` is updated), the cache key from the pins and the build options, a
@@ -10,11 +10,13 @@
 //!
 //! - [`resolve`] answers every kind of candidate ([`git`], [`tarball`], Debian source and binary
 //!   packages, local trees), fetches a pin's files and unpacks its tree;
-//! - [`ensure_source_qemu`] builds QEMU (`build::qemu`) with the firmware of Debian's packages.
+//! - [`ensure_source_qemu`] builds QEMU (`build::qemu`) with the firmware of Debian's packages;
+//! - [`ensure_source_kernel`] the kernel with the lab's fragment (`build::linux`);
+//! - [`ensure_source_ndctl`] ndctl with its tests (`build::ndctl`), in a chroot of a copy of the
+//!   distro stack's debootstrapped tree. Not yet laid into the root image a lab boots.
 //!
-//! The kernel and ndctl plug in the same way: a [`SourceComponent`] each (its lock name and its
-//! recipe candidates), [`Session::pinned`] and [`Session::fetched`] for their pins, and an
-//! `ensure_source_kernel` / `ensure_source_ndctl` beside [`ensure_source_qemu`].
+//! Each is a [`SourceComponent`] (its lock name and its recipe candidates), pinned with
+//! [`Session::pinned`] and fetched with [`Session::fetched`].
 
 pub mod git;
 pub mod resolve;
@@ -31,7 +33,8 @@ use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::shell::Shell;
 use crate::stack::build::linux::{self, ConfigBase, Fragment};
-use crate::stack::build::{kernel, qemu as qemu_build};
+use crate::stack::build::{kernel, ndctl as ndctl_build, qemu as qemu_build, rootfs};
+use crate::stack::distro;
 use crate::stack::cache::{ArtifactKind, Cache, CacheKey};
 use crate::stack::debian::DebianResolver;
 use crate::stack::session::{RecipeRun, StackOptions, StackRun};
@@ -50,18 +53,21 @@ pub enum SourceComponent {
     Qemu,
     /// The ROM packages QEMU's build is given (all of them, from one suite).
     QemuFirmware,
-    /// The kernel's source tree (`build::linux`). ndctl comes with its builder.
+    /// The kernel's source tree (`build::linux`).
     Kernel,
+    /// ndctl's source tree (`build::ndctl`).
+    Ndctl,
 }
 
 impl SourceComponent {
-    pub const ALL: [SourceComponent; 3] = [SourceComponent::Qemu, SourceComponent::QemuFirmware, SourceComponent::Kernel];
+    pub const ALL: [SourceComponent; 4] = [SourceComponent::Qemu, SourceComponent::QemuFirmware, SourceComponent::Kernel, SourceComponent::Ndctl];
 
     pub fn name(self) -> &'static str {
         match self {
             SourceComponent::Qemu => "qemu",
             SourceComponent::QemuFirmware => "qemu-firmware",
             SourceComponent::Kernel => "kernel",
+            SourceComponent::Ndctl => "ndctl",
         }
     }
 
@@ -71,6 +77,7 @@ impl SourceComponent {
             SourceComponent::Qemu => "QEMU's source",
             SourceComponent::QemuFirmware => "QEMU's firmware",
             SourceComponent::Kernel => "the kernel's source",
+            SourceComponent::Ndctl => "ndctl's source",
         }
     }
 
@@ -80,6 +87,7 @@ impl SourceComponent {
             SourceComponent::Qemu => recipe.qemu.sources.clone(),
             SourceComponent::QemuFirmware => recipe.qemu.firmware.candidates(),
             SourceComponent::Kernel => recipe.kernel.sources.clone(),
+            SourceComponent::Ndctl => recipe.ndctl.sources.clone(),
         }
     }
 }
@@ -105,6 +113,22 @@ pub struct SourceKernel {
     pub artifact: PathBuf,
     /// The artifact's key: what an initramfs for this kernel is keyed by.
     pub key: CacheKey,
+}
+
+/// ndctl built with its tests for the guests' root filesystem (`build::ndctl`).
+///
+/// Not yet in the source stack's root image: `lab up --stack source` boots the distro stack's
+/// image, whose ndctl is Debian's. Laying `root` over that image (and installing meson and the
+/// runtime libraries there) is the next step, then `meson test --suite cxl` in the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceNdctl {
+    /// The tree to lay over the guest's root (`usr/bin/ndctl`, `usr/bin/cxl`, ...).
+    pub root: PathBuf,
+    /// The meson build directory with the test binaries (`/usr/src/ndctl/build` in the guest).
+    pub tests: PathBuf,
+    /// What `ndctl --version` printed.
+    pub version: String,
+    pub artifact: PathBuf,
 }
 
 /// The config the kernel is built with: the lab's fragment over `allnoconfig`.
@@ -142,6 +166,29 @@ pub fn ensure_source_kernel(paths: &Layout, shell: &Shell, options: &StackOption
     Ok(Built { artifact: kernel, notes: session.run.notes, timings: session.run.timings })
 }
 
+/// ndctl from the recipe's first source that answers, built on a miss in a chroot of a copy of the
+/// distro stack's debootstrapped tree (built first if missing), with its tests.
+pub fn ensure_source_ndctl(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceNdctl>> {
+    let tree = distro::ensure_rootfs_tree(paths, shell, options)?;
+    let mut session = Session::open(paths, shell, options, NDCTL_TOOLS)?;
+    let ndctl = session.ndctl(&tree.artifact, &tree.key)?;
+    session.save_lock()?;
+    let mut timings = tree.timings;
+    timings.extend(session.run.timings);
+    Ok(Built { artifact: ndctl, notes: session.run.notes, timings })
+}
+
+/// Host programs ndctl's fetch and build run (the compilers are the chroot's).
+const NDCTL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "tar", "unshare", "chroot"];
+
+/// The ndctl artifact's key: its source, the tree it is built against and the meson options.
+pub fn ndctl_key(source: &Pin, tree_key: &CacheKey) -> CacheKey {
+    CacheKey::of(
+        ArtifactKind::Ndctl,
+        &json!({ "source": source, "tree": tree_key, "meson": ndctl_build::MESON_OPTIONS, "packages": ndctl_build::BUILD_PACKAGES }),
+    )
+}
+
 /// Host programs the kernel's fetch and install run (besides the build tools).
 const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod", "tar"];
 
@@ -174,6 +221,9 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
     if let (Some(source), Some(firmware)) = (pinned(SourceComponent::Qemu), pinned(SourceComponent::QemuFirmware)) {
         names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware)));
     }
+    if let Some(source) = pinned(SourceComponent::Ndctl) {
+        names.insert(Cache::artifact_name(ArtifactKind::Ndctl, &ndctl_key(&source, &distro::rootfs_tree_key(paths)?)));
+    }
     if let Some(source) = pinned(SourceComponent::Kernel) {
         names.insert(format!("trees/{}", kernel_tree_name(&source)));
         if let Ok(fragment) = std::fs::read_to_string(paths.templates_dir().join(linux::LAB_FRAGMENT)) {
@@ -187,6 +237,19 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
 fn locked(lock: &StackLock, recipe: &LoadedRecipe<SourceRecipe>, component: SourceComponent) -> Option<Pin> {
     let entry = lock.sources.get(component.name())?;
     (entry.candidates == lock::candidates_digest(&component.candidates(&recipe.recipe))).then(|| entry.pin.clone())
+}
+
+/// What ndctl's `--version` says: the upstream version of a Debian pin (`81` of `81-1`), a
+/// commit's first 12 digits, else `source`.
+fn ndctl_version_tag(source: &Pin) -> String {
+    match source {
+        Pin::DebianSource(pin) => {
+            let upstream = pin.version.rsplit_once('-').map_or(pin.version.as_str(), |(upstream, _)| upstream);
+            upstream.rsplit_once(':').map_or(upstream, |(_, version)| version).to_owned()
+        }
+        Pin::Git { commit, .. } => commit.chars().take(12).collect(),
+        _ => "source".to_owned(),
+    }
 }
 
 /// The QEMU artifact's key: its source, its firmware and how it is configured.
@@ -242,7 +305,7 @@ impl<'a> Session<'a> {
                 }
                 Pin::Debian { suite, packages }
             }
-            SourceComponent::Qemu | SourceComponent::Kernel => {
+            SourceComponent::Qemu | SourceComponent::Kernel | SourceComponent::Ndctl => {
                 let mut resolver = SourceResolver::new(&self.run.cache, &self.run.runner, &archive)?;
                 resolver.progress = Some(&progress);
                 let resolved = sources::first_available(component.name(), &candidates, &mut resolver)?;
@@ -321,6 +384,46 @@ impl<'a> Session<'a> {
         Ok(SourceKernel { vmlinuz: kernel::vmlinuz_path(&artifact), modules_dir: kernel::modules_share_dir(&artifact), release, artifact, key })
     }
 
+    /// ndctl: its source pinned, then the artifact (built on a miss against `tree_artifact`).
+    fn ndctl(&mut self, tree_artifact: &Path, tree_key: &CacheKey) -> anyhow::Result<SourceNdctl> {
+        let source = self.pinned(SourceComponent::Ndctl)?;
+        self.save_lock()?;
+        let key = ndctl_key(&source, tree_key);
+        let artifact = match self.lookup(ArtifactKind::Ndctl, &key)? {
+            Some(path) => path,
+            None => {
+                let Some(_) = self.fetched(SourceComponent::Ndctl, &source)? else { return self.ndctl(tree_artifact, tree_key) };
+                self.build_ndctl(&source, tree_artifact, &key)?
+            }
+        };
+        let version = fs_err::read_to_string(ndctl_build::version_file(&artifact))?.trim().to_owned();
+        self.notes.push(format!("ndctl: {version} from {source}, {}", ndctl_build::MESON_OPTIONS.join(" ")));
+        self.notes.push("ndctl: libcxlmi and mctp have no source reachable here; nothing built needs them yet".to_owned());
+        Ok(SourceNdctl { root: ndctl_build::root_dir(&artifact), tests: ndctl_build::build_dir(&artifact), version, artifact })
+    }
+
+    fn build_ndctl(&mut self, source: &Pin, tree_artifact: &Path, key: &CacheKey) -> anyhow::Result<PathBuf> {
+        let progress = self.shell.step(&format!("building ndctl from {source} (in a chroot of the root filesystem's tree)"));
+        let started = Instant::now();
+        let tag = ndctl_version_tag(source);
+        let inputs = json!({ "source": source.to_string(), "tree": tree_artifact, "meson": ndctl_build::MESON_OPTIONS });
+        let (cache, runner) = (&self.cache, &self.runner);
+        let tree = rootfs::tree_dir(tree_artifact);
+        let mut version = String::new();
+        let log = runner.log_path("ndctl-build");
+        let path = progress.follow_log(&log, || {
+            cache.get_or_build(ArtifactKind::Ndctl, key, inputs, |staging| {
+                let src = staging.join("src");
+                resolve::unpack(cache, runner, source, &src).with_context(|| format!("unpacking {source}"))?;
+                version = ndctl_build::build(staging, &tree, &src, &tag, runner)?;
+                Ok(())
+            })
+        })?;
+        progress.done(if version.is_empty() { key.short().to_owned() } else { format!("{version}, {}", key.short()) });
+        self.time("ndctl", started);
+        Ok(path)
+    }
+
     /// Unpacks the source into its kept tree (once), configures it and builds the artifact.
     fn build_kernel(&mut self, source: &Pin, fragment: &str, key: &CacheKey) -> anyhow::Result<PathBuf> {
         let tree_name = kernel_tree_name(source);
@@ -384,5 +487,25 @@ impl<'a> Session<'a> {
         progress.done(format!("{}, {}", version.map_or_else(|| "cached".to_owned(), |version| version.to_string()), key.short()));
         self.time("qemu", started);
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::sources::SourcePin;
+
+    #[test]
+    fn ndctl_says_its_upstream_version() {
+        let pin = Pin::DebianSource(SourcePin {
+            package: "ndctl".into(),
+            version: "81-1".into(),
+            suite: "trixie".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            directory: "pool/main/n/ndctl".into(),
+            files: Vec::new(),
+        });
+        assert_eq!(ndctl_version_tag(&pin), "81");
+        assert_eq!(ndctl_version_tag(&Pin::Git { url: "u".into(), commit: "0123456789abcdef".into() }), "0123456789ab");
     }
 }

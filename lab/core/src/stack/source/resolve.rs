@@ -84,6 +84,11 @@ pub fn unpack(cache: &Cache, runner: &CommandRunner, pin: &Pin, dest: &Path) -> 
         Pin::Tarball { url, sha256 } => {
             tarball::unpack(runner, &cache.layout.downloads_dir().join(tarball::download_name(url, sha256)), dest)
         }
+        // `orig-only`: the upstream tarball alone, unpacked like a release tarball.
+        Pin::DebianSource(source) if source.dsc().is_none() => match source.orig() {
+            Some(orig) => tarball::unpack(runner, &cache.layout.downloads_dir().join(orig.file_name()), dest),
+            None => anyhow::bail!("the pin of {} {} names neither a .dsc nor an .orig.tar.* file", source.package, source.version),
+        },
         Pin::DebianSource(source) => debian::source::unpack(cache, runner, source, dest),
         Pin::Debian { .. } => {
             for deb in debian::cached_debs(cache, pin)?.paths {
