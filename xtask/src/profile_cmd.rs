@@ -70,7 +70,7 @@ impl ProfileCommand {
             ProfileCommand::Validate { profiles } => validate(context, &profiles),
             ProfileCommand::Render { profile, shell, host, qemu, qemu_version } => {
                 let profile = profile::load(&context.paths, &profile)?;
-                note_unchecked_arguments(context, &profile);
+                render::warn_unchecked_arguments(&context.shell, &profile.topology);
                 let version = match qemu_version {
                     Some(version) => version,
                     None => cxl_lab_core::stack::host::qemu_version(&CommandRunner::new(context.paths.build_logs_dir()), &qemu)
@@ -110,7 +110,7 @@ fn validate(context: &Context, profiles: &[String]) -> anyhow::Result<ExitCode> 
                 let hosts = &profile.topology.hosts;
                 let devices: usize = hosts.iter().map(|host| host.devices().len()).sum();
                 context.shell.status("Valid", format!("{} ({} host(s), {devices} device(s))", profile.path.display(), hosts.len()));
-                note_unchecked_arguments(context, &profile);
+                render::warn_unchecked_arguments(&context.shell, &profile.topology);
             }
             Err(error) => {
                 failed += 1;
@@ -123,13 +123,6 @@ fn validate(context: &Context, profiles: &[String]) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `qemu_extra` is the profile's one unchecked value: say so wherever a profile is judged or rendered.
-fn note_unchecked_arguments(context: &Context, profile: &Profile) {
-    if let Some(note) = render::unchecked_arguments_note(&profile.topology) {
-        context.shell.warn(note);
-    }
 }
 
 /// The inputs `profile render` shows: the default lab's run directory, no guest.

@@ -166,6 +166,7 @@ fn start_lab(
     mut stages: StageClock,
 ) -> anyhow::Result<UpReport> {
     let files = &context.files;
+    crate::render::warn_unchecked_arguments(&context.shell, &profile.topology);
     let secrets = crate::lab::secrets::ensure_lab_secrets(files)?;
     stages.lap("secrets");
     let accel = decide_accel(context, &profile.topology, &boot_stack)?;

@@ -122,6 +122,14 @@ pub fn unchecked_arguments_note(topology: &Topology) -> Option<String> {
     })
 }
 
+/// Warns through `shell` when the profile has `qemu_extra` ([`unchecked_arguments_note`]): every
+/// command that renders or boots a profile says so.
+pub fn warn_unchecked_arguments(shell: &crate::shell::Shell, topology: &Topology) {
+    if let Some(note) = unchecked_arguments_note(topology) {
+        shell.warn(note);
+    }
+}
+
 /// Renders the argv of host `host_index` of `profile`.
 pub fn render_machine(profile: &Profile, host_index: usize, inputs: &RenderInputs) -> anyhow::Result<RenderedMachine> {
     render_with_templates(&profile.templates_dir, &profile.topology, host_index, inputs)

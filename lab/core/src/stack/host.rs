@@ -48,6 +48,7 @@ pub const HOST_TOOLS: &[HostTool] = &[
     HostTool { program: "apt-get", package: "apt", suite: HOST_RELEASE, purpose: "resolves packages in the Debian archive" },
     HostTool { program: "depmod", package: "kmod", suite: HOST_RELEASE, purpose: "indexes kernel modules" },
     HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
+    HostTool { program: "unshare", package: "util-linux", suite: HOST_RELEASE, purpose: "keeps debootstrap's processes and mounts in namespaces" },
 ];
 
 /// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, the
