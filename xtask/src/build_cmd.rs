@@ -42,35 +42,23 @@ impl BuildCommand {
         let (paths, shell) = (&context.paths, &context.shell);
         let timings = match (self.stack, self.target) {
             (StackKind::Source, BuildTarget::Qemu) => {
-                let built = source::ensure_source_qemu(paths, shell, &options)?;
-                for note in &built.notes {
-                    shell.verbose(note);
-                }
-                let qemu = &built.artifact;
-                shell.out(format!("qemu        {} ({})", qemu.binary.display(), qemu.version));
-                shell.out(format!("firmware    {}", qemu.firmware_dir.display()));
-                built.timings
+                report(shell, source::ensure_source_qemu(paths, shell, &options)?, |qemu| {
+                    vec![format!("qemu        {} ({})", qemu.binary.display(), qemu.version), format!("firmware    {}", qemu.firmware_dir.display())]
+                })
             }
             (StackKind::Source, BuildTarget::Kernel) => {
-                let built = source::ensure_source_kernel(paths, shell, &options)?;
-                for note in &built.notes {
-                    shell.verbose(note);
-                }
-                let kernel = &built.artifact;
-                shell.out(format!("kernel      {} ({})", kernel.vmlinuz.display(), kernel.release));
-                shell.out(format!("modules     {}", kernel.modules_dir.display()));
-                built.timings
+                report(shell, source::ensure_source_kernel(paths, shell, &options)?, |kernel| {
+                    vec![format!("kernel      {} ({})", kernel.vmlinuz.display(), kernel.release), format!("modules     {}", kernel.modules_dir.display())]
+                })
             }
             (StackKind::Source, BuildTarget::Ndctl) => {
-                let built = source::ensure_source_ndctl(paths, shell, &options)?;
-                for note in &built.notes {
-                    shell.verbose(note);
-                }
-                let ndctl = &built.artifact;
-                shell.out(format!("ndctl       {} ({})", ndctl.root.join("usr/bin/ndctl").display(), ndctl.version));
-                shell.out(format!("root        {}", ndctl.root.display()));
-                shell.out(format!("tests       {}", ndctl.tests.display()));
-                built.timings
+                report(shell, source::ensure_source_ndctl(paths, shell, &options)?, |ndctl| {
+                    vec![
+                        format!("ndctl       {} ({})", ndctl.root.join("usr/bin/ndctl").display(), ndctl.version),
+                        format!("root        {}", ndctl.root.display()),
+                        format!("tests       {}", ndctl.tests.display()),
+                    ]
+                })
             }
             (StackKind::Source, BuildTarget::All) => {
                 let started = std::time::Instant::now();
@@ -120,6 +108,17 @@ impl BuildCommand {
             }
         })
     }
+}
+
+/// Prints where a source-stack artifact is (`lines`), its notes with `-v`; returns its timings.
+fn report<T>(shell: &Shell, built: source::Built<T>, lines: impl FnOnce(&T) -> Vec<String>) -> Vec<(String, f64)> {
+    for note in &built.notes {
+        shell.verbose(note);
+    }
+    for line in lines(&built.artifact) {
+        shell.out(line);
+    }
+    built.timings
 }
 
 fn print_kernel(shell: &Shell, release: &str, kernel: &std::path::Path, initrd: &std::path::Path, modules: &std::path::Path) {

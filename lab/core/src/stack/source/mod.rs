@@ -150,32 +150,38 @@ const QEMU_TOOLS: &[&str] = &["apt-get", "dpkg-deb"];
 /// QEMU from the recipe's first source that answers, built on a miss.
 pub fn ensure_source_qemu(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceQemu>> {
     let programs: Vec<&str> = QEMU_TOOLS.iter().copied().chain(host::SOURCE_BUILD_TOOLS.iter().map(|tool| tool.program)).collect();
-    let mut session = Session::open(paths, shell, options, &programs)?;
-    let qemu = session.qemu()?;
+    run_session(paths, shell, options, &programs, |session| session.qemu())
+}
+
+/// Opens a session (checking the host programs `programs`), makes one artifact with `make`, saves
+/// the lock, and returns the artifact with the run's notes and timings.
+fn run_session<T>(
+    paths: &Layout,
+    shell: &Shell,
+    options: &StackOptions,
+    programs: &[&str],
+    make: impl FnOnce(&mut Session<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<Built<T>> {
+    let mut session = Session::open(paths, shell, options, programs)?;
+    let artifact = make(&mut session)?;
     session.save_lock()?;
-    Ok(Built { artifact: qemu, notes: session.run.notes, timings: session.run.timings })
+    Ok(Built { artifact, notes: session.run.notes, timings: session.run.timings })
 }
 
 /// The kernel from the recipe's first source that answers, configured with the lab's fragment and
 /// built on a miss (in a build tree kept under `<cache>/trees/`, so a rebuild is incremental).
 pub fn ensure_source_kernel(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceKernel>> {
     let programs: Vec<&str> = KERNEL_TOOLS.iter().copied().chain(host::SOURCE_BUILD_TOOLS.iter().map(|tool| tool.program)).collect();
-    let mut session = Session::open(paths, shell, options, &programs)?;
-    let kernel = session.kernel()?;
-    session.save_lock()?;
-    Ok(Built { artifact: kernel, notes: session.run.notes, timings: session.run.timings })
+    run_session(paths, shell, options, &programs, |session| session.kernel())
 }
 
 /// ndctl from the recipe's first source that answers, built on a miss in a chroot of a copy of the
 /// distro stack's debootstrapped tree (built first if missing), with its tests.
 pub fn ensure_source_ndctl(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceNdctl>> {
     let tree = distro::ensure_rootfs_tree(paths, shell, options)?;
-    let mut session = Session::open(paths, shell, options, NDCTL_TOOLS)?;
-    let ndctl = session.ndctl(&tree.artifact, &tree.key)?;
-    session.save_lock()?;
-    let mut timings = tree.timings;
-    timings.extend(session.run.timings);
-    Ok(Built { artifact: ndctl, notes: session.run.notes, timings })
+    let mut built = run_session(paths, shell, options, NDCTL_TOOLS, |session| session.ndctl(&tree.artifact, &tree.key))?;
+    built.timings.splice(0..0, tree.timings);
+    Ok(built)
 }
 
 /// Host programs ndctl's fetch and build run (the compilers are the chroot's).
