@@ -91,8 +91,7 @@ fn fetch_source(setup: &Setup) -> (Pin, PathBuf) {
 
 /// The kept build tree of this source and base.
 fn tree_of(setup: &Setup, pin: &Pin) -> PathBuf {
-    let key = CacheKey::of(ArtifactKind::Kernel, &serde_json::json!({ "tree": pin, "base": setup.base }));
-    setup.layout.build_tree(&format!("linux-{}", key.short()))
+    setup.layout.build_tree(&cxl_lab_core::stack::source::kernel_tree_name(pin, setup.base))
 }
 
 /// Unpacks the package's tarball into the tree unless it is there.

@@ -205,8 +205,8 @@ pub fn kernel_key(source: &Pin, fragment: &str) -> CacheKey {
 
 /// The kept build tree of a kernel source (`<cache>/trees/<name>`): one per source and base config,
 /// so a new fragment reconfigures the same tree and rebuilds only what changed.
-fn kernel_tree_name(source: &Pin) -> String {
-    format!("linux-{}", CacheKey::of(ArtifactKind::Kernel, &json!({ "tree": source, "base": KERNEL_BASE })).short())
+pub fn kernel_tree_name(source: &Pin, base: ConfigBase) -> String {
+    format!("linux-{}", CacheKey::of(ArtifactKind::Kernel, &json!({ "tree": source, "base": base })).short())
 }
 
 /// Cache entries and downloads the source recipe and lock point at (for `cache ls` and `gc`);
@@ -231,7 +231,7 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
         names.insert(Cache::artifact_name(ArtifactKind::Ndctl, &ndctl_key(&source, &distro::rootfs_tree_key(paths)?)));
     }
     if let Some(source) = pinned(SourceComponent::Kernel) {
-        names.insert(format!("trees/{}", kernel_tree_name(&source)));
+        names.insert(format!("trees/{}", kernel_tree_name(&source, KERNEL_BASE)));
         if let Ok(fragment) = std::fs::read_to_string(paths.templates_dir().join(linux::LAB_FRAGMENT)) {
             names.insert(Cache::artifact_name(ArtifactKind::Kernel, &kernel_key(&source, &fragment)));
         }
@@ -432,7 +432,7 @@ impl<'a> Session<'a> {
 
     /// Unpacks the source into its kept tree (once), configures it and builds the artifact.
     fn build_kernel(&mut self, source: &Pin, fragment: &str, key: &CacheKey) -> anyhow::Result<PathBuf> {
-        let tree_name = kernel_tree_name(source);
+        let tree_name = kernel_tree_name(source, KERNEL_BASE);
         // `cache gc` leaves a tree alone while a build holds its lock.
         let _tree_lock = self.cache.lock(&format!("tree-{tree_name}"))?;
         let tree = self.cache.layout.build_tree(&tree_name);
