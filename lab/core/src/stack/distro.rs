@@ -24,6 +24,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::stack::build::rootfs::RootOverlay;
 use crate::stack::build::{initramfs, kernel, rootfs, rootfs_config};
 use crate::stack::cache::{ArtifactKind, Cache, CacheKey};
 use crate::stack::debian::{self, DebianResolver};
@@ -76,7 +77,7 @@ pub fn ensure_distro_stack(paths: &Layout, shell: &Shell, options: &StackOptions
     let qemu = session.qemu()?;
     let kernel = session.kernel()?;
     session.save_lock()?;
-    let rootfs_image = session.rootfs()?;
+    let rootfs_image = session.rootfs(None)?;
     session.save_lock()?;
     Ok(StackArtifacts {
         qemu,
@@ -119,17 +120,27 @@ pub fn rootfs_tree_key(paths: &Layout) -> anyhow::Result<CacheKey> {
     Ok(rootfs_keys(&recipe::load(&paths.images_dir(), StackKind::Distro)?).0)
 }
 
+/// The key of the image the recipe asks for with an overlay keyed `overlay` (reads the recipe only).
+pub fn overlaid_rootfs_key(paths: &Layout, overlay: &CacheKey) -> anyhow::Result<CacheKey> {
+    Ok(overlaid_image_key(&rootfs_keys(&recipe::load(&paths.images_dir(), StackKind::Distro)?).1, overlay))
+}
+
+fn overlaid_image_key(image: &CacheKey, overlay: &CacheKey) -> CacheKey {
+    CacheKey::of(ArtifactKind::Rootfs, &json!({ "image": image, "overlay": overlay }))
+}
+
 /// The root filesystem image only: `build rootfs`.
 pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
     let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
-    let image = session.rootfs()?;
+    let image = session.rootfs(None)?;
     session.save_lock()?;
     Ok((image, session.run.timings))
 }
 
 /// What another stack's kernel borrows from this one: the initramfs (this recipe's busybox and
 /// module list, with the modules of the kernel artifact at `kernel_artifact`, cached under
-/// `kernel_key`) and the root filesystem image. The source stack boots its own kernel this way.
+/// `kernel_key`) and the root filesystem image with `overlay` laid over it. The source stack boots
+/// its own kernel and ndctl this way.
 pub fn ensure_initramfs_and_rootfs_for(
     paths: &Layout,
     shell: &Shell,
@@ -137,6 +148,7 @@ pub fn ensure_initramfs_and_rootfs_for(
     kernel_artifact: &Path,
     release: &str,
     kernel_key: &CacheKey,
+    overlay: Option<&RootOverlay>,
 ) -> anyhow::Result<BorrowedArtifacts> {
     let tools: Vec<&str> = KERNEL_TOOLS.iter().chain(ROOTFS_TOOLS).copied().collect();
     let mut session = Session::open(paths, shell, options, &tools)?;
@@ -148,7 +160,7 @@ pub fn ensure_initramfs_and_rootfs_for(
         }
     };
     session.save_lock()?;
-    let rootfs_image = session.rootfs()?;
+    let rootfs_image = session.rootfs(overlay)?;
     session.save_lock()?;
     Ok(BorrowedArtifacts { initrd: initramfs.join("initrd.img"), rootfs_image, notes: session.run.notes, timings: session.run.timings })
 }
@@ -445,26 +457,33 @@ impl<'a> Session<'a> {
         Ok(path)
     }
 
-    /// debootstraps (cached) and makes the image (cached).
-    fn rootfs(&mut self) -> anyhow::Result<PathBuf> {
+    /// debootstraps (cached) and makes the image (cached), with `overlay` laid over the tree. The
+    /// lock records the image without an overlay: the overlay is the other stack's, keyed by its
+    /// own lock.
+    fn rootfs(&mut self, overlay: Option<&RootOverlay>) -> anyhow::Result<PathBuf> {
         let recipe = self.recipe.clone();
         let rootfs = &recipe.recipe.rootfs;
-        let (tree_key, image_key) = rootfs_keys(&recipe);
+        let (tree_key, base_key) = rootfs_keys(&recipe);
         if let Some(entry) = &self.lock.rootfs {
-            if self.options.locked && (entry.suite != rootfs.suite || entry.key != image_key.0) {
+            if self.options.locked && (entry.suite != rootfs.suite || entry.key != base_key.0) {
                 bail!("--locked, but the recipe's rootfs differs from {}: run once without --locked", self.lock_path.display());
             }
         }
+        let image_key = match overlay {
+            Some(overlay) => overlaid_image_key(&base_key, &overlay.key),
+            None => base_key.clone(),
+        };
         if let Some(path) = self.lookup(ArtifactKind::Rootfs, &image_key)? {
             return Ok(rootfs::image_path(&path));
         }
         let tree = self.rootfs_tree()?;
-        let progress = self.shell.step("making the root filesystem image");
+        let with = overlay.map(|overlay| format!(" with {}", overlay.name)).unwrap_or_default();
+        let progress = self.shell.step(&format!("making the root filesystem image{with}"));
         let started = Instant::now();
         let items = rootfs_config::render(rootfs);
-        let inputs = json!({ "tree": tree_key, "suite": rootfs.suite, "hostname": rootfs.hostname });
+        let inputs = json!({ "tree": tree_key, "suite": rootfs.suite, "hostname": rootfs.hostname, "overlay": overlay.map(|overlay| &overlay.name) });
         let image = self.cache.get_or_build(ArtifactKind::Rootfs, &image_key, inputs, |staging| {
-            rootfs::build_image(staging, &tree, &items, rootfs.headroom_mib, &self.runner)
+            rootfs::build_image(staging, &tree, overlay, &items, rootfs.headroom_mib, &self.runner)
         })?;
         progress.done(image_key.short());
         self.time("image", started);
@@ -475,7 +494,7 @@ impl<'a> Session<'a> {
                 self.shell.warn("the root filesystem's packages differ from the lock's: debootstrap installs the suite's current versions");
             }
         }
-        self.lock.rootfs = Some(RootfsLock { suite: rootfs.suite.clone(), key: image_key.0.clone(), packages_digest, package_count });
+        self.lock.rootfs = Some(RootfsLock { suite: rootfs.suite.clone(), key: base_key.0.clone(), packages_digest, package_count });
         self.notes.push(format!("rootfs: debootstrap {} from {}, {package_count} packages", rootfs.suite, rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror)));
         Ok(rootfs::image_path(&image))
     }

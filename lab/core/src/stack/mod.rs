@@ -5,7 +5,8 @@
 //! - [`build`] makes the kernel, initramfs and root filesystem artifacts; [`cache`] keeps them by
 //!   content; [`host`] is the host programs the builds and the lab need;
 //! - [`distro`] puts these together for the `distro` stack; [`source`] builds the `source` stack
-//!   (QEMU so far) from git, tarballs and Debian source packages.
+//!   (QEMU, the kernel with its test modules, ndctl with its tests) from git, tarballs and Debian
+//!   source packages.
 
 pub mod build;
 pub mod cache;
@@ -112,12 +113,15 @@ pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyh
 }
 
 /// The source stack boots QEMU and the kernel built from source, with the distro stack's
-/// initramfs (for this kernel's modules) and root filesystem.
+/// initramfs (for this kernel's modules) and root filesystem, the ndctl built from source laid
+/// over it.
 fn ensure_source_boot_stack(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(BootStack, Vec<String>)> {
     let qemu = source::ensure_source_qemu(paths, shell, options)?;
     let kernel = source::ensure_source_kernel(paths, shell, options)?;
+    let ndctl = source::ensure_source_ndctl(paths, shell, options)?;
     let built = &kernel.artifact;
-    let borrowed = distro::ensure_initramfs_and_rootfs_for(paths, shell, options, &built.artifact, &built.release, &built.key)?;
+    let overlay = ndctl.artifact.overlay();
+    let borrowed = distro::ensure_initramfs_and_rootfs_for(paths, shell, options, &built.artifact, &built.release, &built.key, Some(&overlay))?;
     let stack = BootStack {
         stack: StackKind::Source,
         qemu_binary: qemu.artifact.binary,
@@ -129,5 +133,5 @@ fn ensure_source_boot_stack(paths: &Layout, shell: &Shell, options: &StackOption
         kernel_release: built.release.clone(),
         rootfs_image: borrowed.rootfs_image,
     };
-    Ok((stack, [qemu.notes, kernel.notes, borrowed.notes].concat()))
+    Ok((stack, [qemu.notes, kernel.notes, ndctl.notes, borrowed.notes].concat()))
 }

@@ -10,15 +10,16 @@
 //! none of its processes outlives it.
 //!
 //! The artifact (`ArtifactKind::Ndctl`) is a tree to lay over the guest's root:
-//! - `root/usr/bin/{ndctl,cxl,daxctl}`, `root/usr/lib/lib{ndctl,cxl,daxctl}.so*`, `root/etc/`;
+//! - `root/usr/bin/{ndctl,cxl,daxctl}`, `root/usr/lib/x86_64-linux-gnu/lib{ndctl,cxl,daxctl}.so*`,
+//!   `root/etc/`;
 //! - `root/usr/src/ndctl/`: the source and its meson build directory with the test binaries,
 //!   at the path they were built at, so `meson test -C /usr/src/ndctl/build --suite cxl` runs in
 //!   a guest that has meson and the runtime libraries (`build-packages.txt` lists what the build
 //!   installed; the runtime side of it is what the guest needs);
 //! - `version` (`ndctl --version`), `meson-options.txt`, `build-packages.txt`.
 //!
-//! libcxlmi and mctp have no source reachable here; nothing of this build needs them.
-//! Not done yet: laying the artifact into the source stack's root image (see `source/mod.rs`).
+//! libcxlmi and mctp have no source reachable here; nothing of this build needs them. The source
+//! stack lays `root/` over its root filesystem image (`rootfs::RootOverlay`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,8 +30,13 @@ use fs_err as fs;
 use crate::sys::runner::CommandRunner;
 
 /// meson's options: the test suite, its destructive tests (`cxl`'s need them), no docs
-/// (asciidoctor), no systemd units (the unit directory comes from systemd's pkg-config file).
-pub const MESON_OPTIONS: &[&str] = &["-Dtest=enabled", "-Ddestructive=enabled", "-Ddocs=disabled", "-Dsystemd=disabled"];
+/// (asciidoctor), no systemd units (the unit directory comes from systemd's pkg-config file), and
+/// the libraries where Debian's ndctl has them, so the overlay replaces those (`libcxl.so.1`, ...)
+/// instead of leaving the guest's `cxl` to load Debian's older ones first.
+pub const MESON_OPTIONS: &[&str] = &["-Dtest=enabled", "-Ddestructive=enabled", "-Ddocs=disabled", "-Dsystemd=disabled", "--libdir=lib/x86_64-linux-gnu"];
+
+/// The libraries' directory under the install prefix, as `--libdir` above says.
+const LIB_DIR: &str = "usr/lib/x86_64-linux-gnu";
 
 /// What the build installs in the chroot (trixie's names).
 pub const BUILD_PACKAGES: &[&str] = &[
@@ -152,8 +158,8 @@ fn build_script(version_tag: &str) -> String {
          meson setup build --prefix=/usr --sysconfdir=/etc -Dversion-tag={version_tag} {}\n\
          meson compile -C build\n\
          DESTDIR=/ndctl-dest meson install -C build\n\
-         LD_LIBRARY_PATH=/ndctl-dest/usr/lib /ndctl-dest/usr/bin/ndctl --version > /ndctl-version.txt\n\
-         LD_LIBRARY_PATH=/ndctl-dest/usr/lib /ndctl-dest/usr/bin/cxl --version\n",
+         LD_LIBRARY_PATH=/ndctl-dest/{LIB_DIR} /ndctl-dest/usr/bin/ndctl --version > /ndctl-version.txt\n\
+         LD_LIBRARY_PATH=/ndctl-dest/{LIB_DIR} /ndctl-dest/usr/bin/cxl --version\n",
         MESON_OPTIONS.join(" ")
     )
 }

@@ -14,7 +14,8 @@
 //! firmware directory is also what `-L` takes. The build is `configure` with [`CONFIGURE_OPTIONS`]
 //! (the x86_64 system emulator only; user networking for the SSH forward and virtfs for the 9p
 //! shares are required, so a missing library fails configure instead of building a QEMU the lab
-//! cannot use), then ninja and `meson install` into the staging directory. Debian's `+ds` source
+//! cannot use, and no debug information), then ninja of [`PROGRAMS`] only (not QEMU's unit and
+//! qtest programs, which `ninja` alone builds too), copied into the artifact. Debian's `+ds` source
 //! and release tarballs carry no usable ROMs (`--disable-install-blobs`): the firmware is copied
 //! from Debian's seabios, ipxe-qemu and qemu-system-data packages (`/usr/share/qemu`,
 //! `/usr/share/seabios`, `/usr/lib/ipxe/qemu`, symlinks resolved inside the unpacked packages),
@@ -51,6 +52,7 @@ pub const CONFIGURE_OPTIONS: &[&str] = &[
     "--disable-vnc",
     "--disable-xen",
     "--disable-rust",
+    "--disable-debug-info",
     "--enable-slirp",
     "--enable-virtfs",
     "--enable-kvm",
@@ -59,6 +61,10 @@ pub const CONFIGURE_OPTIONS: &[&str] = &[
 
 /// The install prefix inside the artifact.
 const PREFIX: &str = "/usr";
+
+/// What the lab runs of a QEMU build, the only ninja targets built: the emulator, and `qemu-img`
+/// for the disk overlays (found beside the emulator). Part of the artifact's key.
+pub const PROGRAMS: &[&str] = &["qemu-system-x86_64", "qemu-img"];
 
 pub fn binary_path(artifact: &Path) -> PathBuf {
     artifact.join("usr/bin/qemu-system-x86_64")
@@ -83,8 +89,12 @@ pub fn build(source: &Path, build_dir: &Path, staging: &Path, firmware_debs: &[P
     let mut configure = Command::new(source.join("configure"));
     configure.current_dir(build_dir).arg(format!("--prefix={PREFIX}")).args(CONFIGURE_OPTIONS);
     runner.run("qemu-configure", &mut configure)?;
-    runner.run("qemu-build", Command::new("ninja").arg("-C").arg(build_dir))?;
-    runner.run("qemu-install", Command::new("ninja").arg("-C").arg(build_dir).arg("install").env("DESTDIR", staging))?;
+    runner.run("qemu-build", Command::new("ninja").arg("-C").arg(build_dir).args(PROGRAMS))?;
+    let bin = staging.join(PREFIX.trim_start_matches('/')).join("bin");
+    fs::create_dir_all(&bin)?;
+    for program in PROGRAMS {
+        fs::copy(build_dir.join(program), bin.join(program))?;
+    }
     fs::remove_dir_all(build_dir)?;
 
     install_firmware(staging, firmware_debs, runner)?;

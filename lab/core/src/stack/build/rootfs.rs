@@ -3,8 +3,9 @@
 //! 1. `rootfs-tree`: `debootstrap` of the recipe's suite and packages into `tree/`, plus
 //!    `packages.txt` (every installed `package version`, sorted) for the lock. The slow step
 //!    (minutes), rebuilt only when the suite, mirror or package list changes.
-//! 2. `rootfs`: a hard-link copy of the tree, configured ([`super::rootfs_config`]), made into
-//!    `rootfs.img` by `mkfs.ext4 -d`: no loop device, no mount. Seconds.
+//! 2. `rootfs`: a hard-link copy of the tree, with an optional [`RootOverlay`] laid over it (the
+//!    source stack's ndctl), configured ([`super::rootfs_config`]), made into `rootfs.img` by
+//!    `mkfs.ext4 -d`: no loop device, no mount. Seconds.
 //!
 //! debootstrap is the only step that needs root (it chroots to run maintainer scripts). It runs
 //! in its own mount and pid namespaces (`unshare`): the /proc and /sys it mounts in the tree and
@@ -36,6 +37,16 @@ pub fn packages_list(tree_artifact: &Path) -> PathBuf {
 
 pub fn image_path(rootfs_artifact: &Path) -> PathBuf {
     rootfs_artifact.join("rootfs.img")
+}
+
+/// A tree laid over the root filesystem's (files replace the tree's, directories merge), and the
+/// cache key it was built under (part of the image's key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootOverlay {
+    /// What it is, for messages (`ndctl 81`).
+    pub name: String,
+    pub root: PathBuf,
+    pub key: crate::stack::cache::CacheKey,
 }
 
 /// `unshare`'s words before the command it runs: private mounts, a pid namespace whose init is
@@ -99,10 +110,12 @@ pub fn packages_digest(tree_artifact: &Path) -> anyhow::Result<(String, usize)> 
     Ok((blake3::hash(text.as_bytes()).to_hex()[..32].to_owned(), text.lines().count()))
 }
 
-/// Configures a hard-link copy of the cached tree and makes `<staging>/rootfs.img` of it.
+/// Configures a hard-link copy of the cached tree, `overlay` laid over it, and makes
+/// `<staging>/rootfs.img` of it.
 pub fn build_image(
     staging: &Path,
     tree_artifact: &Path,
+    overlay: Option<&RootOverlay>,
     items: &[ConfigItem],
     headroom_mib: u64,
     runner: &CommandRunner,
@@ -110,6 +123,13 @@ pub fn build_image(
     let tree = staging.join("tree");
     // A hard-link copy costs seconds, not the tree's size; apply() unlinks before it writes.
     runner.run("rootfs-copy", Command::new("cp").arg("-al").arg(tree_dir(tree_artifact)).arg(&tree))?;
+    if let Some(overlay) = overlay {
+        // Hard links again; --remove-destination unlinks a file of the tree before linking the
+        // overlay's in its place, so nothing is written through a link into either artifact.
+        let mut lay = Command::new("cp");
+        lay.args(["-al", "--remove-destination"]).arg(overlay.root.join(".")).arg(&tree);
+        runner.run("rootfs-overlay", &mut lay).with_context(|| format!("laying {} over the root filesystem", overlay.name))?;
+    }
     rootfs_config::apply(&tree, items).context("configuring the root filesystem")?;
 
     let used = crate::stack::cache::disk_usage(&tree);

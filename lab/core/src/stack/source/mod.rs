@@ -33,6 +33,7 @@ use crate::layout::Layout;
 use crate::qemu::QemuVersion;
 use crate::shell::Shell;
 use crate::stack::build::linux::{self, ConfigBase, Fragment};
+use crate::stack::build::rootfs::RootOverlay;
 use crate::stack::build::{kernel, ndctl as ndctl_build, qemu as qemu_build, rootfs};
 use crate::stack::distro;
 use crate::stack::cache::{ArtifactKind, Cache, CacheKey};
@@ -115,11 +116,9 @@ pub struct SourceKernel {
     pub key: CacheKey,
 }
 
-/// ndctl built with its tests for the guests' root filesystem (`build::ndctl`).
-///
-/// Not yet in the source stack's root image: `lab up --stack source` boots the distro stack's
-/// image, whose ndctl is Debian's. Laying `root` over that image (and installing meson and the
-/// runtime libraries there) is the next step, then `meson test --suite cxl` in the guest.
+/// ndctl built with its tests for the guests' root filesystem (`build::ndctl`): the source
+/// stack's image is the distro stack's with `root` laid over it (the distro recipe installs meson
+/// and the libraries the build and its tests use), so `meson test --suite cxl` runs in the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceNdctl {
     /// The tree to lay over the guest's root (`usr/bin/ndctl`, `usr/bin/cxl`, ...).
@@ -129,6 +128,14 @@ pub struct SourceNdctl {
     /// What `ndctl --version` printed.
     pub version: String,
     pub artifact: PathBuf,
+    pub key: CacheKey,
+}
+
+impl SourceNdctl {
+    /// What the source stack lays over the root filesystem.
+    pub fn overlay(&self) -> RootOverlay {
+        RootOverlay { name: format!("ndctl {}", self.version), root: self.root.clone(), key: self.key.clone() }
+    }
 }
 
 /// The config the kernel is built with: the lab's fragment over `allnoconfig`.
@@ -228,7 +235,9 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
         names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware)));
     }
     if let Some(source) = pinned(SourceComponent::Ndctl) {
-        names.insert(Cache::artifact_name(ArtifactKind::Ndctl, &ndctl_key(&source, &distro::rootfs_tree_key(paths)?)));
+        let ndctl = ndctl_key(&source, &distro::rootfs_tree_key(paths)?);
+        names.insert(Cache::artifact_name(ArtifactKind::Rootfs, &distro::overlaid_rootfs_key(paths, &ndctl)?));
+        names.insert(Cache::artifact_name(ArtifactKind::Ndctl, &ndctl));
     }
     if let Some(source) = pinned(SourceComponent::Kernel) {
         names.insert(format!("trees/{}", kernel_tree_name(&source, KERNEL_BASE)));
@@ -260,7 +269,7 @@ fn ndctl_version_tag(source: &Pin) -> String {
 
 /// The QEMU artifact's key: its source, its firmware and how it is configured.
 pub fn qemu_key(source: &Pin, firmware: &Pin) -> CacheKey {
-    CacheKey::of(ArtifactKind::Qemu, &json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS }))
+    CacheKey::of(ArtifactKind::Qemu, &json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS, "programs": qemu_build::PROGRAMS }))
 }
 
 /// One run over the source stack.
@@ -405,7 +414,7 @@ impl<'a> Session<'a> {
         let version = fs_err::read_to_string(ndctl_build::version_file(&artifact))?.trim().to_owned();
         self.notes.push(format!("ndctl: {version} from {source}, {}", ndctl_build::MESON_OPTIONS.join(" ")));
         self.notes.push("ndctl: libcxlmi and mctp have no source reachable here; nothing built needs them yet".to_owned());
-        Ok(SourceNdctl { root: ndctl_build::root_dir(&artifact), tests: ndctl_build::build_dir(&artifact), version, artifact })
+        Ok(SourceNdctl { root: ndctl_build::root_dir(&artifact), tests: ndctl_build::build_dir(&artifact), version, artifact, key })
     }
 
     fn build_ndctl(&mut self, source: &Pin, tree_artifact: &Path, key: &CacheKey) -> anyhow::Result<PathBuf> {
