@@ -60,7 +60,7 @@ impl BenchCommand {
         context.shell.status("Warming", "stack and accelerator probe (first `lab up`)");
         runner.run("bench: warm-up lab up", &mut lab(&["up", "--detach"]))?;
         runner.run("bench: warm-up lab down", &mut lab(&["down"]))?;
-        let stack = cxl_lab_core::stack::ensure_boot_stack(&context.paths, &context.shell, StackKind::Distro)?;
+        let stack = cxl_lab_core::stack::ensure_boot_stack(&context.paths, &context.shell, StackKind::Distro, &Default::default())?;
 
         let mut results = Vec::new();
         for run in 1..=runs {

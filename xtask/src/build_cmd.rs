@@ -16,7 +16,11 @@ use crate::Context;
 pub enum BuildTarget {
     /// QEMU from source, with its firmware (the source stack).
     Qemu,
+    /// The kernel with its modules (and, on the source stack, the `tools/testing/{nvdimm,cxl}`
+    /// test modules: `modules` says the same; on the distro stack, with its initramfs).
+    #[value(alias = "modules")]
     Kernel,
+    /// The root filesystem image (on the source stack, with ndctl built from source in it).
     Rootfs,
     /// ndctl with its tests, for the guests' root filesystem (the source stack).
     Ndctl,
@@ -62,14 +66,20 @@ impl BuildCommand {
             }
             (StackKind::Source, BuildTarget::All) => {
                 let started = std::time::Instant::now();
-                let stack = cxl_lab_core::stack::ensure_boot_stack(paths, shell, StackKind::Source)?;
+                let stack = cxl_lab_core::stack::ensure_boot_stack(paths, shell, StackKind::Source, &options)?;
                 shell.out(format!("qemu        {} ({})", stack.qemu_binary.display(), stack.qemu_version));
                 let initrd = stack.initrd.clone().unwrap_or_default();
                 print_kernel(shell, &stack.kernel_release, &stack.kernel, &initrd, &stack.modules_dir);
                 shell.out(format!("rootfs      {}", stack.rootfs_image.display()));
                 vec![("source stack".to_owned(), started.elapsed().as_secs_f64())]
             }
-            (StackKind::Source, BuildTarget::Rootfs) | (StackKind::Distro, _) => self.build_distro(self.target, &options, context)?,
+            (StackKind::Source, BuildTarget::Rootfs) => {
+                let ndctl = source::ensure_source_ndctl(paths, shell, &options)?;
+                let (image, timings) = distro::ensure_distro_rootfs(paths, shell, &options, Some(&ndctl.artifact.overlay()))?;
+                shell.out(format!("rootfs      {} (with ndctl {})", image.display(), ndctl.artifact.version));
+                [ndctl.timings, timings].concat()
+            }
+            (StackKind::Distro, _) => self.build_distro(self.target, &options, context)?,
         };
         if timings.is_empty() {
             shell.status("Fresh", "everything was in the cache");
@@ -80,7 +90,7 @@ impl BuildCommand {
         Ok(ExitCode::SUCCESS)
     }
 
-    /// The distro stack's artifacts (the source stack's root filesystem is the same one).
+    /// The distro stack's artifacts.
     fn build_distro(&self, target: BuildTarget, options: &StackOptions, context: &Context) -> anyhow::Result<Vec<(String, f64)>> {
         let (paths, shell) = (&context.paths, &context.shell);
         Ok(match target {
@@ -92,7 +102,7 @@ impl BuildCommand {
                 timings
             }
             BuildTarget::Rootfs => {
-                let (image, timings) = distro::ensure_distro_rootfs(paths, shell, options)?;
+                let (image, timings) = distro::ensure_distro_rootfs(paths, shell, options, None)?;
                 shell.out(format!("rootfs      {}", image.display()));
                 timings
             }

@@ -113,7 +113,7 @@ fn damaged_rootfs_image_is_refused_when_locked_and_rebuilt_otherwise() {
             return;
         }
         let options = StackOptions { locked: false, write_lock: false };
-        distro::ensure_distro_rootfs(&caller, &Shell::plain(), &options).unwrap();
+        distro::ensure_distro_rootfs(&caller, &Shell::plain(), &options, None).unwrap();
     }
     let scratch = Scratch::new("rootfs");
     std::fs::create_dir_all(scratch.cache.join("artifacts")).unwrap();

@@ -93,7 +93,7 @@ pub fn up(context: &LabContext, options: &UpOptions) -> anyhow::Result<UpReport>
     let mut stages = StageClock::default();
     let profile = crate::profile::load(&context.paths, &options.profile)?;
     stages.lap("profile");
-    let boot_stack = crate::stack::ensure_boot_stack(&context.paths, &context.shell, options.stack)?;
+    let boot_stack = crate::stack::ensure_boot_stack(&context.paths, &context.shell, options.stack, &Default::default())?;
     stages.lap("stack");
     start_lab(context, &lock, &options.profile, &profile, boot_stack, options, stages)
 }

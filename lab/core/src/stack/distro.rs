@@ -129,10 +129,10 @@ fn overlaid_image_key(image: &CacheKey, overlay: &CacheKey) -> CacheKey {
     CacheKey::of(ArtifactKind::Rootfs, &json!({ "image": image, "overlay": overlay }))
 }
 
-/// The root filesystem image only: `build rootfs`.
-pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
+/// The root filesystem image only, with `overlay` laid over it: `build rootfs`.
+pub fn ensure_distro_rootfs(paths: &Layout, shell: &Shell, options: &StackOptions, overlay: Option<&RootOverlay>) -> anyhow::Result<(PathBuf, Vec<(String, f64)>)> {
     let mut session = Session::open(paths, shell, options, ROOTFS_TOOLS)?;
-    let image = session.rootfs(None)?;
+    let image = session.rootfs(overlay)?;
     session.save_lock()?;
     Ok((image, session.run.timings))
 }

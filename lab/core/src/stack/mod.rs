@@ -86,11 +86,10 @@ pub struct BootStack {
 
 /// The stack's artifacts for a lab, resolved and built as needed; says where each came from
 /// (verbose).
-pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyhow::Result<BootStack> {
-    let options = StackOptions::default();
+pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind, options: &StackOptions) -> anyhow::Result<BootStack> {
     let (stack, notes) = match kind {
         StackKind::Distro => {
-            let artifacts = distro::ensure_distro_stack(paths, shell, &options)?;
+            let artifacts = distro::ensure_distro_stack(paths, shell, options)?;
             let stack = BootStack {
                 stack: kind,
                 qemu_binary: artifacts.qemu.path,
@@ -104,7 +103,7 @@ pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyh
             };
             (stack, artifacts.source_notes)
         }
-        StackKind::Source => ensure_source_boot_stack(paths, shell, &options)?,
+        StackKind::Source => ensure_source_boot_stack(paths, shell, options)?,
     };
     for note in &notes {
         shell.verbose(note);
