@@ -232,7 +232,15 @@ fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) ->
 fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
     let rootfs = &recipe.recipe.rootfs;
     let mirror = rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror);
-    let tree = CacheKey::of(ArtifactKind::RootfsTree, &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
+    // `scrub` and `times`: what the tree loses and that its times are clamped to its
+    // SOURCE_DATE_EPOCH before it is published (`rootfs.rs`).
+    let tree = CacheKey::of(
+        ArtifactKind::RootfsTree,
+        &json!({
+            "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages,
+            "scrub": rootfs_config::scrub(), "times": "source-date-epoch",
+        }),
+    );
     let image = CacheKey::of(
         ArtifactKind::Rootfs,
         &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib }),
