@@ -6,7 +6,8 @@
 //!   content; [`host`] is the host programs the builds and the lab need;
 //! - [`distro`] puts these together for the `distro` stack; [`source`] builds the `source` stack
 //!   (QEMU, the kernel with its test modules, ndctl with its tests) from git, tarballs and Debian
-//!   source packages.
+//!   source packages;
+//! - [`reproduce`] builds a stack twice and compares the artifacts (`build verify`).
 
 pub mod build;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod distro;
 pub mod host;
 pub mod lock;
 pub mod recipe;
+pub mod reproduce;
 pub mod session;
 pub mod source;
 pub mod sources;
@@ -87,10 +89,14 @@ pub struct BootStack {
 /// The stack's artifacts for a lab, resolved and built as needed; says where each came from
 /// (verbose).
 pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyhow::Result<BootStack> {
-    let options = StackOptions::default();
+    ensure_boot_stack_with(paths, shell, kind, &StackOptions::default())
+}
+
+/// [`ensure_boot_stack`] with `options` (`build verify` builds without writing the lock).
+pub fn ensure_boot_stack_with(paths: &Layout, shell: &Shell, kind: StackKind, options: &StackOptions) -> anyhow::Result<BootStack> {
     let (stack, notes) = match kind {
         StackKind::Distro => {
-            let artifacts = distro::ensure_distro_stack(paths, shell, &options)?;
+            let artifacts = distro::ensure_distro_stack(paths, shell, options)?;
             let stack = BootStack {
                 stack: kind,
                 qemu_binary: artifacts.qemu.path,
@@ -104,7 +110,7 @@ pub fn ensure_boot_stack(paths: &Layout, shell: &Shell, kind: StackKind) -> anyh
             };
             (stack, artifacts.source_notes)
         }
-        StackKind::Source => ensure_source_boot_stack(paths, shell, &options)?,
+        StackKind::Source => ensure_source_boot_stack(paths, shell, options)?,
     };
     for note in &notes {
         shell.verbose(note);
