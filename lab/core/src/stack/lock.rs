@@ -56,8 +56,8 @@ pub struct ArtifactLock {
     pub parts: BTreeMap<String, String>,
 }
 
-/// Path components that name a part of an artifact in the lock (`tree/usr/lib`, `rootfs.img`).
-pub const PART_DEPTH: usize = 3;
+/// Path components that name a part of an artifact in the lock (`tree/usr`, `rootfs.img`).
+pub const PART_DEPTH: usize = 2;
 
 impl ArtifactLock {
     pub fn of(key: &str, files: &[FileRecord]) -> ArtifactLock {
@@ -328,11 +328,11 @@ mod tests {
     fn an_artifact_lock_names_the_part_that_differs() {
         let record = |path: &str, blake3: &str| FileRecord { path: path.into(), size: 1, blake3: blake3.into(), symlink: false };
         let built = ArtifactLock::of("k", &[record("rootfs.img", "a"), record("tree/usr/lib/x/y", "b"), record("tree/usr/lib/z", "c")]);
-        assert_eq!(built.parts.keys().collect::<Vec<_>>(), ["rootfs.img", "tree/usr/lib"]);
+        assert_eq!(built.parts.keys().collect::<Vec<_>>(), ["rootfs.img", "tree/usr"]);
         assert_eq!(built, ArtifactLock::of("k", &[record("rootfs.img", "a"), record("tree/usr/lib/x/y", "b"), record("tree/usr/lib/z", "c")]));
         let other = ArtifactLock::of("k", &[record("rootfs.img", "a"), record("tree/usr/lib/x/y", "B"), record("tree/etc", "d")]);
         assert_ne!(built.content, other.content);
-        assert_eq!(built.differing_parts(&other), ["tree/etc", "tree/usr/lib"]);
+        assert_eq!(built.differing_parts(&other), ["tree/etc", "tree/usr"]);
     }
 
     #[test]
