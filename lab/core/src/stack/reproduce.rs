@@ -2,8 +2,9 @@
 //! them file by file through their manifests (each records every file's size and blake3).
 //!
 //! The scratch caches live in `<cache>/tmp/verify-<stack>.<random>/{one,two}`; the downloads
-//! (`downloads/`, debootstrap's package cache) of the real cache are hard-linked into both, since
-//! the lock pins them by sha256 and they are not what is being checked. Each build reads the
+//! (`downloads/`, debootstrap's package cache) of the real cache are copied into both (not
+//! linked: debootstrap may rewrite a package in its cache in place), since the lock pins them by
+//! sha256 and they are not what is being checked. Each build reads the
 //! checkout's lock (what is not locked is resolved) and never writes it. The scratch caches are removed afterwards
 //! (kept, and named, when a build fails, for its logs). Where Debian's `diffoscope` is on PATH it
 //! is run on each differing file and the first lines of its report shown.
@@ -91,23 +92,23 @@ fn ensure_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir.to_path_buf())
 }
 
-/// A layout over the scratch cache `cache` whose downloads are the real cache's (hard links).
+/// A layout over the scratch cache `cache` with copies of the real cache's downloads.
 fn scratch_layout(paths: &Layout, cache: &Path) -> anyhow::Result<Layout> {
     let layout = Layout { workspace: paths.workspace.clone(), cache: cache.to_path_buf(), state: cache.join("state") };
     for (from, to) in [(paths.downloads_dir(), layout.downloads_dir()), (paths.debootstrap_debs_dir(), layout.debootstrap_debs_dir())] {
-        link_files(&from, &to)?;
+        copy_files(&from, &to)?;
     }
     Ok(layout)
 }
 
-/// Hard-links every regular file of `from` (if it exists) into `to`.
-fn link_files(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// Copies every regular file of `from` (if it exists) into `to`.
+fn copy_files(from: &Path, to: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(to)?;
     let Ok(entries) = fs::read_dir(from) else { return Ok(()) };
     for entry in entries {
         let entry = entry?;
         if entry.file_type()?.is_file() {
-            fs::hard_link(entry.path(), to.join(entry.file_name()))?;
+            fs::copy(entry.path(), to.join(entry.file_name()))?;
         }
     }
     Ok(())
