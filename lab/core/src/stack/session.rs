@@ -103,10 +103,12 @@ impl<'a> StackRun<'a> {
     pub fn hold_artifact(&mut self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<()> {
         let manifest = self.cache.manifest(kind, key)?;
         let built = ArtifactLock::of(&key.0, manifest.files.as_deref().unwrap_or_default());
-        if let Some(locked) = self.lock.artifacts.get(kind.name()).filter(|locked| locked.key == key.0) {
-            if locked.content == built.content {
-                return Ok(());
-            }
+        let locked = self.lock.artifacts.get(kind.name()).filter(|locked| locked.key == key.0);
+        if locked == Some(&built) {
+            return Ok(());
+        }
+        // The same content recorded in parts of another depth is recorded again, silently.
+        if let Some(locked) = locked.filter(|locked| locked.content != built.content) {
             let artifact = self.cache.artifact_path(kind, key);
             let parts = locked.differing_parts(&built).join(", ");
             if self.options.locked {
