@@ -84,6 +84,7 @@ pub fn verify_stack(paths: &Layout, shell: &Shell, stack: StackKind) -> anyhow::
             }
         }
     }
+    shell.status("Verify", format!("removing the scratch caches in {}", scratch.path().display()));
     Ok(VerifyReport { artifacts, diffoscope })
 }
 
@@ -230,6 +231,19 @@ mod tests {
             verdicts.iter().flat_map(|verdict| verdict.differences.iter().map(|file| (verdict.name.as_str(), file.path.as_str()))).collect();
         assert_eq!(differing.len(), 1, "{differing:?}");
         assert!(differing[0].0.starts_with("rootfs-") && differing[0].1 == "build-time", "{differing:?}");
+    }
+
+    #[test]
+    fn diffoscope_s_report_is_read_from_its_log_when_it_finds_a_difference() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // Stands in for diffoscope: prints a report and exits 1, as diffoscope does on a difference.
+        let program = dir.path().join("diffoscope");
+        fs::write(&program, "#!/bin/sh\necho \"--- $3\"\necho \"+++ $4\"\necho '│ -1700000000'\nexit 1\n").unwrap();
+        fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let runner = CommandRunner::new(dir.path().join("logs"));
+        let summary = diffoscope_summary(&runner, &program, Path::new("/one/stamp"), Path::new("/two/stamp")).unwrap();
+        assert_eq!(summary, "--- /one/stamp\n+++ /two/stamp\n│ -1700000000");
     }
 
     #[test]
