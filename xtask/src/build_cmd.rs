@@ -1,6 +1,8 @@
 //! `cargo xtask build qemu|rootfs|kernel|ndctl|all [--stack distro|source] [--locked]`: builds or
 //! downloads what is missing and prints where each artifact is. The source stack builds QEMU and
 //! the kernel from source; its initramfs and root filesystem are the distro stack's.
+//! `build verify [--stack S]` builds every artifact of the stack twice into scratch caches and
+//! says, per artifact, whether both builds gave the same bytes (exit 1 when not).
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ pub enum BuildTarget {
     /// ndctl with its tests, for the guests' root filesystem (the source stack).
     Ndctl,
     All,
+    /// Every artifact of the stack, twice, into two scratch caches; compares them.
+    Verify,
 }
 
 #[derive(Args)]
@@ -45,6 +49,7 @@ impl BuildCommand {
         let options = StackOptions { locked: self.locked, ..StackOptions::default() };
         let (paths, shell) = (&context.paths, &context.shell);
         let timings = match (self.stack, self.target) {
+            (stack, BuildTarget::Verify) => return verify(shell, cxl_lab_core::stack::reproduce::verify_stack(paths, shell, stack)?),
             (StackKind::Source, BuildTarget::Qemu) => {
                 report(shell, source::ensure_source_qemu(paths, shell, &options)?, |qemu| {
                     vec![format!("qemu        {} ({})", qemu.binary.display(), qemu.version), format!("firmware    {}", qemu.firmware_dir.display())]
@@ -106,6 +111,7 @@ impl BuildCommand {
                 shell.out(format!("rootfs      {}", image.display()));
                 timings
             }
+            BuildTarget::Verify => unreachable!("`run` verifies before it builds"),
             BuildTarget::All => {
                 let artifacts = distro::ensure_distro_stack(paths, shell, options)?;
                 shell.out(format!("qemu        {} ({})", artifacts.qemu.path.display(), artifacts.qemu.version));
@@ -129,6 +135,24 @@ fn report<T>(shell: &Shell, built: source::Built<T>, lines: impl FnOnce(&T) -> V
         shell.out(line);
     }
     built.timings
+}
+
+/// Prints one line per artifact (and per differing file); exit 1 when anything differs.
+fn verify(shell: &Shell, report: cxl_lab_core::stack::reproduce::VerifyReport) -> anyhow::Result<ExitCode> {
+    for artifact in &report.artifacts {
+        let verdict = if artifact.differences.is_empty() { "identical" } else { "differs" };
+        shell.out(format!("{:<45} {verdict}", artifact.name));
+        for file in &artifact.differences {
+            shell.out(format!("    {}: {}", file.path, file.what));
+            for line in file.diffoscope.iter().flat_map(|summary| summary.lines()) {
+                shell.out(format!("        {line}"));
+            }
+        }
+    }
+    if report.diffoscope.is_none() && !report.identical() {
+        shell.out("diffoscope is not installed (Debian package `diffoscope`): no report of what differs inside the files");
+    }
+    Ok(if report.identical() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn print_kernel(shell: &Shell, release: &str, kernel: &std::path::Path, initrd: &std::path::Path, modules: &std::path::Path) {

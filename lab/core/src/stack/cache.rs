@@ -502,6 +502,12 @@ impl Cache {
         }
     }
 
+    /// The manifest of a published artifact.
+    pub fn manifest(&self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<Manifest> {
+        let path = self.artifact_path(kind, key).join(MANIFEST);
+        serde_json::from_slice(&fs::read(&path)?).with_context(|| format!("reading {}", path.display()))
+    }
+
     /// Every published artifact, sorted by name.
     pub fn list(&self) -> anyhow::Result<Vec<ArtifactEntry>> {
         let mut entries = Vec::new();

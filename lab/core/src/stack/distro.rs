@@ -232,7 +232,15 @@ fn initramfs_key(recipe: &LoadedRecipe, kernel_key: &CacheKey, busybox: &Pin) ->
 fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
     let rootfs = &recipe.recipe.rootfs;
     let mirror = rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror);
-    let tree = CacheKey::of(ArtifactKind::RootfsTree, &json!({ "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages }));
+    // `scrub` and `times`: what the tree loses and that its times are clamped to its
+    // SOURCE_DATE_EPOCH before it is published (`rootfs.rs`).
+    let tree = CacheKey::of(
+        ArtifactKind::RootfsTree,
+        &json!({
+            "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages,
+            "scrub": rootfs_config::scrub(), "times": "source-date-epoch",
+        }),
+    );
     let image = CacheKey::of(
         ArtifactKind::Rootfs,
         &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib }),
@@ -311,6 +319,9 @@ impl<'a> Session<'a> {
         let Some(initramfs_artifact) = self.initramfs_artifact(&busybox.pin, &kernel_artifact, &release, &kernel_key)? else {
             return self.kernel();
         };
+        self.hold_artifact(ArtifactKind::Kernel, &kernel_key)?;
+        let initramfs_key = initramfs_key(&self.recipe, &kernel_key, &busybox.pin);
+        self.hold_artifact(ArtifactKind::Initramfs, &initramfs_key)?;
         Ok(KernelArtifacts {
             kernel: kernel::vmlinuz_path(&kernel_artifact),
             initrd: initramfs_artifact.join("initrd.img"),
@@ -474,6 +485,9 @@ impl<'a> Session<'a> {
             None => base_key.clone(),
         };
         if let Some(path) = self.lookup(ArtifactKind::Rootfs, &image_key)? {
+            if overlay.is_none() {
+                self.hold_artifact(ArtifactKind::Rootfs, &image_key)?;
+            }
             return Ok(rootfs::image_path(&path));
         }
         let tree = self.rootfs_tree()?;
@@ -495,6 +509,10 @@ impl<'a> Session<'a> {
             }
         }
         self.lock.rootfs = Some(RootfsLock { suite: rootfs.suite.clone(), key: base_key.0.clone(), packages_digest, package_count });
+        if overlay.is_none() {
+            self.hold_artifact(ArtifactKind::RootfsTree, &tree_key)?;
+            self.hold_artifact(ArtifactKind::Rootfs, &image_key)?;
+        }
         self.notes.push(format!("rootfs: debootstrap {} from {}, {package_count} packages", rootfs.suite, rootfs.mirror.as_deref().unwrap_or(&recipe.recipe.archive.mirror)));
         Ok(rootfs::image_path(&image))
     }

@@ -5,6 +5,10 @@
 //! Each entry remembers a digest of the recipe candidates it was resolved from: when the recipe
 //! changes, the entry no longer applies and the component is resolved again (an error with
 //! `--locked`).
+//!
+//! The distro stack's lock also records the bytes each artifact was built as ([`ArtifactLock`]),
+//! so that another machine can tell whether it built the same: other bytes under the same key
+//! are refused with `--locked`, naming the parts (files or directories) that differ.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::qemu::QemuVersion;
+use crate::stack::cache::FileRecord;
 use crate::stack::recipe::StackRecipe;
 use crate::stack::StackKind;
 use crate::stack::sources::{Candidate, DebPin, Pin, Resolution, SourcePin};
@@ -34,6 +39,47 @@ pub struct StackLock {
     /// builders add theirs): each pin is what its build is keyed by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sources: BTreeMap<String, ComponentLock>,
+    /// The bytes each artifact was built as, by artifact kind (`kernel`, `initramfs`,
+    /// `rootfs-tree`, `rootfs`): a second machine tells whether it built the same ones.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, ArtifactLock>,
+}
+
+/// An artifact's content as built: blake3 over its manifest's file records (paths, sizes,
+/// hashes; not its creation time), and the same per part (a file, or the files below a
+/// directory [`PART_DEPTH`] deep), so that a difference can be named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactLock {
+    /// The cache key it was built under.
+    pub key: String,
+    pub content: String,
+    pub parts: BTreeMap<String, String>,
+}
+
+/// Path components that name a part of an artifact in the lock (`tree/usr`, `rootfs.img`).
+pub const PART_DEPTH: usize = 2;
+
+impl ArtifactLock {
+    pub fn of(key: &str, files: &[FileRecord]) -> ArtifactLock {
+        let mut parts: BTreeMap<String, blake3::Hasher> = BTreeMap::new();
+        let mut content = blake3::Hasher::new();
+        for file in files {
+            let line = serde_json::to_vec(file).expect("a file record serializes");
+            content.update(&line);
+            let part = file.path.splitn(PART_DEPTH + 1, '/').take(PART_DEPTH).collect::<Vec<_>>().join("/");
+            parts.entry(part).or_default().update(&line);
+        }
+        let hex = |hasher: &blake3::Hasher| hasher.finalize().to_hex()[..32].to_owned();
+        ArtifactLock { key: key.to_owned(), content: hex(&content), parts: parts.iter().map(|(part, hasher)| (part.clone(), hex(hasher))).collect() }
+    }
+
+    /// The parts whose contents differ between the two, or that only one has.
+    pub fn differing_parts(&self, other: &ArtifactLock) -> Vec<String> {
+        let mut parts: Vec<&String> = self.parts.keys().chain(other.parts.keys()).collect();
+        parts.sort();
+        parts.dedup();
+        parts.into_iter().filter(|part| self.parts.get(*part) != other.parts.get(*part)).cloned().collect()
+    }
 }
 
 /// A resolved component and the recipe candidates it came from.
@@ -276,6 +322,17 @@ mod tests {
             text.push('\n');
             assert_eq!(text, std::fs::read_to_string(&path).unwrap(), "{} changes when written again", path.display());
         }
+    }
+
+    #[test]
+    fn an_artifact_lock_names_the_part_that_differs() {
+        let record = |path: &str, blake3: &str| FileRecord { path: path.into(), size: 1, blake3: blake3.into(), symlink: false };
+        let built = ArtifactLock::of("k", &[record("rootfs.img", "a"), record("tree/usr/lib/x/y", "b"), record("tree/usr/lib/z", "c")]);
+        assert_eq!(built.parts.keys().collect::<Vec<_>>(), ["rootfs.img", "tree/usr"]);
+        assert_eq!(built, ArtifactLock::of("k", &[record("rootfs.img", "a"), record("tree/usr/lib/x/y", "b"), record("tree/usr/lib/z", "c")]));
+        let other = ArtifactLock::of("k", &[record("rootfs.img", "a"), record("tree/usr/lib/x/y", "B"), record("tree/etc", "d")]);
+        assert_ne!(built.content, other.content);
+        assert_eq!(built.differing_parts(&other), ["tree/etc", "tree/usr"]);
     }
 
     #[test]

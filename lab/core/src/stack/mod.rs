@@ -6,7 +6,8 @@
 //!   content; [`host`] is the host programs the builds and the lab need;
 //! - [`distro`] puts these together for the `distro` stack; [`source`] builds the `source` stack
 //!   (QEMU, the kernel with its test modules, ndctl with its tests) from git, tarballs and Debian
-//!   source packages.
+//!   source packages;
+//! - [`reproduce`] builds a stack twice and compares the artifacts (`build verify`).
 
 pub mod build;
 pub mod cache;
@@ -15,6 +16,7 @@ pub mod distro;
 pub mod host;
 pub mod lock;
 pub mod recipe;
+pub mod reproduce;
 pub mod session;
 pub mod source;
 pub mod sources;

@@ -11,7 +11,7 @@ use anyhow::bail;
 use crate::layout::Layout;
 use crate::shell::Shell;
 use crate::stack::cache::{ArtifactKind, Cache, CacheKey, Lookup};
-use crate::stack::lock::{self, StackLock};
+use crate::stack::lock::{self, ArtifactLock, StackLock};
 use crate::stack::recipe::LoadedRecipe;
 use crate::stack::StackKind;
 use crate::sys::runner::CommandRunner;
@@ -97,6 +97,34 @@ impl<'a> StackRun<'a> {
         }
     }
 
+    /// Records the content of the published artifact `kind`/`key` in the lock. When the lock
+    /// holds other bytes for the same key: refused with `--locked`, naming the parts that differ;
+    /// otherwise a warning, and the new bytes are recorded.
+    pub fn hold_artifact(&mut self, kind: ArtifactKind, key: &CacheKey) -> anyhow::Result<()> {
+        let manifest = self.cache.manifest(kind, key)?;
+        let built = ArtifactLock::of(&key.0, manifest.files.as_deref().unwrap_or_default());
+        let locked = self.lock.artifacts.get(kind.name()).filter(|locked| locked.key == key.0);
+        if locked == Some(&built) {
+            return Ok(());
+        }
+        // The same content recorded in parts of another depth is recorded again, silently.
+        if let Some(locked) = locked.filter(|locked| locked.content != built.content) {
+            let artifact = self.cache.artifact_path(kind, key);
+            let parts = locked.differing_parts(&built).join(", ");
+            if self.options.locked {
+                bail!(
+                    "--locked, but {} holds other bytes than {} records for it: {parts} differ; \
+                     `cargo xtask build verify` shows whether this machine builds it reproducibly",
+                    artifact.display(),
+                    self.lock_path.display()
+                );
+            }
+            self.shell.warn(format!("{} holds other bytes than the lock records ({parts} differ): recording them", artifact.display()));
+        }
+        self.lock.artifacts.insert(kind.name().to_owned(), built);
+        Ok(())
+    }
+
     pub fn refuse_if_locked(&self, what: &str) -> anyhow::Result<()> {
         if self.options.locked {
             bail!("--locked, but {} has no entry for {what} as the recipe now asks: run once without --locked", self.lock_path.display());
@@ -133,5 +161,44 @@ impl<'a, R> std::ops::Deref for RecipeRun<'a, R> {
 impl<R> std::ops::DerefMut for RecipeRun<'_, R> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.run
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Publishes a one-file artifact holding `contents` in a fresh cache of `dir`.
+    fn publish(dir: &std::path::Path, contents: &str) -> (Layout, CacheKey) {
+        let layout = Layout::for_cache(dir.join(contents));
+        let key = CacheKey::of(ArtifactKind::Initramfs, &"held");
+        Cache::new(&layout).get_or_build(ArtifactKind::Initramfs, &key, serde_json::Value::Null, |staging| {
+            Ok(std::fs::write(staging.join("initrd.img"), contents)?)
+        }).unwrap();
+        std::fs::create_dir_all(layout.images_dir()).unwrap();
+        (layout, key)
+    }
+
+    #[test]
+    fn the_lock_holds_each_artifacts_bytes_and_locked_refuses_others_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let shell = Shell::new(false);
+        let (first, key) = publish(dir.path(), "built here");
+        let options = StackOptions::default();
+        let mut run = StackRun::open(&first, &shell, &options, StackKind::Distro).unwrap();
+        run.hold_artifact(ArtifactKind::Initramfs, &key).unwrap();
+        run.save_lock().unwrap();
+
+        // A second machine with the same key but other bytes, and the first one's lock.
+        let (second, _) = publish(dir.path(), "built there");
+        let lock_path = lock::lock_path(&first.images_dir(), StackKind::Distro);
+        std::fs::copy(&lock_path, lock::lock_path(&second.images_dir(), StackKind::Distro)).unwrap();
+        let locked = StackOptions { locked: true, ..StackOptions::default() };
+        let mut run = StackRun::open(&second, &shell, &locked, StackKind::Distro).unwrap();
+        let error = run.hold_artifact(ArtifactKind::Initramfs, &key).unwrap_err().to_string();
+        assert!(error.contains("initrd.img differ"), "{error}");
+        let mut run = StackRun::open(&second, &shell, &options, StackKind::Distro).unwrap();
+        run.hold_artifact(ArtifactKind::Initramfs, &key).unwrap();
+        assert_ne!(run.lock.artifacts, StackLock::read(&lock_path).unwrap().unwrap().artifacts);
     }
 }

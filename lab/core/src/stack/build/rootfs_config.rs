@@ -1,18 +1,28 @@
-//! What cxl-lab changes in a debootstrapped tree before it becomes an image: rendered as a list of
-//! [`ConfigItem`]s (pure, snapshot-tested) and applied without chroot or mount.
+//! What cxl-lab changes in a debootstrapped tree, as lists of [`ConfigItem`]s (pure,
+//! snapshot-tested) applied without chroot or mount: [`scrub`] before the tree is published, so
+//! that two builds of the same packages hold the same bytes; [`render`] before it becomes an image.
+//!
+//! Scrubbed from the tree (state of the build's run or day, which the guest makes again):
+//!
+//! - the SSH host keys (no image holds one: see sshd below) and the machine id (`/etc/machine-id`
+//!   is left empty, so each machine gets its own at first boot);
+//! - the .debs debootstrap left in apt's cache; logs, apt's lists (the archive's, signed daily:
+//!   `apt update` fetches them), dpkg's and debconf's `-old` copies, the `/etc/*-` backups,
+//!   ldconfig's aux-cache (a cache of file times) ([`GENERATED`]);
+//! - every account's last password change day becomes the tree's SOURCE_DATE_EPOCH day.
+//!
+//! Configured in the image:
 //!
 //! - hostname, hosts, fstab: root `/dev/vda` ext4; the 9p tags `modshare` at `/lib/modules` and
 //!   `datashare` at `/mnt/share`, both `nofail` (the initramfs may already have mounted modshare);
 //! - networking: systemd-networkd, DHCP on any `en*`/`eth*` link, so the predictable name of the
 //!   virtio NIC does not matter;
-//! - sshd: keys only, `PermitRootLogin prohibit-password`; host keys are removed from the image
-//!   and an ed25519 key is made on each machine's first boot. Trade-off: a second or so of first
+//! - sshd: keys only, `PermitRootLogin prohibit-password`; the tree holds no host key and an
+//!   ed25519 key is made on each machine's first boot. Trade-off: a second or so of first
 //!   boot under TCG, against every VM of an image sharing one host key;
 //! - root stays locked: the per-lab password and SSH key are set at boot through the guest agent;
 //! - serial getty on ttyS0, qemu-guest-agent enabled (it needs the `org.qemu.guest_agent.0`
 //!   virtio-serial port, which the renderer adds);
-//! - an empty `/etc/machine-id`, so each machine gets its own at first boot;
-//! - the .debs debootstrap left in apt's cache are removed;
 //! - systemd's `.updated` stamps match `/usr`, so first boot skips ldconfig and hwdb rebuilds;
 //! - units a lab boot does not need are masked ([`MASKED_UNITS`]): under TCG every unit costs
 //!   seconds of one emulated CPU (masking these took userspace boot from 29 s to 22 s).
@@ -38,6 +48,8 @@ pub enum ConfigItem {
     RemoveMatching { dir: String, suffix: String },
     /// Replaces root's password field in /etc/shadow with `!` (locked).
     LockRoot,
+    /// Sets every account's last password change day in /etc/shadow to the SOURCE_DATE_EPOCH's.
+    PasswordChangeDay,
     /// Writes systemd's `.updated` stamp in `dir` with the tree's `/usr` time, so first boot does
     /// not run the `ConditionNeedsUpdate=` services (ldconfig, hwdb, catalog): seconds under TCG.
     StampUpdated { dir: String },
@@ -63,6 +75,19 @@ pub const MASKED_UNITS: [&str; 13] = [
     "logrotate.timer",
 ];
 
+/// Files the build writes that differ from one build to the next (dates, times, the archive's
+/// signed lists), as (directory, name suffix): removed from the image.
+pub const GENERATED: [(&str, &str); 7] = [
+    ("/var/log", ".log"),
+    ("/var/lib/apt/lists", "Release"),
+    ("/var/lib/apt/lists", "Release.gpg"),
+    ("/var/lib/apt/lists", "_Packages"),
+    ("/var/lib/dpkg", "-old"),
+    ("/var/cache/debconf", "-old"),
+    // passwd-, group-, shadow-, gshadow-: shadow's backups.
+    ("/etc", "-"),
+];
+
 fn file(path: &str, contents: &str) -> ConfigItem {
     ConfigItem::File { path: path.to_owned(), mode: 0o644, contents: contents.to_owned() }
 }
@@ -84,6 +109,21 @@ fn mask(unit: &str) -> ConfigItem {
     ConfigItem::Symlink { path: format!("/etc/systemd/system/{unit}"), target: "/dev/null".to_owned() }
 }
 
+/// What the debootstrapped tree loses before it is published (the module documentation).
+pub fn scrub() -> Vec<ConfigItem> {
+    let mut items = vec![
+        file("/etc/machine-id", ""),
+        ConfigItem::Remove { path: "/var/lib/dbus/machine-id".into() },
+        ConfigItem::RemoveMatching { dir: "/etc/ssh".into(), suffix: "_key".into() },
+        ConfigItem::RemoveMatching { dir: "/etc/ssh".into(), suffix: "_key.pub".into() },
+        ConfigItem::RemoveMatching { dir: "/var/cache/apt/archives".into(), suffix: ".deb".into() },
+        ConfigItem::Remove { path: "/var/cache/ldconfig/aux-cache".into() },
+        ConfigItem::PasswordChangeDay,
+    ];
+    items.extend(GENERATED.iter().map(|(dir, suffix)| ConfigItem::RemoveMatching { dir: (*dir).into(), suffix: (*suffix).into() }));
+    items
+}
+
 pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
     let hostname = &recipe.hostname;
     let systemd = "/usr/lib/systemd/system";
@@ -93,8 +133,6 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
         file("/etc/fstab", &fstab()),
         ConfigItem::Dir { path: "/lib/modules".into() },
         ConfigItem::Dir { path: "/mnt/share".into() },
-        file("/etc/machine-id", ""),
-        ConfigItem::Remove { path: "/var/lib/dbus/machine-id".into() },
         file("/etc/systemd/network/20-cxl-lab-wired.network", "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"),
         enable("multi-user.target", "systemd-networkd.service", &format!("{systemd}/systemd-networkd.service")),
         enable("sockets.target", "systemd-networkd.socket", &format!("{systemd}/systemd-networkd.socket")),
@@ -103,8 +141,6 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
             "# cxl-lab: keys only; the lab's key is installed at boot through the guest agent\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\nHostKey /etc/ssh/ssh_host_ed25519_key\n",
         ),
-        ConfigItem::RemoveMatching { dir: "/etc/ssh".into(), suffix: "_key".into() },
-        ConfigItem::RemoveMatching { dir: "/etc/ssh".into(), suffix: "_key.pub".into() },
         file(
             "/etc/systemd/system/cxl-lab-ssh-hostkey.service",
             "[Unit]\nDescription=cxl-lab: make this machine's SSH host key\n\
@@ -116,7 +152,6 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
         enable("getty.target", "serial-getty@ttyS0.service", &format!("{systemd}/serial-getty@.service")),
         enable("multi-user.target", "qemu-guest-agent.service", &format!("{systemd}/qemu-guest-agent.service")),
         ConfigItem::LockRoot,
-        ConfigItem::RemoveMatching { dir: "/var/cache/apt/archives".into(), suffix: ".deb".into() },
         ConfigItem::StampUpdated { dir: "/etc".into() },
         ConfigItem::StampUpdated { dir: "/var".into() },
     ];
@@ -126,16 +161,33 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
 
 /// `/etc/shadow` with root's password field set to `!`.
 pub fn lock_root(shadow: &str) -> String {
+    edit_shadow(shadow, |fields| {
+        if fields[0] == "root" {
+            fields[1] = "!".to_owned();
+        }
+    })
+}
+
+/// `/etc/shadow` with every last change day that is set (the third field) set to `day`.
+pub fn pin_change_days(shadow: &str, day: i64) -> String {
+    edit_shadow(shadow, |fields| {
+        if !fields[2].is_empty() {
+            fields[2] = day.to_string();
+        }
+    })
+}
+
+/// `shadow` with `edit` applied to the fields of each line that has at least three.
+fn edit_shadow(shadow: &str, edit: impl Fn(&mut Vec<String>)) -> String {
     shadow
         .lines()
-        .map(|line| match line.split_once(':') {
-            Some(("root", rest)) => {
-                let after_password = rest.split_once(':').map_or("", |(_, after)| after);
-                format!("root:!:{after_password}")
+        .map(|line| {
+            let mut fields: Vec<String> = line.split(':').map(str::to_owned).collect();
+            if fields.len() > 2 {
+                edit(&mut fields);
             }
-            _ => line.to_owned(),
+            fields.join(":") + "\n"
         })
-        .map(|line| line + "\n")
         .collect()
 }
 
@@ -162,8 +214,8 @@ fn write_new(path: &Path, mode: u32, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies `items` to the tree at `tree`.
-pub fn apply(tree: &Path, items: &[ConfigItem]) -> anyhow::Result<()> {
+/// Applies `items` to the tree at `tree`, whose SOURCE_DATE_EPOCH is `epoch`.
+pub fn apply(tree: &Path, items: &[ConfigItem], epoch: i64) -> anyhow::Result<()> {
     for item in items {
         match item {
             ConfigItem::File { path, mode, contents } => write_new(&inside(tree, path), *mode, contents.as_bytes())?,
@@ -196,14 +248,17 @@ pub fn apply(tree: &Path, items: &[ConfigItem]) -> anyhow::Result<()> {
                 // systemd compares the stamp's mtime too: make it /usr's exactly.
                 std::fs::File::options().write(true).open(&stamp)?.set_modified(usr_modified)?;
             }
-            ConfigItem::LockRoot => {
-                let shadow_path = inside(tree, "/etc/shadow");
-                let shadow = fs::read_to_string(&shadow_path)?;
-                write_new(&shadow_path, 0o640, lock_root(&shadow).as_bytes())?;
-            }
+            ConfigItem::LockRoot => rewrite_shadow(tree, lock_root)?,
+            ConfigItem::PasswordChangeDay => rewrite_shadow(tree, |shadow| pin_change_days(shadow, epoch / 86_400))?,
         }
     }
     Ok(())
+}
+
+fn rewrite_shadow(tree: &Path, edit: impl Fn(&str) -> String) -> anyhow::Result<()> {
+    let shadow_path = inside(tree, "/etc/shadow");
+    let shadow = fs::read_to_string(&shadow_path)?;
+    write_new(&shadow_path, 0o640, edit(&shadow).as_bytes())
 }
 
 /// `path` inside `tree`, following the tree's own relative top-level symlinks (`lib -> usr/lib`).
@@ -246,9 +301,16 @@ mod tests {
     }
 
     #[test]
+    fn scrub_snapshot() {
+        insta::assert_json_snapshot!(scrub());
+    }
+
+    #[test]
     fn root_is_locked_and_nothing_else_changes() {
         let shadow = "root:$6$abc$def:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
         assert_eq!(lock_root(shadow), "root:!:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n");
+        assert_eq!(pin_change_days(shadow, 20000), "root:$6$abc$def:20000:0:99999:7:::\ndaemon:*:20000:0:99999:7:::\n");
+        assert_eq!(pin_change_days("nobody:*::0:99999:7:::\n", 20000), "nobody:*::0:99999:7:::\n");
     }
 
     #[test]
@@ -266,13 +328,16 @@ mod tests {
         let status = std::process::Command::new("cp").arg("-al").arg(&cached).arg(&tree).status().unwrap();
         assert!(status.success());
 
-        apply(&tree, &render(&recipe())).unwrap();
+        let mut items = scrub();
+        items.extend(render(&recipe()));
+        apply(&tree, &items, 2 * 86_400).unwrap();
         assert_eq!(fs::read_to_string(cached.join("etc/fstab")).unwrap(), "original\n");
         assert!(cached.join("etc/ssh/ssh_host_rsa_key").exists());
         assert_eq!(fs::read_to_string(tree.join("etc/fstab")).unwrap(), fstab());
         assert!(!tree.join("etc/ssh/ssh_host_rsa_key").exists());
         assert!(tree.join("usr/lib/modules").is_dir());
-        assert_eq!(fs::read_to_string(tree.join("etc/shadow")).unwrap(), "root:!:1:0:99999:7:::\n");
+        assert_eq!(fs::read_to_string(tree.join("etc/shadow")).unwrap(), "root:!:2:0:99999:7:::\n");
+        assert_eq!(fs::read_to_string(cached.join("etc/shadow")).unwrap(), "root:*:1:0:99999:7:::\n");
         let usr_modified = fs::metadata(tree.join("usr")).unwrap().modified().unwrap();
         assert_eq!(fs::metadata(tree.join("etc/.updated")).unwrap().modified().unwrap(), usr_modified);
         assert_eq!(
