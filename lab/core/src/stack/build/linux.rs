@@ -277,9 +277,19 @@ pub fn verify(fragment: &Fragment, config: &BTreeMap<String, String>) -> Vec<Unm
         .collect()
 }
 
+/// What kbuild is told about the build so that building the same source and config twice gives
+/// the same bytes: who and where (`KBUILD_BUILD_USER`, `_HOST`), and the build number (kbuild
+/// counts builds of a tree in `.version`: `#N` in `uname -v`). Part of the kernel's cache key.
+pub const BUILD_IDENTITY: &[(&str, &str)] = &[("KBUILD_BUILD_USER", "cxl-lab"), ("KBUILD_BUILD_HOST", "cxl-lab"), ("KBUILD_BUILD_VERSION", "1")];
+
 fn make(tree: &Path) -> Command {
     let mut command = Command::new(host::program("make"));
-    command.current_dir(tree);
+    command.current_dir(tree).envs(BUILD_IDENTITY.iter().copied());
+    // The build's date is the source's (its top-level Makefile's time, from the tarball), not
+    // today's: it lands in `uname -v` and the built-in initramfs.
+    if let Ok(modified) = fs::metadata(tree.join("Makefile")).and_then(|metadata| metadata.modified()) {
+        command.env("KBUILD_BUILD_TIMESTAMP", humantime::format_rfc3339_seconds(modified).to_string());
+    }
     command
 }
 

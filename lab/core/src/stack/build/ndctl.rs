@@ -55,6 +55,10 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "bash-completion",
 ];
 
+/// What the build directory records of the build itself (times, durations), which `meson test
+/// --no-rebuild` does not read: left out of the artifact so that two builds give the same bytes.
+pub const BUILD_LOGS: &[&str] = &[".ninja_log", ".ninja_deps", "meson-logs/meson-log.txt"];
+
 /// Where the source and build tree live, in the chroot and in the guest.
 pub const GUEST_SOURCE_DIR: &str = "usr/src/ndctl";
 
@@ -100,6 +104,12 @@ pub fn build(staging: &Path, tree: &Path, source: &Path, version_tag: &str, runn
     let source_in_root = root.join(GUEST_SOURCE_DIR);
     fs::create_dir_all(source_in_root.parent().context("the source dir has a parent")?)?;
     fs::rename(&source_in_chroot, &source_in_root)?;
+    for log in BUILD_LOGS {
+        let path = build_dir(staging).join(log);
+        if path.exists() {
+            fs::remove_file(path)?;
+        }
+    }
     let version = fs::read_to_string(chroot.join("ndctl-version.txt"))?.trim().to_owned();
     fs::write(version_file(staging), format!("{version}\n"))?;
     fs::copy(chroot.join("build-packages.txt"), staging.join("build-packages.txt"))?;

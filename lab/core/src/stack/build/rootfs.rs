@@ -211,10 +211,11 @@ pub fn build_image(
     // A hard-link copy costs seconds, not the tree's size; apply() unlinks before it writes.
     runner.run("rootfs-copy", Command::new("cp").arg("-al").arg(tree_dir(tree_artifact)).arg(&tree))?;
     if let Some(overlay) = overlay {
-        // Hard links again; --remove-destination unlinks a file of the tree before linking the
-        // overlay's in its place, so nothing is written through a link into either artifact.
+        // Copied (not linked, so its times are clamped below like the rest of what this step
+        // made); --remove-destination unlinks a file of the tree before copying the overlay's in
+        // its place, so nothing is written through a link into the tree artifact.
         let mut lay = Command::new("cp");
-        lay.args(["-al", "--remove-destination"]).arg(overlay.root.join(".")).arg(&tree);
+        lay.args(["-a", "--remove-destination"]).arg(overlay.root.join(".")).arg(&tree);
         runner.run("rootfs-overlay", &mut lay).with_context(|| format!("laying {} over the root filesystem", overlay.name))?;
     }
     rootfs_config::apply(&tree, items, epoch).context("configuring the root filesystem")?;

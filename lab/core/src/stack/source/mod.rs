@@ -198,7 +198,7 @@ const NDCTL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "tar", "unshare", "chroot"
 pub fn ndctl_key(source: &Pin, tree_key: &CacheKey) -> CacheKey {
     CacheKey::of(
         ArtifactKind::Ndctl,
-        &json!({ "source": source, "tree": tree_key, "meson": ndctl_build::MESON_OPTIONS, "packages": ndctl_build::BUILD_PACKAGES }),
+        &json!({ "source": source, "tree": tree_key, "meson": ndctl_build::MESON_OPTIONS, "packages": ndctl_build::BUILD_PACKAGES, "left_out": ndctl_build::BUILD_LOGS }),
     )
 }
 
@@ -207,7 +207,7 @@ const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod", "tar"];
 
 /// The kernel artifact's key: its source, the base config and the lab's fragment.
 pub fn kernel_key(source: &Pin, fragment: &str) -> CacheKey {
-    CacheKey::of(ArtifactKind::Kernel, &json!({ "source": source, "base": KERNEL_BASE, "fragment": fragment }))
+    CacheKey::of(ArtifactKind::Kernel, &json!({ "source": source, "base": KERNEL_BASE, "fragment": fragment, "identity": linux::BUILD_IDENTITY }))
 }
 
 /// The kept build tree of a kernel source (`<cache>/trees/<name>`): one per source and base config,
