@@ -203,8 +203,12 @@ mod tests {
     fn probe_guest_prints_its_marker_under_tcg() {
         // Guards the probe itself: a boot sector that never printed would make `auto` pick TCG on
         // every host, KVM or not.
+        use crate::prerequisites::{require, test_qemu, Prerequisite};
+        if !require(&[Prerequisite::Qemu]) {
+            return;
+        }
         let probe_dir = tempfile::tempdir().unwrap();
-        run_probe_guest(Path::new("qemu-system-x86_64"), "tcg", probe_dir.path()).unwrap();
+        run_probe_guest(Path::new(&test_qemu()), "tcg", probe_dir.path()).unwrap();
     }
 
     #[test]
