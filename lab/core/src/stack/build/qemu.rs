@@ -14,7 +14,8 @@
 //! firmware directory is also what `-L` takes. The build is `configure` with [`CONFIGURE_OPTIONS`]
 //! (the x86_64 system emulator only; user networking for the SSH forward and virtfs for the 9p
 //! shares are required, so a missing library fails configure instead of building a QEMU the lab
-//! cannot use, and no debug information), then ninja of [`PROGRAMS`] only (not QEMU's unit and
+//! cannot use, and no debug information; the build's directories written as `src` and `build` in
+//! the binaries, so two builds give the same bytes), then ninja of [`PROGRAMS`] only (not QEMU's unit and
 //! qtest programs, which `ninja` alone builds too), copied into the artifact. Debian's `+ds` source
 //! and release tarballs carry no usable ROMs (`--disable-install-blobs`): the firmware is copied
 //! from Debian's seabios, ipxe-qemu and qemu-system-data packages (`/usr/share/qemu`,
@@ -88,6 +89,9 @@ pub fn build(source: &Path, build_dir: &Path, staging: &Path, firmware_debs: &[P
     fs::create_dir_all(build_dir)?;
     let mut configure = Command::new(source.join("configure"));
     configure.current_dir(build_dir).arg(format!("--prefix={PREFIX}")).args(CONFIGURE_OPTIONS);
+    // The places of this build (temporary directories) stay out of the binaries, where the paths
+    // of headers' assertions (`__FILE__`) would put them: two builds give the same bytes.
+    configure.arg(format!("--extra-cflags={}", relative_paths(source, build_dir)));
     runner.run("qemu-configure", &mut configure)?;
     runner.run("qemu-build", Command::new("ninja").arg("-C").arg(build_dir).args(PROGRAMS))?;
     let bin = staging.join(PREFIX.trim_start_matches('/')).join("bin");
@@ -109,6 +113,15 @@ pub fn build(source: &Path, build_dir: &Path, staging: &Path, firmware_debs: &[P
     fs::write(staging.join("configure.txt"), line.join(" ") + "\n")?;
     Ok(version)
 }
+
+/// The compiler options that write `source` as `src` and `build_dir` as `build` in the output
+/// ([`RELATIVE_PATHS`] in the key says so).
+fn relative_paths(source: &Path, build_dir: &Path) -> String {
+    format!("-ffile-prefix-map={}=src -ffile-prefix-map={}=build", source.display(), build_dir.display())
+}
+
+/// Part of the artifact's key: the build maps its directories to `src` and `build`.
+pub const RELATIVE_PATHS: &str = "-ffile-prefix-map <source>=src <build>=build";
 
 /// Where Debian's firmware packages put what QEMU loads: QEMU's own data, SeaBIOS (BIOS and VGA
 /// BIOS) and the iPXE option ROMs. Debian's QEMU searches them all (`--firmwarepath`); the built

@@ -269,7 +269,7 @@ fn ndctl_version_tag(source: &Pin) -> String {
 
 /// The QEMU artifact's key: its source, its firmware and how it is configured.
 pub fn qemu_key(source: &Pin, firmware: &Pin) -> CacheKey {
-    CacheKey::of(ArtifactKind::Qemu, &json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS, "programs": qemu_build::PROGRAMS }))
+    CacheKey::of(ArtifactKind::Qemu, &json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS, "programs": qemu_build::PROGRAMS, "paths": qemu_build::RELATIVE_PATHS }))
 }
 
 /// One run over the source stack.
