@@ -282,6 +282,15 @@ pub fn verify(fragment: &Fragment, config: &BTreeMap<String, String>) -> Vec<Unm
 /// counts builds of a tree in `.version`: `#N` in `uname -v`). Part of the kernel's cache key.
 pub const BUILD_IDENTITY: &[(&str, &str)] = &[("KBUILD_BUILD_USER", "cxl-lab"), ("KBUILD_BUILD_HOST", "cxl-lab"), ("KBUILD_BUILD_VERSION", "1")];
 
+/// The test trees are external-module builds (`M=`), whose compiler sees the headers by their
+/// absolute path: mapped back to the tree's relative one, as in-tree builds see them, so the
+/// modules do not hold where the tree was kept. Part of the kernel's cache key.
+pub const TEST_TREE_PATHS: &str = "KCFLAGS=-ffile-prefix-map=<tree>/=";
+
+fn test_tree_paths(tree: &Path) -> String {
+    TEST_TREE_PATHS.replace("<tree>", &tree.display().to_string())
+}
+
 fn make(tree: &Path) -> Command {
     let mut command = Command::new(host::program("make"));
     command.current_dir(tree).envs(BUILD_IDENTITY.iter().copied());
@@ -369,7 +378,7 @@ pub fn build(staging: &Path, tree: &Path, runner: &CommandRunner, shell: &Shell)
     run_step(runner, shell, "linux-make", "make (kernel and modules)", make(tree).arg(jobs()))?;
     for test_tree in TEST_TREES {
         let step = format!("linux-make-{}", test_step(test_tree));
-        run_step(runner, shell, &step, &format!("make M={test_tree}"), make(tree).arg(jobs()).arg(format!("M={test_tree}")))?;
+        run_step(runner, shell, &step, &format!("make M={test_tree}"), make(tree).arg(jobs()).arg(format!("M={test_tree}")).arg(test_tree_paths(tree)))?;
     }
     let release = KernelRelease(runner.run_capture("linux-kernelrelease", make(tree).args(["-s", "kernelrelease"]))?.trim().to_owned());
     anyhow::ensure!(!release.0.is_empty() && !release.0.contains(char::is_whitespace), "make kernelrelease printed {:?}", release.0);
@@ -477,6 +486,11 @@ mod tests {
 
     const TALK: &str = include_str!("../../../tests/data/talk-kernel.config");
     const LAB: &str = include_str!("../../../../../templates/kernel-lab.config");
+
+    #[test]
+    fn test_trees_see_the_tree_by_its_relative_path() {
+        assert_eq!(test_tree_paths(Path::new("/cache/trees/linux-1")), "KCFLAGS=-ffile-prefix-map=/cache/trees/linux-1/=");
+    }
 
     #[test]
     fn the_talks_fragment_has_its_two_faults_found() {

@@ -198,7 +198,7 @@ const NDCTL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "tar", "unshare", "chroot"
 pub fn ndctl_key(source: &Pin, tree_key: &CacheKey) -> CacheKey {
     CacheKey::of(
         ArtifactKind::Ndctl,
-        &json!({ "source": source, "tree": tree_key, "meson": ndctl_build::MESON_OPTIONS, "packages": ndctl_build::BUILD_PACKAGES, "left_out": ndctl_build::BUILD_LOGS }),
+        &json!({ "source": source, "tree": tree_key, "meson": ndctl_build::MESON_OPTIONS, "packages": ndctl_build::BUILD_PACKAGES, "left_out": ndctl_build::BUILD_LOGS, "meson_launcher": ndctl_build::MESON_LAUNCHER }),
     )
 }
 
@@ -207,7 +207,7 @@ const KERNEL_TOOLS: &[&str] = &["apt-get", "dpkg-deb", "depmod", "tar"];
 
 /// The kernel artifact's key: its source, the base config and the lab's fragment.
 pub fn kernel_key(source: &Pin, fragment: &str) -> CacheKey {
-    CacheKey::of(ArtifactKind::Kernel, &json!({ "source": source, "base": KERNEL_BASE, "fragment": fragment, "identity": linux::BUILD_IDENTITY }))
+    CacheKey::of(ArtifactKind::Kernel, &json!({ "source": source, "base": KERNEL_BASE, "fragment": fragment, "identity": linux::BUILD_IDENTITY, "test_tree_paths": linux::TEST_TREE_PATHS }))
 }
 
 /// The kept build tree of a kernel source (`<cache>/trees/<name>`): one per source and base config,
@@ -370,6 +370,7 @@ impl<'a> Session<'a> {
                 self.build_qemu(&source, &firmware_debs, &key)?
             }
         };
+        self.hold_artifact(ArtifactKind::Qemu, &key)?;
         let version = qemu_build::recorded_version(&artifact)?;
         if let Some(minimum) = self.recipe.recipe.qemu.minimum_version {
             if version < minimum {
@@ -394,6 +395,7 @@ impl<'a> Session<'a> {
                 self.build_kernel(&source, &fragment, &key)?
             }
         };
+        self.hold_artifact(ArtifactKind::Kernel, &key)?;
         let release = linux::release_of(&artifact)?;
         self.notes.push(format!("kernel: {release} from {source}, {} over {}", linux::LAB_FRAGMENT, KERNEL_BASE.make_target()));
         Ok(SourceKernel { vmlinuz: kernel::vmlinuz_path(&artifact), modules_dir: kernel::modules_share_dir(&artifact), release, artifact, key })
@@ -411,6 +413,7 @@ impl<'a> Session<'a> {
                 self.build_ndctl(&source, tree_artifact, &key)?
             }
         };
+        self.hold_artifact(ArtifactKind::Ndctl, &key)?;
         let version = fs_err::read_to_string(ndctl_build::version_file(&artifact))?.trim().to_owned();
         self.notes.push(format!("ndctl: {version} from {source}, {}", ndctl_build::MESON_OPTIONS.join(" ")));
         self.notes.push("ndctl: libcxlmi and mctp have no source reachable here; nothing built needs them yet".to_owned());
