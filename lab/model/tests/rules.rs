@@ -120,20 +120,18 @@ fixed_windows:
 
 #[test]
 fn rejects_target_counts_qemu_does_not_support() {
-    let source = format!(
-        "machine: {{memory: 2G}}
+    let source = "machine: {memory: 2G}
 host_bridges:
-  - {{id: a, bus_nr: 1}}
-  - {{id: b, bus_nr: 2}}
-  - {{id: c, bus_nr: 3}}
-  - {{id: d, bus_nr: 4}}
-  - {{id: e, bus_nr: 5}}
+  - {id: a, bus_nr: 1}
+  - {id: b, bus_nr: 2}
+  - {id: c, bus_nr: 3}
+  - {id: d, bus_nr: 4}
+  - {id: e, bus_nr: 5}
 fixed_windows:
-  - {{targets: [a, b, c, d, e], size: 4G}}
-"
-    );
+  - {targets: [a, b, c, d, e], size: 4G}
+";
     assert_eq!(
-        errors(&source),
+        errors(source),
         "bad.yaml:9:15: fixed_windows[0].targets: 5 targets: QEMU interleaves 1, 2, 4, 8 or 16 host bridges (3, 6 or 12 since QEMU 10.0)"
     );
 }
