@@ -387,6 +387,9 @@ impl Validator<'_> {
         spec: HostBridgeSpec,
     ) -> HostBridge {
         self.claim_id(scope, &spec.id, "host bridge", field);
+        if spec.bus_nr.value == 0 {
+            self.error(&spec.bus_nr, &format!("{field}.bus_nr"), "bus 0 is the machine's main PCI bus (pcie.0): a host bridge needs a bus of its own".to_owned());
+        }
         let seen = Seen { owner: spec.id.value.clone(), line: spec.bus_nr.referenced.line() };
         if let Some(first) = scope.bus_numbers.insert(spec.bus_nr.value, seen) {
             let message = format!(

@@ -49,6 +49,20 @@ fn rejects_duplicate_ids() {
 }
 
 #[test]
+fn rejects_bus_zero() {
+    let source = format!(
+        "{MACHINE}host_bridges:
+  - id: hb0
+    bus_nr: 0
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:4:13: host_bridges[0].bus_nr: bus 0 is the machine's main PCI bus (pcie.0): a host bridge needs a bus of its own"
+    );
+}
+
+#[test]
 fn rejects_duplicate_bus_nr() {
     let source = format!(
         "{MACHINE}host_bridges:
