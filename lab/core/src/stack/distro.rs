@@ -238,12 +238,12 @@ fn rootfs_keys(recipe: &LoadedRecipe) -> (CacheKey, CacheKey) {
         ArtifactKind::RootfsTree,
         &json!({
             "suite": rootfs.suite, "mirror": mirror, "packages": rootfs.packages,
-            "scrub": rootfs_config::scrub(), "times": "source-date-epoch",
+            "scrub": rootfs_config::scrub(), "times": rootfs::TIME_RULE,
         }),
     );
     let image = CacheKey::of(
         ArtifactKind::Rootfs,
-        &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib }),
+        &json!({ "tree": tree, "config": rootfs_config::render(rootfs), "headroom_mib": rootfs.headroom_mib, "image": rootfs::IMAGE_RECIPE }),
     );
     (tree, image)
 }

@@ -61,6 +61,8 @@ impl VerifyReport {
 
 /// Builds `stack` twice into scratch caches below `paths`' cache and compares the artifacts.
 pub fn verify_stack(paths: &Layout, shell: &Shell, stack: StackKind) -> anyhow::Result<VerifyReport> {
+    // Held for the whole run: `cache gc` leaves `tmp/verify-<stack>.*` alone while it is.
+    let _busy = Cache::new(paths).lock(&format!("verify-{stack}"))?;
     let scratch = tempfile::Builder::new().prefix(&format!("verify-{stack}.")).tempdir_in(ensure_dir(&paths.cache_tmp_dir())?)?;
     let mut caches = Vec::new();
     for name in ["one", "two"] {
@@ -80,7 +82,8 @@ pub fn verify_stack(paths: &Layout, shell: &Shell, stack: StackKind) -> anyhow::
         for artifact in &mut artifacts {
             for difference in &mut artifact.differences {
                 let file = |cache: &Cache| cache.layout.artifacts_dir().join(&artifact.name).join(&difference.path);
-                difference.diffoscope = Some(diffoscope_summary(&runner, program, &file(&caches[0]), &file(&caches[1]))?);
+                let summary = diffoscope_summary(&runner, program, &file(&caches[0]), &file(&caches[1]));
+                difference.diffoscope = Some(summary.unwrap_or_else(|error| format!("diffoscope failed: {error:#}")));
             }
         }
     }
@@ -168,7 +171,8 @@ fn diffoscope_summary(runner: &CommandRunner, program: &Path, one: &Path, two: &
     let step = "diffoscope";
     let _ = std::fs::remove_file(runner.log_path(step));
     let mut command = Command::new(program);
-    command.args(["--text", "-"]).arg(one).arg(two);
+    // Only the first lines are shown: a report of a whole image would be gigabytes.
+    command.args(["--text", "-", "--max-text-report-size", "262144"]).arg(one).arg(two);
     match runner.run(step, &mut command) {
         Ok(()) => return Ok("diffoscope finds no difference".to_owned()),
         Err(RunError::Failed { status, .. }) if status.code() == Some(1) => {}
@@ -239,7 +243,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Stands in for diffoscope: prints a report and exits 1, as diffoscope does on a difference.
         let program = dir.path().join("diffoscope");
-        fs::write(&program, "#!/bin/sh\necho \"--- $3\"\necho \"+++ $4\"\necho '│ -1700000000'\nexit 1\n").unwrap();
+        fs::write(&program, "#!/bin/sh\nfor arg; do one=$two; two=$arg; done\necho \"--- $one\"\necho \"+++ $two\"\necho '│ -1700000000'\nexit 1\n").unwrap();
         fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
         let runner = CommandRunner::new(dir.path().join("logs"));
         let summary = diffoscope_summary(&runner, &program, Path::new("/one/stamp"), Path::new("/two/stamp")).unwrap();

@@ -142,8 +142,18 @@ pub fn read_epoch(tree_artifact: &Path) -> anyhow::Result<i64> {
     text.trim().parse().with_context(|| format!("{}: `{}` is not a number of seconds", path.display(), text.trim()))
 }
 
-/// Sets the access and modification times of every entry below `root` (itself included) that
-/// `select` picks and that is newer than `epoch` to `epoch`; symlinks themselves, not their targets.
+/// How the tree's times are made: each of an entry's access and modification times clamped to
+/// the SOURCE_DATE_EPOCH on its own (an older time is kept: whether a read moved an atime depends
+/// on the host's mount options). Part of the tree's key.
+pub const TIME_RULE: &str = "source-date-epoch, atime and mtime each clamped";
+
+/// What makes the image's bytes besides the tree and its configuration: part of its key.
+pub const IMAGE_RECIPE: &str = "mkfs.ext4 -d of the tree's apparent size, fixed uuid c7a1ab00-…01 and hash seed c7a1ab00-…02, \
+     E2FSPROGS_FAKE_TIME, overlay clamped, debugfs atime and ctime of every inode";
+
+/// Clamps, to `epoch`, each of the access and modification times of every entry below `root`
+/// (itself included) that `select` picks and that is newer; symlinks themselves, not their
+/// targets.
 pub fn clamp_times(root: &Path, epoch: i64, select: &dyn Fn(&std::fs::Metadata) -> bool) -> anyhow::Result<()> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
@@ -155,8 +165,8 @@ pub fn clamp_times(root: &Path, epoch: i64, select: &dyn Fn(&std::fs::Metadata) 
         }
     }
     if select(&metadata) && (metadata.mtime() > epoch || metadata.atime() > epoch) {
-        let time = TimeSpec::new(epoch, 0);
-        utimensat(nix::fcntl::AT_FDCWD, root, &time, &time, UtimensatFlags::NoFollowSymlink)
+        let clamped = |seconds: i64| if seconds > epoch { TimeSpec::new(epoch, 0) } else { TimeSpec::UTIME_OMIT };
+        utimensat(nix::fcntl::AT_FDCWD, root, &clamped(metadata.atime()), &clamped(metadata.mtime()), UtimensatFlags::NoFollowSymlink)
             .with_context(|| format!("setting the times of {}", root.display()))?;
     }
     Ok(())
@@ -205,7 +215,6 @@ pub fn build_image(
     headroom_mib: u64,
     runner: &CommandRunner,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
     let epoch = read_epoch(tree_artifact)?;
     let tree = staging.join("tree");
     // A hard-link copy costs seconds, not the tree's size; apply() unlinks before it writes.
@@ -217,11 +226,12 @@ pub fn build_image(
         let mut lay = Command::new("cp");
         lay.args(["-a", "--remove-destination"]).arg(overlay.root.join(".")).arg(&tree);
         runner.run("rootfs-overlay", &mut lay).with_context(|| format!("laying {} over the root filesystem", overlay.name))?;
+        // Before configuring: the stamps systemd reads are written from /usr's time, which the
+        // overlay's directories just brought from the overlay's build.
+        clamp_times(&tree, epoch, &made_here)?;
     }
     rootfs_config::apply(&tree, items, epoch).context("configuring the root filesystem")?;
-    // Only what this step made: the copy's directories and the files configuration wrote. A
-    // hard link (more than one name) is an inode of a published artifact.
-    clamp_times(&tree, epoch, &|metadata| metadata.is_dir() || metadata.nlink() == 1)?;
+    clamp_times(&tree, epoch, &made_here)?;
 
     let size_mib = apparent_usage(&tree).div_ceil(MIB) + headroom_mib;
     let image = image_path(staging);
@@ -229,6 +239,14 @@ pub fn build_image(
     runner.run("mkfs-rootfs", &mut mkfs_command(&tree, &image, epoch))?;
     fs::remove_dir_all(&tree)?;
     settle_inode_times(staging, &image, epoch, runner)
+}
+
+/// What the image step made, whose times it clamps: the copy's directories and the files the
+/// overlay and configuration wrote. A hard link (more than one name) is an inode of a published
+/// artifact.
+fn made_here(metadata: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    metadata.is_dir() || metadata.nlink() == 1
 }
 
 /// `mkfs.ext4 -d` of `tree` into `image`, with a fixed UUID and hash seed and `epoch` as its clock.

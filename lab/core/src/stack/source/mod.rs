@@ -185,9 +185,16 @@ pub fn ensure_source_kernel(paths: &Layout, shell: &Shell, options: &StackOption
 /// ndctl from the recipe's first source that answers, built on a miss in a chroot of a copy of the
 /// distro stack's debootstrapped tree (built first if missing), with its tests.
 pub fn ensure_source_ndctl(paths: &Layout, shell: &Shell, options: &StackOptions) -> anyhow::Result<Built<SourceNdctl>> {
-    let tree = distro::ensure_rootfs_tree(paths, shell, options)?;
-    let mut built = run_session(paths, shell, options, NDCTL_TOOLS, |session| session.ndctl(&tree.artifact, &tree.key))?;
-    built.timings.splice(0..0, tree.timings);
+    // The tree (27k files to check) is looked at only when ndctl must be built.
+    let tree_key = distro::rootfs_tree_key(paths)?;
+    let mut tree_timings = Vec::new();
+    let mut tree = || {
+        let tree = distro::ensure_rootfs_tree(paths, shell, options)?;
+        tree_timings = tree.timings;
+        Ok(tree.artifact)
+    };
+    let mut built = run_session(paths, shell, options, NDCTL_TOOLS, |session| session.ndctl(&tree_key, &mut tree))?;
+    built.timings.splice(0..0, tree_timings);
     Ok(built)
 }
 
@@ -401,16 +408,16 @@ impl<'a> Session<'a> {
         Ok(SourceKernel { vmlinuz: kernel::vmlinuz_path(&artifact), modules_dir: kernel::modules_share_dir(&artifact), release, artifact, key })
     }
 
-    /// ndctl: its source pinned, then the artifact (built on a miss against `tree_artifact`).
-    fn ndctl(&mut self, tree_artifact: &Path, tree_key: &CacheKey) -> anyhow::Result<SourceNdctl> {
+    /// ndctl: its source pinned, then the artifact (built on a miss against the tree `tree` gives).
+    fn ndctl(&mut self, tree_key: &CacheKey, tree: &mut dyn FnMut() -> anyhow::Result<PathBuf>) -> anyhow::Result<SourceNdctl> {
         let source = self.pinned(SourceComponent::Ndctl)?;
         self.save_lock()?;
         let key = ndctl_key(&source, tree_key);
         let artifact = match self.lookup(ArtifactKind::Ndctl, &key)? {
             Some(path) => path,
             None => {
-                let Some(_) = self.fetched(SourceComponent::Ndctl, &source)? else { return self.ndctl(tree_artifact, tree_key) };
-                self.build_ndctl(&source, tree_artifact, &key)?
+                let Some(_) = self.fetched(SourceComponent::Ndctl, &source)? else { return self.ndctl(tree_key, tree) };
+                self.build_ndctl(&source, &tree()?, &key)?
             }
         };
         self.hold_artifact(ArtifactKind::Ndctl, &key)?;
