@@ -1,6 +1,7 @@
 //! `cargo xtask build qemu|rootfs|kernel|ndctl|all [--stack distro|source] [--locked]`: builds or
-//! downloads what is missing and prints where each artifact is. The source stack builds QEMU and
-//! the kernel from source; its initramfs and root filesystem are the distro stack's.
+//! downloads what is missing and prints where each artifact is. The source stack builds QEMU, the
+//! kernel (with the test modules) and ndctl from source; its initramfs and root filesystem are the
+//! distro stack's, the ndctl built laid over the root filesystem.
 //! `build verify [--stack S]` builds every artifact of the stack twice into scratch caches and
 //! says, per artifact, whether both builds gave the same bytes (exit 1 when not).
 
@@ -33,8 +34,8 @@ pub enum BuildTarget {
 
 #[derive(Args)]
 pub struct BuildCommand {
-    /// What to build: QEMU (source stack), the kernel (with modules and initramfs), the root
-    /// filesystem, or all of the stack.
+    /// What to build: QEMU or ndctl (source stack), the kernel (with modules and initramfs), the
+    /// root filesystem, all of the stack, or `verify` (all of it twice, compared).
     target: BuildTarget,
     /// The stack whose recipe (images/<stack>.yaml) is built.
     #[arg(long, default_value = "distro", value_parser = crate::stack_kind_parser())]
@@ -49,6 +50,9 @@ impl BuildCommand {
         let options = StackOptions { locked: self.locked, ..StackOptions::default() };
         let (paths, shell) = (&context.paths, &context.shell);
         let timings = match (self.stack, self.target) {
+            (_, BuildTarget::Verify) if self.locked => {
+                anyhow::bail!("`build verify` reads the lock and never writes it: --locked has nothing to hold it to (build with --locked to compare with the lock)")
+            }
             (stack, BuildTarget::Verify) => return verify(shell, cxl_lab_core::stack::reproduce::verify_stack(paths, shell, stack)?),
             (StackKind::Source, BuildTarget::Qemu) => {
                 report(shell, source::ensure_source_qemu(paths, shell, &options)?, |qemu| {

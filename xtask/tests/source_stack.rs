@@ -69,6 +69,7 @@ fn source_stack_commits_a_region_and_loads_cxl_test() {
     let results = SuiteResults::parse(&suite);
     eprintln!("ndctl's cxl suite: {} ok, {} failed, {} skipped: {:?}", results.ok, results.failed.len(), results.skipped, results.failed);
     assert!(results.ok > 0 && results.ok + results.failed.len() + results.skipped >= 10, "the suite did not run:\n{suite}");
+    assert_eq!(results.not_passed, results.failed.len(), "meson's summary counts failures not named in its lines:\n{suite}");
     for failed in &results.failed {
         let Some((_, cause)) = KNOWN_FAILURES.iter().find(|(name, _)| failed == name) else {
             panic!("{failed} failed, and it is not a known failure:\n{suite}");
@@ -88,6 +89,8 @@ fn version_of(line: &str) -> Option<String> {
 struct SuiteResults {
     ok: usize,
     skipped: usize,
+    /// What the summary counts as not passing (`Fail:`, `Unexpected Pass:`, `Timeout:`).
+    not_passed: usize,
     failed: Vec<String>,
 }
 
@@ -100,6 +103,8 @@ impl SuiteResults {
                 results.ok = ok;
             } else if let Some(skipped) = count("Skipped:") {
                 results.skipped = skipped;
+            } else if let Some(not_passed) = count("Fail:").or_else(|| count("Unexpected Pass:")).or_else(|| count("Timeout:")) {
+                results.not_passed += not_passed;
             } else if let Some(name) = failed_test(line) {
                 results.failed.push(name);
             }
@@ -113,19 +118,22 @@ fn failed_test(line: &str) -> Option<String> {
     let (_, rest) = line.split_once(" / ")?;
     let mut words = rest.split_whitespace();
     let name = words.next()?;
-    words.any(|word| word == "FAIL" || word == "TIMEOUT").then(|| name.to_owned())
+    words.any(|word| ["FAIL", "TIMEOUT", "ERROR", "UNEXPECTEDPASS"].contains(&word)).then(|| name.to_owned())
 }
 
 #[test]
 fn reads_meson_test_summaries() {
     let output = " 1/3 ndctl:cxl / cxl-topology.sh      FAIL            12.30s   exit status 1\n\
                   2/3 ndctl:cxl / cxl-region-sysfs.sh OK              20.10s\n\
-                  3/3 ndctl:cxl / cxl-xor-region.sh   TIMEOUT        120.00s   killed by signal 15 SIGTERM\n\
+                  3/4 ndctl:cxl / cxl-xor-region.sh   TIMEOUT        120.00s   killed by signal 15 SIGTERM\n\
+                  4/4 ndctl:cxl / cxl-events.sh       ERROR            1.00s   exit status 99\n\
                  \n\
                  Ok:                 1\n\
                  Expected Fail:      0\n\
                  Fail:               2\n\
-                 Skipped:            0\n";
+                 Unexpected Pass:    0\n\
+                 Skipped:            0\n\
+                 Timeout:            1\n";
     let results = SuiteResults::parse(output);
-    assert_eq!(results, SuiteResults { ok: 1, skipped: 0, failed: vec!["cxl-topology.sh".into(), "cxl-xor-region.sh".into()] });
+    assert_eq!(results, SuiteResults { ok: 1, skipped: 0, not_passed: 3, failed: vec!["cxl-topology.sh".into(), "cxl-xor-region.sh".into(), "cxl-events.sh".into()] });
 }

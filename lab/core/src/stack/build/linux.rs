@@ -291,15 +291,14 @@ fn test_tree_paths(tree: &Path) -> String {
     TEST_TREE_PATHS.replace("<tree>", &tree.display().to_string())
 }
 
-fn make(tree: &Path) -> Command {
+fn make(tree: &Path) -> anyhow::Result<Command> {
     let mut command = Command::new(host::program("make"));
     command.current_dir(tree).envs(BUILD_IDENTITY.iter().copied());
-    // The build's date is the source's (its top-level Makefile's time, from the tarball), not
-    // today's: it lands in `uname -v` and the built-in initramfs.
-    if let Ok(modified) = fs::metadata(tree.join("Makefile")).and_then(|metadata| metadata.modified()) {
-        command.env("KBUILD_BUILD_TIMESTAMP", humantime::format_rfc3339_seconds(modified).to_string());
-    }
-    command
+    // The build's date is the source's (its top-level Makefile's time: the tarball's, or the
+    // commit's for `git archive`), not today's: it lands in `uname -v` and the built-in initramfs.
+    let modified = fs::metadata(tree.join("Makefile"))?.modified()?;
+    command.env("KBUILD_BUILD_TIMESTAMP", humantime::format_rfc3339_seconds(modified).to_string());
+    Ok(command)
 }
 
 fn jobs() -> String {
@@ -321,13 +320,13 @@ pub fn configure(tree: &Path, fragment: &Fragment, base: ConfigBase, runner: &Co
     let kconfig = |command: &mut Command| {
         command.env("KCONFIG_CONFIG", LAB_CONFIG);
     };
-    let mut base_command = make(tree);
+    let mut base_command = make(tree)?;
     base_command.arg(base.make_target());
     kconfig(&mut base_command);
     run_step(runner, shell, "linux-config-base", &format!("make {base}"), &mut base_command)?;
     let base_text = fs::read_to_string(&lab_config).map_err(anyhow::Error::from)?;
     fs::write(&lab_config, merge(&base_text, fragment)).map_err(anyhow::Error::from)?;
-    let mut olddefconfig = make(tree);
+    let mut olddefconfig = make(tree)?;
     olddefconfig.arg("olddefconfig");
     kconfig(&mut olddefconfig);
     run_step(runner, shell, "linux-olddefconfig", "make olddefconfig", &mut olddefconfig)?;
@@ -375,12 +374,12 @@ pub fn depmod_config() -> String {
 /// `System.map` and `modules/lib/modules/<release>/` with the kernel's and both test trees'
 /// modules, depmod'ed.
 pub fn build(staging: &Path, tree: &Path, runner: &CommandRunner, shell: &Shell) -> anyhow::Result<KernelRelease> {
-    run_step(runner, shell, "linux-make", "make (kernel and modules)", make(tree).arg(jobs()))?;
+    run_step(runner, shell, "linux-make", "make (kernel and modules)", make(tree)?.arg(jobs()))?;
     for test_tree in TEST_TREES {
         let step = format!("linux-make-{}", test_step(test_tree));
-        run_step(runner, shell, &step, &format!("make M={test_tree}"), make(tree).arg(jobs()).arg(format!("M={test_tree}")).arg(test_tree_paths(tree)))?;
+        run_step(runner, shell, &step, &format!("make M={test_tree}"), make(tree)?.arg(jobs()).arg(format!("M={test_tree}")).arg(test_tree_paths(tree)))?;
     }
-    let release = KernelRelease(runner.run_capture("linux-kernelrelease", make(tree).args(["-s", "kernelrelease"]))?.trim().to_owned());
+    let release = KernelRelease(runner.run_capture("linux-kernelrelease", make(tree)?.args(["-s", "kernelrelease"]))?.trim().to_owned());
     anyhow::ensure!(!release.0.is_empty() && !release.0.contains(char::is_whitespace), "make kernelrelease printed {:?}", release.0);
     install(staging, tree, &release, runner, shell)?;
     Ok(release)
@@ -403,7 +402,7 @@ fn install(staging: &Path, tree: &Path, release: &KernelRelease, runner: &Comman
     let mut targets: Vec<Option<&str>> = vec![None];
     targets.extend(TEST_TREES.iter().map(|tree| Some(*tree)));
     for test_tree in targets {
-        let mut command = make(tree);
+        let mut command = make(tree)?;
         command.args([install_path.as_str(), no_depmod, "INSTALL_MOD_STRIP=1"]);
         let step = match test_tree {
             Some(test_tree) => {
