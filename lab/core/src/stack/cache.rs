@@ -693,13 +693,19 @@ pub fn free_space(path: &Path) -> Option<u64> {
 /// Bytes on disk below `path` (allocated blocks: sparse images count for what they use).
 pub fn disk_usage(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    tree_usage(path, &|metadata| metadata.blocks() * 512)
+}
+
+/// The sum of `measure` over `path` and every entry below it (symlinks not followed; what cannot
+/// be read counts nothing).
+pub fn tree_usage(path: &Path, measure: &dyn Fn(&std::fs::Metadata) -> u64) -> u64 {
     let Ok(metadata) = std::fs::symlink_metadata(path) else { return 0 };
-    let own = metadata.blocks() * 512;
+    let own = measure(&metadata);
     if !metadata.is_dir() {
         return own;
     }
     let children = std::fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|entry| disk_usage(&entry.path())).sum())
+        .map(|entries| entries.flatten().map(|entry| tree_usage(&entry.path(), measure)).sum())
         .unwrap_or(0);
     own + children
 }

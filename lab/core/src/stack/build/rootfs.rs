@@ -176,12 +176,7 @@ pub fn clamp_times(root: &Path, epoch: i64, select: &dyn Fn(&std::fs::Metadata) 
 /// of a file, one per directory and symlink): the image's size must not depend on the host's.
 fn apparent_usage(path: &Path) -> u64 {
     const BLOCK: u64 = 4096;
-    let Ok(metadata) = std::fs::symlink_metadata(path) else { return 0 };
-    if !metadata.is_dir() {
-        return metadata.len().div_ceil(BLOCK).max(1) * BLOCK;
-    }
-    let children: u64 = std::fs::read_dir(path).map(|entries| entries.flatten().map(|entry| apparent_usage(&entry.path())).sum()).unwrap_or(0);
-    BLOCK + children
+    crate::stack::cache::tree_usage(path, &|metadata| if metadata.is_dir() { BLOCK } else { metadata.len().div_ceil(BLOCK).max(1) * BLOCK })
 }
 
 /// `package version` of every installed package in a dpkg status file, sorted.
