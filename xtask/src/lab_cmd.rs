@@ -179,8 +179,7 @@ fn run_exec(context: &LabContext, host: Option<&str>, command: &[String], timeou
 }
 
 fn run_ssh(context: &LabContext, host: Option<&str>, arguments: &[String]) -> anyhow::Result<ExitCode> {
-    let ssh_key = cxl_lab_core::lab::secrets::ensure_lab_secrets(&context.files)?.ssh_private_key;
-    let mut command = control::ssh_command(context, host, &ssh_key, arguments)?;
+    let mut command = control::ssh_command(context, host, arguments)?;
     context.shell.verbose(format!("$ {}", cxl_lab_core::sys::runner::display_command(&command)));
     // Interactive: hand the terminal to ssh by becoming it.
     let error = std::os::unix::process::CommandExt::exec(&mut command);

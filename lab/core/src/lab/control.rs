@@ -216,15 +216,16 @@ pub fn console(context: &LabContext, host: Option<&str>, follow: bool, output: &
 }
 
 /// The `ssh` command that reaches the guest as root with the lab's key, binding nothing but what
-/// QEMU forwards on 127.0.0.1. The caller runs it (it is interactive).
-pub fn ssh_command(context: &LabContext, host: Option<&str>, ssh_key: &Path, remote_arguments: &[String]) -> anyhow::Result<Command> {
+/// QEMU forwards on 127.0.0.1, with the key made when the lab came up. The caller runs it (it is
+/// interactive).
+pub fn ssh_command(context: &LabContext, host: Option<&str>, remote_arguments: &[String]) -> anyhow::Result<Command> {
     let state = context.files.require_running()?;
     let machine = state.machine(host)?;
     let port = machine.ssh_port.context("this machine has no SSH port forwarded")?;
     let mut command = Command::new("ssh");
     command
         .arg("-i")
-        .arg(ssh_key)
+        .arg(super::secrets::ssh_key_path(&context.files))
         .args(["-p", &port.to_string()])
         .args(["-o", "StrictHostKeyChecking=no", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR"])
         .arg("-o")

@@ -42,6 +42,11 @@ impl std::fmt::Debug for LabSecrets {
 }
 
 /// Creates the lab's secrets if missing and returns them.
+/// The lab's SSH private key (made by [`ensure_lab_secrets`] when the lab came up).
+pub fn ssh_key_path(lab: &LabLayout) -> PathBuf {
+    lab.secrets_dir().join("id_ed25519")
+}
+
 pub fn ensure_lab_secrets(lab: &LabLayout) -> anyhow::Result<LabSecrets> {
     let dir = lab.secrets_dir();
     fs::create_dir_all(&dir)?;
@@ -56,7 +61,7 @@ pub fn ensure_lab_secrets(lab: &LabLayout) -> anyhow::Result<LabSecrets> {
         anyhow::bail!("{} holds a password shorter than 16 characters: delete it to have a new one made", password_path.display());
     }
 
-    let ssh_private_key = dir.join("id_ed25519");
+    let ssh_private_key = ssh_key_path(lab);
     let public_path = dir.join("id_ed25519.pub");
     if !ssh_private_key.exists() || !public_path.exists() {
         // A half pair (killed mid-way) is replaced whole.
