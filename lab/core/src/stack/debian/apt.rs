@@ -445,8 +445,9 @@ fn classify(error: RunError) -> SourceError {
 }
 
 fn is_unreachable(output: &str) -> bool {
-    // A file whose hash did not match is never "unreachable", whatever digits its hash shows.
-    if output.contains("Hash Sum mismatch") {
+    // A file whose hash did not match is never "unreachable", whatever digits its hash shows; a
+    // full disk fails every source alike (apt then also reports the fetch it could not write).
+    if output.contains("Hash Sum mismatch") || output.contains("No space left on device") {
         return false;
     }
     ["404  Not Found", "404 Not Found", "Could not resolve", "Could not connect", "Failed to connect", "Temporary failure", "Connection timed out", "No route"]
@@ -678,6 +679,8 @@ mod tests {
         // A hash that happens to show 404 is not a 404.
         assert!(!is_unreachable("  | Hash Sum mismatch\n  |    - SHA256:0dbefe63f5e2b549c4d6d94041eea1f8b1fc02c9"));
         assert!(!is_unreachable("  |    - SHA256:0dbefe63f5e2b549c4d6d94041eea1f8b1fc02c9"));
+        // A full disk is not a source that fell away: every other source would fail the same.
+        assert!(!is_unreachable("  | E: Write error - write (28: No space left on device)\n  | E: Could not connect to the next source"));
         assert!(is_unverifiable("W: GPG error: http://deb.debian.org/debian forky InRelease: NO_PUBKEY 762F67A0B2C39DE4"));
     }
 }
