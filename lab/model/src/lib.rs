@@ -6,6 +6,7 @@
 //!
 //! This crate never touches the file system or spawns a process: it maps text to values.
 
+pub mod decode;
 pub mod error;
 pub mod expect;
 pub mod schema;
