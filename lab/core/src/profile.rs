@@ -54,7 +54,7 @@ pub fn list(paths: &Layout) -> anyhow::Result<Vec<String>> {
 }
 
 /// A path as the user would like to read it: relative to the current directory when below it.
-fn display_path(path: &Path) -> String {
+pub fn display_path(path: &Path) -> String {
     let current = std::env::current_dir().ok();
     current
         .as_deref()

@@ -17,8 +17,11 @@
 
 use serde::Serialize;
 
+use crate::error::ProfileError;
 use crate::size::{ByteSize, KIB, MIB};
-use crate::topology::{DevicePlacement, FixedWindow, Host, Port, Type3Device};
+use crate::topology::{DevicePlacement, FixedWindow, Host, Port, SourceAt, Topology, Type3Device};
+
+pub mod report;
 
 /// Linux allocates device capacity to a region and aligns regions in units of 256 MiB
 /// (`SZ_256M` in `drivers/cxl/core/hdm.c` and `region.c`); an HDM decoder's base and size
@@ -35,6 +38,15 @@ pub const DECODER_WAYS: [usize; 8] = [1, 2, 4, 8, 16, 3, 6, 12];
 pub enum RegionMode {
     Ram,
     Pmem,
+}
+
+impl RegionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            RegionMode::Ram => "ram",
+            RegionMode::Pmem => "pmem",
+        }
+    }
 }
 
 /// Why Linux could not build a region over a window: a suite skips such a window with this.
@@ -58,8 +70,8 @@ pub enum NoRegion {
     WaysNotEncodable { level: &'static str, ways: usize },
     #[error("{level} needs granularity {granularity} (G × the ways above), above the decoder maximum {max}", granularity = ByteSize(*.granularity), max = ByteSize(MAX_DECODER_GRANULARITY))]
     GranularityNotEncodable { level: &'static str, granularity: u64 },
-    #[error("the members do not all have {0} capacity")]
-    MixedModes(&'static str),
+    #[error("the members have neither all volatile nor all persistent capacity (dynamic capacity regions are not modelled)")]
+    MixedModes,
     #[error("`{device}` has {} of {mode:?} capacity, below the {} decoder unit", ByteSize(*.capacity), ByteSize(DECODER_UNIT))]
     DeviceBelowUnit { device: String, mode: RegionMode, capacity: u64 },
     #[error("a {ways}-way region needs {} of window ({} per device) but the window has {}: each device would get {}", ByteSize(DECODER_UNIT * *.ways as u64), ByteSize(DECODER_UNIT), ByteSize(*.room), ByteSize(*.room / *.ways as u64))]
@@ -164,12 +176,52 @@ struct Slot {
     port: u8,
 }
 
+/// An address as people write it: `0x1f00`, `4096`, `4G`.
+pub fn parse_address(text: &str) -> Result<u64, String> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|error| format!("`{text}` is not a hexadecimal address: {error}")),
+        None => ByteSize::parse(text).map(ByteSize::bytes),
+    }
+}
+
+/// `DEVICE:ADDR`, the device by QEMU id or serial.
+pub fn parse_device_address(text: &str) -> Result<(String, u64), String> {
+    let (device, address) = text.rsplit_once(':').ok_or_else(|| format!("`{text}` is not DEVICE:ADDR (a QEMU id or serial, then a DPA)"))?;
+    Ok((device.to_owned(), parse_address(address)?))
+}
+
 /// The window's QEMU name, as in `-M cxl-fmw.N`.
 pub fn window_name(window_index: usize) -> String {
     format!("cxl-fmw.{window_index}")
 }
 
 impl<'t> Region<'t> {
+    /// The region over window `window_index` of the host named `host` (the first host when
+    /// `None`); why there is none is an error at the window in `file`.
+    pub fn in_profile(
+        topology: &'t Topology,
+        file: &str,
+        host: Option<&str>,
+        window_index: usize,
+        window_base: u64,
+    ) -> Result<Region<'t>, ProfileError> {
+        let start = |field: &str| SourceAt { field: field.to_owned(), line: 1, column: 1 };
+        let chosen = match host {
+            Some(name) => topology.hosts.iter().find(|candidate| candidate.name == name),
+            None => topology.hosts.first(),
+        };
+        let Some(chosen) = chosen else {
+            let names: Vec<&str> = topology.hosts.iter().map(|candidate| candidate.name.as_str()).collect();
+            return Err(ProfileError::at(file, &start("hosts"), format!("no host `{}` (hosts: {})", host.unwrap_or_default(), names.join(", "))));
+        };
+        let Some(window) = chosen.windows.get(window_index) else {
+            let message = format!("host `{}` has {} fixed window(s): no window {window_index}", chosen.name, chosen.windows.len());
+            return Err(ProfileError::at(file, &start("fixed_windows"), message));
+        };
+        Region::over_window(chosen, window_index, window_base)
+            .map_err(|reason| ProfileError::at(file, &window.at, format!("Linux cannot build a region over this window: {reason}")))
+    }
+
     /// The region Linux builds over window `window_index` from every device below its host
     /// bridges, in the canonical position order (host bridge fastest, then root port, then
     /// switch port). `window_base` is the window's HPA (the root decoder's `start` in
@@ -506,7 +558,7 @@ fn region_mode(placements: &[DevicePlacement<'_>]) -> Result<RegionMode, NoRegio
     } else if placements.iter().all(|placement| placement.device.persistent.is_some()) {
         Ok(RegionMode::Pmem)
     } else {
-        Err(NoRegion::MixedModes("volatile or all persistent"))
+        Err(NoRegion::MixedModes)
     }
 }
 

@@ -12,6 +12,13 @@ pub struct ProfileError {
     pub message: String,
 }
 
+impl ProfileError {
+    /// An error about a value a later stage found wrong, at where it was written.
+    pub fn at(file: &str, at: &crate::topology::SourceAt, message: String) -> ProfileError {
+        ProfileError { file: file.to_owned(), line: at.line, column: at.column, field: at.field.clone(), message }
+    }
+}
+
 impl fmt::Display for ProfileError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}:{}:{}: {}: {}", self.file, self.line, self.column, self.field, self.message)

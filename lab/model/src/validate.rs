@@ -635,6 +635,7 @@ impl Validator<'_> {
         }
         (self.errors.len() == errors_before).then(|| FixedWindow {
             targets: targets.iter().map(|target| target.value.clone()).collect(),
+            at: SourceAt { field: field.to_owned(), line: spec.targets.referenced.line(), column: spec.targets.referenced.column() },
             size,
             granularity,
         })
