@@ -9,6 +9,7 @@
 pub mod decode;
 pub mod error;
 pub mod expect;
+pub mod protection;
 pub mod schema;
 pub mod size;
 pub mod topology;
