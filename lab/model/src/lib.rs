@@ -10,6 +10,7 @@ pub mod decode;
 pub mod error;
 pub mod expect;
 pub mod protection;
+pub mod scenario;
 pub mod schema;
 pub mod size;
 pub mod topology;
