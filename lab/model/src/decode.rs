@@ -276,15 +276,22 @@ impl<'t> Region<'t> {
 
     /// HPA -> the path down to the device and the byte in its backing file.
     pub fn decode(&self, hpa: u64) -> Result<Decoded, DecodeError> {
+        let (position, dpa) = self.locate(hpa)?;
+        let (hops, device) = self.walk(hpa);
+        Ok(Decoded { hpa, offset: hpa - self.base, position, hops, device: device.id.clone(), serial: device.serial, dpa, backing: backing(device, dpa) })
+    }
+
+    /// HPA -> (position, DPA) by the endpoint arithmetic alone, without the path: what a
+    /// check of every granule needs.
+    pub fn locate(&self, hpa: u64) -> Result<(usize, u64), DecodeError> {
         if hpa < self.base || hpa >= self.end() {
             return Err(DecodeError::HpaOutsideRegion { hpa, base: self.base, end: self.end() });
         }
         let offset = hpa - self.base;
         let (granularity, ways) = (self.granularity, self.ways() as u64);
         let position = ((offset / granularity) % ways) as usize;
-        let (hops, device) = self.walk(hpa);
-        let dpa = self.dpa_base(device) + offset % granularity + offset / (granularity * ways) * granularity;
-        Ok(Decoded { hpa, offset, position, hops, device: device.id.clone(), serial: device.serial, dpa, backing: backing(device, dpa) })
+        let device = self.members[position].device;
+        Ok((position, self.dpa_base(device) + offset % granularity + offset / (granularity * ways) * granularity))
     }
 
     /// Each level's decoder and the target it picks for `hpa`, walking the programmed target
@@ -353,8 +360,10 @@ impl<'t> Region<'t> {
     pub fn granules(&self) -> impl Iterator<Item = Granule> + '_ {
         let count = self.size / self.granularity;
         (0..count).map(move |index| {
-            let decoded = self.decode(self.base + index * self.granularity).expect("a granule of the region decodes");
-            Granule { hpa: decoded.hpa, position: decoded.position, device: decoded.device, dpa: decoded.dpa, backing: decoded.backing }
+            let hpa = self.base + index * self.granularity;
+            let (position, dpa) = self.locate(hpa).expect("a granule of the region is inside it");
+            let device = self.members[position].device;
+            Granule { hpa, position, device: device.id.clone(), dpa, backing: backing(device, dpa) }
         })
     }
 }

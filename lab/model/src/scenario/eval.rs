@@ -103,6 +103,31 @@ pub fn run(scenario: &Scenario, mechanism: &mut dyn Mechanism) -> Outcome {
     outcome
 }
 
+/// Gives every grant and revocation of the scenario effect, in order, skipping the accesses:
+/// the state its trace ends in, for benchmarks of `check` alone.
+pub fn apply_policy_steps(scenario: &Scenario, mechanism: &mut dyn Mechanism) -> Policy {
+    let mut policy = scenario.empty_policy();
+    for step in &scenario.steps {
+        match step {
+            Step::Grant(grant) => {
+                let added = policy.add_grant(grant.clone());
+                mechanism.grant(&policy, added);
+            }
+            Step::Revoke(grant) => {
+                let revoked = policy.revoke(*grant);
+                mechanism.revoke(&policy, &revoked);
+            }
+            Step::Access(_) => {}
+        }
+    }
+    policy
+}
+
+/// Every access of the trace, in order.
+pub fn accesses(scenario: &Scenario) -> Vec<Access> {
+    scenario.steps.iter().filter_map(|step| if let Step::Access(access) = step { Some(*access) } else { None }).collect()
+}
+
 fn accesses_from(steps: &[Step]) -> Vec<Access> {
     steps
         .iter()
