@@ -6,6 +6,7 @@ mod build_cmd;
 mod cache_cmd;
 mod host_cmd;
 mod lab_cmd;
+mod model_cmd;
 mod profile_cmd;
 
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ enum Command {
     Bench(bench_cmd::BenchCommand),
     /// Boot a lab and use it: up, status, exec, cp, console, ssh, qmp, switch, down.
     Lab(lab_cmd::LabArgs),
+    /// The device model: decode an address of a profile's region.
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
     /// Inspect, validate and render topology profiles.
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(command) => command.run(&context),
         Command::Lab(command) => command.run(&context),
+        Command::Model(command) => command.run(&context),
         Command::Profile(command) => command.run(&context),
         Command::Version => {
             context.shell.out(format!("cxl-lab {}", env!("CARGO_PKG_VERSION")));

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, &[&str], &str)] = &[
     ("render", &["stack", "vm", "lab"], "render maps a topology to an argv and runs nothing"),
     ("qemu", &["render", "stack", "vm", "lab", "profile"], "qemu says what a QEMU version is and has"),
     ("profile", &["render", "stack", "vm", "lab"], "profile only loads profiles into the model"),
+    ("scenario", &["render", "stack", "vm", "lab"], "scenario only loads scenarios into the model"),
     ("sys", &["render", "stack", "vm", "lab", "profile", "qemu", "layout", "model"], "sys is the operating system underneath everything"),
     ("layout", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "shell", "model"], "layout only names paths"),
     ("shell", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "layout", "model"], "shell only prints"),

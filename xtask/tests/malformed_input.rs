@@ -1,6 +1,6 @@
 //! Malformed input to every command that takes some, through the real command line: `lab qmp`
-//! arguments, `lab cp` operands, `--lab` names, lab commands without a running lab, and recipes
-//! (and their lock) in `images/`. Each must exit 1 (clap's own errors 2; `lab status` of no lab
+//! arguments, `lab cp` operands, `--lab` names, lab commands without a running lab, `model decode`
+//! and `model eval` input, and recipes (and their lock) in `images/`. Each must exit 1 (clap's own errors 2; `lab status` of no lab
 //! 3) with a message naming what is wrong (file, line and field for a recipe), and never panic.
 //! Needs nothing: no lab is started.
 
@@ -100,6 +100,26 @@ fn lab_commands_refuse_malformed_arguments_with_a_message_and_no_panic() {
         arguments.push(OsString::from_vec(vec![b'{', 0xff, 0xfe, b'}']));
         cases.push(Case { arguments, code: 2, says: vec!["invalid UTF-8".to_owned()] });
     }
+    run_table(&scratch, &cases);
+}
+
+#[test]
+fn model_commands_refuse_malformed_input_naming_file_line_and_field() {
+    let scratch = Scratch::new("model-input");
+    let bad = scratch.root.join("bad.yaml");
+    std::fs::write(&bad, "requesters:\n  - { name: a }\nbuffers:\n  - { name: b, size: 4K }\ngrants:\n  - { requester: a, buffer: x, rights: rw }\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    let cases = [
+        case(&["model", "decode", "dcd", "--hpa", "0"], 1, &["dcd.yaml:32:14: fixed_windows[0]: Linux cannot build a region over this window"]),
+        case(&["model", "decode", "interleave", "--hpa", "zz"], 2, &["`zz` is not a size"]),
+        case(&["model", "decode", "interleave", "--hpa", "8G"], 1, &["HPA 0x200000000 is outside the region [0x0, 0x40000000)"]),
+        case(&["model", "decode", "interleave", "--window", "3", "--hpa", "0"], 1, &["fixed_windows: host `host0` has 1 fixed window(s): no window 3"]),
+        case(&["model", "decode", "interleave", "--dpa", "nope"], 2, &["`nope` is not DEVICE:ADDR"]),
+        case(&["model", "decode", "interleave", "--dpa", "999:0"], 1, &["no member device `999`"]),
+        case(&["model", "decode", "interleave"], 2, &["required arguments were not provided"]),
+        case(&["model", "eval", "nosuch"], 1, &["no scenario `nosuch`"]),
+        case(&["model", "eval", bad], 1, &["bad.yaml:6:29: grants[0].buffer: no buffer `x`"]),
+    ];
     run_table(&scratch, &cases);
 }
 

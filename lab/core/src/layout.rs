@@ -8,7 +8,7 @@
 //! Every root can be moved with an environment variable, so tests and CI use private directories
 //! and never touch a user's labs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The directories one invocation of the tool works with, and everything below them.
 #[derive(Clone, Debug)]
@@ -58,11 +58,16 @@ impl Layout {
 
     /// A profile argument: a path to a YAML file, or a name looked up in `profiles/`.
     pub fn profile_path(&self, name_or_path: &str) -> PathBuf {
-        if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
-            PathBuf::from(name_or_path)
-        } else {
-            self.profiles_dir().join(format!("{name_or_path}.yaml"))
-        }
+        named_yaml(&self.profiles_dir(), name_or_path)
+    }
+
+    /// Sharing scenarios for `model eval`: `scenarios/` of the checkout.
+    pub fn scenarios_dir(&self) -> PathBuf {
+        self.workspace.join("scenarios")
+    }
+
+    pub fn scenario_path(&self, name_or_path: &str) -> PathBuf {
+        named_yaml(&self.scenarios_dir(), name_or_path)
     }
 
     // The cache.
@@ -251,5 +256,14 @@ impl MachineRunDir {
     /// The QEMU argv that started this machine, one argument per line, kept for reports.
     pub fn argv_file(&self) -> PathBuf {
         self.dir.join("qemu.argv")
+    }
+}
+
+/// A path as given (`x.yaml`, `dir/x`), or a name (`x`) as `<dir>/x.yaml`.
+fn named_yaml(dir: &Path, name_or_path: &str) -> PathBuf {
+    if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
+        PathBuf::from(name_or_path)
+    } else {
+        dir.join(format!("{name_or_path}.yaml"))
     }
 }

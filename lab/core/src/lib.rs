@@ -1,6 +1,7 @@
 //! cxl-lab's pipeline, one folder a stage (see `docs/ARCHITECTURE.md` for the map and the
 //! invariants):
-//! - [`profile`] loads profiles into the typed model (`cxl-lab-model`);
+//! - [`profile`] loads profiles into the typed model (`cxl-lab-model`), [`scenario`] sharing
+//!   scenarios;
 //! - [`render`] turns a topology into each host's QEMU argv, for the QEMU in use ([`qemu`]);
 //! - [`stack`] resolves, downloads, builds and caches what a lab boots (QEMU, kernel, root);
 //! - [`vm`] runs machines (QEMU, QMP, guest agent), knowing nothing of profiles or labs;
@@ -15,6 +16,7 @@ pub mod prerequisites;
 pub mod profile;
 pub mod qemu;
 pub mod render;
+pub mod scenario;
 pub mod shell;
 pub mod stack;
 pub mod sys;

@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+use serde::de::DeserializeOwned;
+use serde_saphyr::Spanned;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProfileError {
     pub file: String,
@@ -10,6 +13,13 @@ pub struct ProfileError {
     /// The path of the field, e.g. `host_bridges[0].root_ports[1].port`.
     pub field: String,
     pub message: String,
+}
+
+impl ProfileError {
+    /// An error about a value a later stage found wrong, at where it was written.
+    pub fn at(file: &str, at: &crate::topology::SourceAt, message: String) -> ProfileError {
+        ProfileError { file: file.to_owned(), line: at.line, column: at.column, field: at.field.clone(), message }
+    }
 }
 
 impl fmt::Display for ProfileError {
@@ -32,3 +42,58 @@ impl fmt::Display for ProfileErrors {
 }
 
 impl std::error::Error for ProfileErrors {}
+
+/// Parses one YAML file into its schema type; a syntax or type error is one error at its line.
+pub fn parse_yaml<T: DeserializeOwned>(file: &str, source: &str) -> Result<T, ProfileErrors> {
+    serde_saphyr::from_str(source).map_err(|error| {
+        let (line, column) = error.location().map(|at| (at.line(), at.column())).unwrap_or((1, 1));
+        let message = first_line(&error.to_string());
+        ProfileErrors(vec![ProfileError { file: file.to_owned(), line, column, field: "(yaml)".to_owned(), message }])
+    })
+}
+
+/// serde-saphyr says `error: line L column C: <message>` and may append a source snippet; the
+/// location is ours to show, so keep only the message.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message).trim();
+    let line = line.strip_prefix("error: ").unwrap_or(line);
+    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((_, rest)) => rest.to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+/// The errors found in one file, each at the line and column of the value that broke a rule.
+pub struct ErrorSink<'f> {
+    file: &'f str,
+    errors: Vec<ProfileError>,
+}
+
+impl<'f> ErrorSink<'f> {
+    pub fn new(file: &'f str) -> ErrorSink<'f> {
+        ErrorSink { file, errors: Vec::new() }
+    }
+
+    pub fn at<T>(&mut self, at: &Spanned<T>, field: &str, message: String) {
+        let (line, column) = (at.referenced.line(), at.referenced.column());
+        self.errors.push(ProfileError { file: self.file.to_owned(), line, column, field: field.to_owned(), message });
+    }
+
+    /// An error about something the file does not spell out (a missing key, the file name).
+    pub fn at_start(&mut self, field: &str, message: String) {
+        self.errors.push(ProfileError { file: self.file.to_owned(), line: 1, column: 1, field: field.to_owned(), message });
+    }
+
+    pub fn count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// `value` when nothing was wrong, else every error in file order.
+    pub fn finish<T>(mut self, value: T) -> Result<T, ProfileErrors> {
+        if self.errors.is_empty() {
+            return Ok(value);
+        }
+        self.errors.sort_by_key(|error| (error.line, error.column));
+        Err(ProfileErrors(self.errors))
+    }
+}

@@ -6,8 +6,11 @@
 //!
 //! This crate never touches the file system or spawns a process: it maps text to values.
 
+pub mod decode;
 pub mod error;
 pub mod expect;
+pub mod protection;
+pub mod scenario;
 pub mod schema;
 pub mod size;
 pub mod topology;

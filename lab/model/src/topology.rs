@@ -107,6 +107,17 @@ pub struct FixedWindow {
     pub targets: Vec<String>,
     pub size: u64,
     pub granularity: u64,
+    /// Where the window is written, for what later stages find wrong with it (no region fits).
+    #[serde(skip)]
+    pub at: SourceAt,
+}
+
+/// Where a value was written in its profile: its field path, line and column.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceAt {
+    pub field: String,
+    pub line: u64,
+    pub column: u64,
 }
 
 /// Where a type-3 device sits: the chain of ports from its host bridge down.

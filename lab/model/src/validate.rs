@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::{ProfileError, ProfileErrors};
+use crate::error::{parse_yaml, ErrorSink, ProfileErrors};
 use crate::schema::*;
 use crate::size::{ByteSize, KIB, MIB};
 use crate::topology::*;
@@ -84,40 +84,14 @@ fn name_problem(name: &str, name_use: &NameUse) -> Option<String> {
 /// Parses and validates one profile. `file` is how errors name the file; `default_name` is the
 /// profile's name when it gives none (its file stem).
 pub fn parse_profile(file: &str, source: &str, default_name: &str) -> Result<Topology, ProfileErrors> {
-    let parsed: ProfileFile = serde_saphyr::from_str(source).map_err(|error| {
-        let (line, column) = error.location().map(|at| (at.line(), at.column())).unwrap_or((1, 1));
-        ProfileErrors(vec![ProfileError {
-            file: file.to_owned(),
-            line,
-            column,
-            field: "(yaml)".to_owned(),
-            message: first_line(&error.to_string()),
-        }])
-    })?;
-    let mut validator = Validator { file, errors: Vec::new() };
+    let parsed: ProfileFile = parse_yaml(file, source)?;
+    let mut validator = Validator { sink: ErrorSink::new(file) };
     let topology = validator.profile(parsed, default_name);
-    if validator.errors.is_empty() {
-        Ok(topology)
-    } else {
-        validator.errors.sort_by_key(|error| (error.line, error.column));
-        Err(ProfileErrors(validator.errors))
-    }
-}
-
-/// serde-saphyr says `error: line L column C: <message>` and may append a source snippet; the
-/// location is ours to show, so keep only the message.
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or(message).trim();
-    let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
-        Some((_, rest)) => rest.to_owned(),
-        None => line.to_owned(),
-    }
+    validator.sink.finish(topology)
 }
 
 struct Validator<'a> {
-    file: &'a str,
-    errors: Vec<ProfileError>,
+    sink: ErrorSink<'a>,
 }
 
 /// Where something was first seen, to point back at it in a duplicate error.
@@ -139,18 +113,11 @@ struct HostScope {
 
 impl Validator<'_> {
     fn error<T>(&mut self, at: &Spanned<T>, field: &str, message: String) {
-        self.errors.push(ProfileError {
-            file: self.file.to_owned(),
-            line: at.referenced.line(),
-            column: at.referenced.column(),
-            field: field.to_owned(),
-            message,
-        });
+        self.sink.at(at, field, message);
     }
 
-    /// An error about something the file does not spell out (a missing key, the file name).
     fn error_at_start(&mut self, field: &str, message: String) {
-        self.errors.push(ProfileError { file: self.file.to_owned(), line: 1, column: 1, field: field.to_owned(), message });
+        self.sink.at_start(field, message);
     }
 
     fn check_name(&mut self, name: &Spanned<String>, field: &str, name_use: &NameUse) {
@@ -596,7 +563,7 @@ impl Validator<'_> {
     }
 
     fn window(&mut self, host: &Host, scope: &HostScope, field: &str, spec: FixedWindowSpec) -> Option<FixedWindow> {
-        let errors_before = self.errors.len();
+        let errors_before = self.sink.count();
         let targets = &spec.targets.value;
         if !WINDOW_TARGET_COUNTS.contains(&targets.len()) {
             let message = format!(
@@ -633,8 +600,9 @@ impl Validator<'_> {
                 self.error(granularity_spec, &format!("{field}.granularity"), message);
             }
         }
-        (self.errors.len() == errors_before).then(|| FixedWindow {
+        (self.sink.count() == errors_before).then(|| FixedWindow {
             targets: targets.iter().map(|target| target.value.clone()).collect(),
+            at: SourceAt { field: field.to_owned(), line: spec.targets.referenced.line(), column: spec.targets.referenced.column() },
             size,
             granularity,
         })
