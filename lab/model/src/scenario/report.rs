@@ -18,8 +18,8 @@ pub fn table(scenario: &Scenario, outcomes: &[Outcome]) -> String {
     );
     let _ = writeln!(
         text,
-        "{:<13} {:>9} {:>8} {:>13} {:>8} {:>10} {:>9} {:>20} {:>8} {:>9}",
-        "mechanism", "expresses", "widened", "over-exposed", "entries", "wrongly-ok", "wrongly-", "central actions", "accesses", "ns/check"
+        "{:<13} {:>9} {:>8} {:>13} {:>8} {:>13} {:>13} {:>20} {:>8} {:>9}",
+        "mechanism", "expresses", "widened", "over-exposed", "entries", "wrongly-allow", "wrongly-deny", "central actions", "accesses", "ns/check"
     );
     for outcome in outcomes {
         let central = match &outcome.central_actor {
@@ -29,7 +29,7 @@ pub fn table(scenario: &Scenario, outcomes: &[Outcome]) -> String {
         let per_check = outcome.check_nanos / (outcome.accesses_checked.max(1) as u128);
         let _ = writeln!(
             text,
-            "{:<13} {:>9} {:>8} {:>13} {:>8} {:>10} {:>9} {:>20} {:>8} {:>9}",
+            "{:<13} {:>9} {:>8} {:>13} {:>8} {:>13} {:>13} {:>20} {:>8} {:>9}",
             outcome.mechanism,
             if outcome.expresses_policy { "yes" } else { "no" },
             outcome.widened_grants,
@@ -42,7 +42,7 @@ pub fn table(scenario: &Scenario, outcomes: &[Outcome]) -> String {
             per_check,
         );
     }
-    text.push_str("wrongly-ok: forbidden accesses allowed; wrongly-: permitted accesses denied\n");
+    text.push_str("wrongly-allow: forbidden accesses allowed; wrongly-deny: permitted accesses denied\n");
     text
 }
 
