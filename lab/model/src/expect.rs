@@ -79,6 +79,9 @@ pub struct ExpectedRootDecoder {
     pub pmem_capable: bool,
 }
 
+/// The granularity Linux gives every one-way root decoder (`CXL_DECODER_MIN_GRANULARITY`).
+pub const ONE_WAY_GRANULARITY: u64 = 256;
+
 fn is_zero(value: &u64) -> bool {
     *value == 0
 }
@@ -143,7 +146,9 @@ fn expected_host(host: &Host) -> ExpectedHost {
             index,
             size: window.size,
             interleave_ways: window.targets.len(),
-            interleave_granularity: window.granularity,
+            // Linux shows a one-way window at the smallest granularity, 256, whatever the CFMWS
+            // says, "to advertise support for any valid region granularity" (drivers/cxl/acpi.c).
+            interleave_granularity: if window.targets.len() == 1 { ONE_WAY_GRANULARITY } else { window.granularity },
             targets: window
                 .targets
                 .iter()
