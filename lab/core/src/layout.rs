@@ -10,6 +10,15 @@
 
 use std::path::PathBuf;
 
+/// A YAML file given by path (`my/file.yaml`) or by name in `dir` (`seed` → `dir/seed.yaml`).
+fn named_or_path(dir: PathBuf, name_or_path: &str) -> PathBuf {
+    if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
+        PathBuf::from(name_or_path)
+    } else {
+        dir.join(format!("{name_or_path}.yaml"))
+    }
+}
+
 /// The directories one invocation of the tool works with, and everything below them.
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -58,11 +67,16 @@ impl Layout {
 
     /// A profile argument: a path to a YAML file, or a name looked up in `profiles/`.
     pub fn profile_path(&self, name_or_path: &str) -> PathBuf {
-        if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
-            PathBuf::from(name_or_path)
-        } else {
-            self.profiles_dir().join(format!("{name_or_path}.yaml"))
-        }
+        named_or_path(self.profiles_dir(), name_or_path)
+    }
+
+    pub fn suites_dir(&self) -> PathBuf {
+        self.workspace.join("suites")
+    }
+
+    /// A suite argument: a path to a YAML file, or a name looked up in `suites/`.
+    pub fn suite_path(&self, name_or_path: &str) -> PathBuf {
+        named_or_path(self.suites_dir(), name_or_path)
     }
 
     // The cache.

@@ -1,0 +1,61 @@
+//! What the guest kernel says about itself: WARN, BUG and oops lines in its log, and whether its
+//! configuration lets a region be committed in a VM.
+
+/// Where a guest finds its kernel's configuration, first found wins; the script prints the
+/// `CONFIG_CXL_REGION_INVALIDATION_TEST` line, or nothing when no configuration is readable.
+pub const REGION_CONFIG_SCRIPT: &str = "r=$(uname -r); \
+    { if [ -r /proc/config.gz ]; then zcat /proc/config.gz; \
+      elif [ -r /boot/config-$r ]; then cat /boot/config-$r; \
+      elif [ -r /lib/modules/$r/config ]; then cat /lib/modules/$r/config; \
+      else echo 'no kernel config'; fi; } | grep -E '^(# )?CONFIG_CXL_REGION_INVALIDATION_TEST[= ]|^no kernel config$'; \
+    echo \"release $r\"";
+
+/// Why a region cannot be committed in this guest, from [`REGION_CONFIG_SCRIPT`]'s output;
+/// `None` when it can.
+pub fn region_commit_unsupported(script_output: &str) -> Option<String> {
+    let release = script_output.lines().find_map(|line| line.strip_prefix("release ")).unwrap_or("?");
+    if script_output.lines().any(|line| line.trim() == "CONFIG_CXL_REGION_INVALIDATION_TEST=y") {
+        return None;
+    }
+    if script_output.lines().any(|line| line.trim() == "no kernel config") {
+        return Some(format!("the guest kernel {release} has no readable configuration (/proc/config.gz, /boot/config-{release}, /lib/modules/{release}/config): cannot tell whether it can commit a region"));
+    }
+    Some(format!(
+        "the guest kernel {release} is built without CONFIG_CXL_REGION_INVALIDATION_TEST=y: a region cannot be committed in a VM \
+         (`cxl create-region` fails \"failed to commit decode: No such device or address\" with a kernel WARN \"Failed to synchronize CPU cache state\"); \
+         the source stack's kernel has it"
+    ))
+}
+
+/// The kernel log lines that mean the kernel went wrong: WARN, BUG, oops, panic.
+pub fn problems(log: &str) -> Vec<String> {
+    const MARKS: [&str; 6] = ["WARNING:", "BUG:", "kernel BUG at", "Oops:", "Kernel panic", "general protection fault"];
+    log.lines().filter(|line| MARKS.iter().any(|mark| line.contains(mark))).map(|line| line.trim().to_owned()).collect()
+}
+
+/// The lines of `log` after the first `seen` (the kernel log grows; a suite owns what it added).
+pub fn lines_after(log: &str, seen: usize) -> String {
+    log.lines().skip(seen).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_commit_needs_the_invalidation_test_option() {
+        assert_eq!(region_commit_unsupported("CONFIG_CXL_REGION_INVALIDATION_TEST=y\nrelease 6.18.0-lab\n"), None);
+        let debian = region_commit_unsupported("# CONFIG_CXL_REGION_INVALIDATION_TEST is not set\nrelease 7.3.4+deb13-amd64\n").unwrap();
+        assert!(debian.starts_with("the guest kernel 7.3.4+deb13-amd64 is built without CONFIG_CXL_REGION_INVALIDATION_TEST=y"), "{debian}");
+        let unknown = region_commit_unsupported("no kernel config\nrelease 6.1\n").unwrap();
+        assert!(unknown.contains("no readable configuration"), "{unknown}");
+    }
+
+    #[test]
+    fn warn_bug_and_oops_are_problems() {
+        let log = "[    1.0] cxl_acpi: probed\n[    2.0] WARNING: CPU: 0 PID: 1 at drivers/cxl/core/region.c:1 x\n[    3.0] BUG: kernel NULL pointer dereference\n[    4.0] Oops: 0002 [#1] SMP\n";
+        assert_eq!(problems(log).len(), 3);
+        assert_eq!(problems("[    1.0] all well\n"), Vec::<String>::new());
+        assert_eq!(lines_after("a\nb\nc\n", 1), "b\nc");
+    }
+}
