@@ -67,6 +67,10 @@ enum LabCommand {
         /// Where `junit.xml`, `results.json` and the evidence of failures go.
         #[arg(long, default_value = "lab-results")]
         out: PathBuf,
+        /// Check the guest against this expected view (`profile expect`'s JSON) instead of the
+        /// profile's own.
+        #[arg(long, value_name = "JSON")]
+        expect: Option<PathBuf>,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -125,8 +129,8 @@ impl LabArgs {
         let context = &lab_context;
         match self.command {
             LabCommand::Up { profile, stack, detach, boot } => run_up(context, &up_options(profile, stack, detach, &boot)),
-            LabCommand::Run { profile, suite, stack, out, boot } => {
-                let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out };
+            LabCommand::Run { profile, suite, stack, out, expect, boot } => {
+                let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect };
                 run_suites(context, &options)
             }
             LabCommand::Status => print_status(context),

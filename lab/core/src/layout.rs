@@ -79,6 +79,12 @@ impl Layout {
         named_or_path(self.suites_dir(), name_or_path)
     }
 
+    /// Where cargo builds (`CARGO_TARGET_DIR`, or the checkout's `target/`): the guest program
+    /// is built there.
+    pub fn target_dir(&self) -> PathBuf {
+        env_dir("CARGO_TARGET_DIR").unwrap_or_else(|| self.workspace.join("target"))
+    }
+
     // The cache.
 
     /// Published artifacts, one directory `<kind>-<key>` each.

@@ -58,6 +58,10 @@ pub enum Check {
     Topology,
     /// No kernel WARN, BUG or oops in the whole kernel log so far.
     KernelLog,
+    /// In each window the model gives a region: the region, a DAX device with a pattern written
+    /// and read back, a RAM region onlined as a new NUMA node. One result per window; a window
+    /// that holds none skips with the model's reason.
+    Regions,
 }
 
 /// What a suite or step needs of the lab; unmet, it skips with the reason.
@@ -77,7 +81,7 @@ impl Requirement {
 }
 
 impl Check {
-    const NAMES: [(&'static str, Check); 2] = [("topology", Check::Topology), ("kernel-log", Check::KernelLog)];
+    const NAMES: [(&'static str, Check); 3] = [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions)];
 }
 
 /// A suite file that cannot be used: `file:line:column: message`.
@@ -240,7 +244,7 @@ steps:
     fn errors_name_file_line_and_column() {
         let unknown_check = SMOKE.replace("check: topology", "check: topolgy");
         let error = parse("suites/smoke.yaml", "smoke", &unknown_check).unwrap_err();
-        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log)");
+        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions)");
 
         let two_kinds = SMOKE.replace("    timeout: 30\n", "    qmp: query-status\n");
         let error = parse("s.yaml", "s", &two_kinds).unwrap_err();

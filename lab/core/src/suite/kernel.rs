@@ -1,6 +1,8 @@
 //! What the guest kernel says about itself: WARN, BUG and oops lines in its log, and whether its
 //! configuration lets a region be committed in a VM.
 
+use std::path::Path;
+
 /// Where a guest finds its kernel's configuration, first found wins; the script prints the
 /// `CONFIG_CXL_REGION_INVALIDATION_TEST` line, or nothing when no configuration is readable.
 pub const REGION_CONFIG_SCRIPT: &str = "r=$(uname -r); \
@@ -25,6 +27,16 @@ pub fn region_commit_unsupported(script_output: &str) -> Option<String> {
          (`cxl create-region` fails \"failed to commit decode: No such device or address\" with a kernel WARN \"Failed to synchronize CPU cache state\"); \
          the source stack's kernel has it"
     ))
+}
+
+/// The region option's line of the configuration the stack keeps with its kernel (`config`
+/// beside the source stack's vmlinuz, `lib/modules/<release>/config` in the distro stack's
+/// modules), in [`REGION_CONFIG_SCRIPT`]'s form; `None` when there is none.
+pub fn stack_config(kernel: &Path, modules_dir: &Path, release: &str) -> Option<String> {
+    let candidates = [kernel.with_file_name("config"), modules_dir.join("lib/modules").join(release).join("config")];
+    let text = candidates.iter().find_map(|path| std::fs::read_to_string(path).ok())?;
+    let option = text.lines().filter(|line| line.contains("CONFIG_CXL_REGION_INVALIDATION_TEST")).collect::<Vec<_>>().join("\n");
+    Some(format!("{option}\nrelease {release}\n"))
 }
 
 /// The kernel log lines that mean the kernel went wrong: WARN, BUG, oops, panic.

@@ -9,17 +9,20 @@ use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 
 use crate::lab::control;
 use crate::lab::state::{LabState, MachineState};
 use crate::lab::up::{self, UpOptions};
 use crate::lab::LabContext;
-use crate::model::expect::{expected_view, ExpectedHost};
+use crate::model::expect::{expected_view, ExpectedHost, ExpectedView, RegionPlan};
 use crate::profile::Profile;
-use crate::stack::StackKind;
+use crate::stack::{BootStack, StackKind};
+use crate::sys::runner::CommandRunner;
 use crate::suite::format::{self, Action, Check, GuestCommand, Requirement, Suite};
+use crate::suite::guest_tool;
 use crate::suite::kernel;
+use crate::suite::region::{self, Planned};
 use crate::suite::outcome::{Outcome, RunResult, StepResult, SuiteResult};
 use crate::suite::report::{self, ReportFiles};
 use crate::suite::topology;
@@ -38,6 +41,9 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// How the lab boots when none is up on the profile.
     pub boot: UpOptions,
+    /// The expected view to check the guest against (`profile expect`'s JSON, perhaps edited)
+    /// instead of the profile's own.
+    pub expect: Option<PathBuf>,
 }
 
 pub struct RunReport {
@@ -53,11 +59,15 @@ pub struct RunReport {
 pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunReport> {
     let suites: Vec<Suite> = options.suites.iter().map(|name| format::load(&context.paths, name)).collect::<anyhow::Result<_>>()?;
     let profile = crate::profile::load(&context.paths, &options.profile)?;
+    let view = match &options.expect {
+        Some(path) => serde_json::from_str(&fs_err::read_to_string(path)?).with_context(|| format!("reading the expected view {}", path.display()))?,
+        None => expected_view(&profile.topology),
+    };
     let boot_started = Instant::now();
     let (state, booted) = reuse_or_boot(context, options, &profile)?;
     let boot_time = boot_started.elapsed();
     let suites_started = Instant::now();
-    let results = run_suites(context, &state, &profile, &suites, &options.out);
+    let results = run_suites(context, &state, &view, &suites, &options.out);
     let suites_time = suites_started.elapsed();
     if booted {
         control::down(context)?;
@@ -97,14 +107,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn run_suites(context: &LabContext, state: &LabState, profile: &Profile, suites: &[Suite], out: &Path) -> anyhow::Result<Vec<SuiteResult>> {
-    let view = expected_view(&profile.topology);
+fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, suites: &[Suite], out: &Path) -> anyhow::Result<Vec<SuiteResult>> {
     let mut results = Vec::new();
     for machine in &state.machines {
         let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
-            bail!("the lab's machine `{}` is no host of profile `{}`", machine.host, profile.topology.name);
+            bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
         };
-        let guest = Guest { context, machine, expected, region_commit: OnceCell::new() };
+        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, region_commit: OnceCell::new(), guest_tool: OnceCell::new() };
         for suite in suites {
             results.push(guest.run_suite(suite, state, out));
         }
@@ -116,9 +125,12 @@ fn run_suites(context: &LabContext, state: &LabState, profile: &Profile, suites:
 struct Guest<'a> {
     context: &'a LabContext,
     machine: &'a MachineState,
+    stack: &'a BootStack,
     expected: &'a ExpectedHost,
     /// Why a region cannot be committed here (`None`: it can), asked of the guest once.
     region_commit: OnceCell<Option<String>>,
+    /// Whether the lab's guest program is in the guest, installed at most once.
+    guest_tool: OnceCell<Result<(), String>>,
 }
 
 impl Guest<'_> {
@@ -128,18 +140,17 @@ impl Guest<'_> {
         let unmet = self.unmet(&suite.requires);
         let mut steps = Vec::new();
         for step in &suite.steps {
-            let step_started = Instant::now();
-            let (outcome, output) = match unmet.clone().or_else(|| self.unmet(&step.requires)) {
-                Some(reason) => (Outcome::Skipped(reason), String::new()),
-                None => self.act(&step.action),
+            let results = match unmet.clone().or_else(|| self.unmet(&step.requires)) {
+                Some(reason) => vec![timed(&step.name, || (Outcome::Skipped(reason), String::new()))],
+                None if step.action == Action::Check(Check::Regions) => self.regions(&step.name),
+                None => vec![timed(&step.name, || self.act(&step.action))],
             };
-            let result = StepResult { name: step.name.clone(), outcome, duration: step_started.elapsed(), output };
-            self.show(&suite.name, &result);
-            steps.push(result);
+            for result in results {
+                self.show(&suite.name, &result);
+                steps.push(result);
+            }
         }
-        let kernel_started = Instant::now();
-        let (outcome, output) = self.kernel_log_since(log_seen);
-        let kernel_step = StepResult { name: "no kernel WARN, BUG or oops while the suite ran".to_owned(), outcome, duration: kernel_started.elapsed(), output };
+        let kernel_step = timed("no kernel WARN, BUG or oops while the suite ran", || self.kernel_log_since(log_seen));
         self.show(&suite.name, &kernel_step);
         steps.push(kernel_step);
         let mut result = SuiteResult { suite: suite.name.clone(), host: self.machine.host.clone(), steps, duration: started.elapsed(), evidence: Vec::new() };
@@ -169,7 +180,11 @@ impl Guest<'_> {
         })
     }
 
+    /// From the kernel's configuration the lab's stack keeps beside it, else the guest's.
     fn ask_region_commit(&self) -> Option<String> {
+        if let Some(config) = kernel::stack_config(&self.stack.kernel, &self.stack.modules_dir, &self.stack.kernel_release) {
+            return kernel::region_commit_unsupported(&config);
+        }
         match self.shell_output(kernel::REGION_CONFIG_SCRIPT) {
             Ok(output) => kernel::region_commit_unsupported(&output),
             Err(error) => Some(format!("cannot read the guest kernel's configuration: {error:#}")),
@@ -204,7 +219,81 @@ impl Guest<'_> {
             Action::Qmp { command, arguments } => self.qmp_step(command, arguments.as_ref()),
             Action::Check(Check::Topology) => self.topology_step(),
             Action::Check(Check::KernelLog) => self.kernel_log_since(0),
+            Action::Check(Check::Regions) => unreachable!("the regions check gives one result per window"),
         }
+    }
+
+    /// The regions check: one result per window, a window the model gives no region skipping with
+    /// the model's reason.
+    fn regions(&self, name: &str) -> Vec<StepResult> {
+        let windows = self.expected.root_decoders.iter().map(|decoder| {
+            timed(&format!("{name}: decoder0.{}", decoder.index), || match &decoder.region {
+                RegionPlan::None { reason } => (Outcome::Skipped(reason.clone()), String::new()),
+                RegionPlan::Region { mode, memdevs, ways, granularity, size } => {
+                    let plan = Planned { decoder: decoder.index, mode, serials: memdevs, ways: *ways, granularity: *granularity, size: *size };
+                    let mut transcript = String::new();
+                    let outcome = self.region_in(&plan, &mut transcript).map_or_else(Outcome::Failed, |()| Outcome::Passed);
+                    (outcome, clip(transcript))
+                }
+            })
+        });
+        windows.collect()
+    }
+
+    /// Creates the planned region, checks it, puts a pattern through a DAX device on it, and
+    /// takes a pmem region away again.
+    fn region_in(&self, plan: &Planned, transcript: &mut String) -> Result<(), String> {
+        let names = region::memdev_names(&self.guest_json("cxl list -M", transcript)?);
+        let created = self.guest_json(&region::create_command(plan, &names)?, transcript)?;
+        let name = region::check_created(plan, &created)?;
+        let used = self.dax_pattern(plan, &name, transcript);
+        let removed = region::teardown_script(plan.mode, &name).map_or(Ok(()), |script| self.logged(&script, transcript).map(drop));
+        used.and(removed)
+    }
+
+    fn dax_pattern(&self, plan: &Planned, region_name: &str, transcript: &mut String) -> Result<(), String> {
+        let dax = self.logged(&region::dax_script(plan.mode, region_name), transcript)?.trim().to_owned();
+        if plan.mode == "ram" {
+            // A RAM region's DAX device may have gone to kmem already; the pattern needs devdax.
+            self.logged(&region::devdax_command(&dax), transcript)?;
+        }
+        self.install_guest_tool()?;
+        self.logged(&format!("{} pattern /dev/{dax} {}", region::GUEST_TOOL, region::PATTERN_BYTES), transcript)?;
+        if plan.mode == "ram" {
+            let nodes = |transcript: &mut String| self.logged(region::NODE_COUNT_SCRIPT, transcript).map(|count| count.trim().parse::<u32>().unwrap_or(0));
+            let before = nodes(transcript)?;
+            self.logged(&region::online_command(&dax), transcript)?;
+            let after = nodes(transcript)?;
+            if after != before + 1 {
+                return Err(format!("onlining {dax} as system RAM gave no new NUMA node ({before} nodes before, {after} after)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the lab's guest program and copies it in, once per guest.
+    fn install_guest_tool(&self) -> Result<(), String> {
+        let install = || -> anyhow::Result<()> {
+            let runner = CommandRunner::new(self.context.files.logs_dir());
+            let binary = guest_tool::build(&self.context.paths, &runner)?;
+            let destination = format!("{}:{}", self.machine.host, region::GUEST_TOOL);
+            control::copy(self.context, &binary.display().to_string(), &destination)?;
+            self.shell_output(&format!("chmod 0755 {}", region::GUEST_TOOL)).map(drop)
+        };
+        self.guest_tool.get_or_init(|| install().map_err(|error| format!("installing the guest program: {error:#}"))).clone()
+    }
+
+    /// A guest command's output, with the command and its output added to `transcript`.
+    fn logged(&self, script: &str, transcript: &mut String) -> Result<String, String> {
+        transcript.push_str(&format!("$ {script}\n"));
+        let output = self.shell_output(script).map_err(|error| format!("{error:#}"))?;
+        transcript.push_str(&output);
+        Ok(output)
+    }
+
+    fn guest_json(&self, script: &str, transcript: &mut String) -> Result<serde_json::Value, String> {
+        let output = self.logged(script, transcript)?;
+        serde_json::from_str(&output).map_err(|error| format!("`{script}` printed no JSON ({error})"))
     }
 
     /// A guest command with its placeholders filled.
@@ -332,6 +421,13 @@ impl Guest<'_> {
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
+}
+
+/// Runs one step's work and times it.
+fn timed(name: &str, work: impl FnOnce() -> (Outcome, String)) -> StepResult {
+    let started = Instant::now();
+    let (outcome, output) = work();
+    StepResult { name: name.to_owned(), outcome, duration: started.elapsed(), output }
 }
 
 /// A guest command's outcome: its exit code and what its output must and must not hold.
