@@ -45,9 +45,12 @@ pub fn problems(log: &str) -> Vec<String> {
     log.lines().filter(|line| MARKS.iter().any(|mark| line.contains(mark))).map(|line| line.trim().to_owned()).collect()
 }
 
-/// The lines of `log` after the first `seen` (the kernel log grows; a suite owns what it added).
-pub fn lines_after(log: &str, seen: usize) -> String {
-    log.lines().skip(seen).collect::<Vec<_>>().join("\n")
+/// Prints how many lines the kernel log has.
+pub const LOG_LINES_SCRIPT: &str = "dmesg | wc -l";
+
+/// Prints the kernel log after its first `seen` lines (the log grows; a suite owns what it added).
+pub fn log_after_script(seen: usize) -> String {
+    format!("dmesg | tail -n +{}", seen + 1)
 }
 
 #[cfg(test)]
@@ -68,6 +71,6 @@ mod tests {
         let log = "[    1.0] cxl_acpi: probed\n[    2.0] WARNING: CPU: 0 PID: 1 at drivers/cxl/core/region.c:1 x\n[    3.0] BUG: kernel NULL pointer dereference\n[    4.0] Oops: 0002 [#1] SMP\n";
         assert_eq!(problems(log).len(), 3);
         assert_eq!(problems("[    1.0] all well\n"), Vec::<String>::new());
-        assert_eq!(lines_after("a\nb\nc\n", 1), "b\nc");
+        assert_eq!(log_after_script(0), "dmesg | tail -n +1");
     }
 }

@@ -29,6 +29,9 @@ use crate::suite::topology;
 
 /// How much of a step's output the results keep.
 const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Waits for the end of boot (`degraded` counts: its exit code is ignored), then for udev's queue.
+const SETTLE_SCRIPT: &str = "systemctl is-system-running --wait >/dev/null 2>&1; udevadm settle --timeout=120";
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the runner's own guest commands (dmesg, cxl list, the kernel config) may take.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -114,6 +117,7 @@ fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, suite
             bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
         };
         let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, region_commit: OnceCell::new(), guest_tool: OnceCell::new() };
+        guest.settle()?;
         for suite in suites {
             results.push(guest.run_suite(suite, state, out));
         }
@@ -136,7 +140,7 @@ struct Guest<'a> {
 impl Guest<'_> {
     fn run_suite(&self, suite: &Suite, state: &LabState, out: &Path) -> SuiteResult {
         let started = Instant::now();
-        let log_seen = self.shell_output("dmesg").map_or(0, |log| log.lines().count());
+        let log_seen = self.shell_output(kernel::LOG_LINES_SCRIPT).map_or(0, |count| count.trim().parse().unwrap_or(0));
         let unmet = self.unmet(&suite.requires);
         let mut steps = Vec::new();
         for step in &suite.steps {
@@ -158,6 +162,15 @@ impl Guest<'_> {
             result.evidence = self.keep_evidence(state, &out.join(format!("{}-{}", suite.name, self.machine.host)));
         }
         result
+    }
+
+    /// Waits until the guest finished booting and udev loaded the drivers of what it found: the
+    /// guest agent answers before that (right after boot, `cxl_acpi` may not be loaded yet).
+    fn settle(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.exec(SETTLE_SCRIPT, SETTLE_TIMEOUT)?;
+        self.context.shell.verbose(format!("{}: settled in {:.2} s", self.machine.host, started.elapsed().as_secs_f64()));
+        Ok(())
     }
 
     fn show(&self, suite: &str, step: &StepResult) {
@@ -360,13 +373,14 @@ impl Guest<'_> {
 
     /// Fails on a kernel WARN, BUG or oops after the first `seen` lines of the kernel log.
     fn kernel_log_since(&self, seen: usize) -> (Outcome, String) {
-        match self.shell_output("dmesg") {
+        // Only the new lines cross the guest agent: the log with dynamic debug on is large.
+        match self.shell_output(&kernel::log_after_script(seen)) {
             Ok(log) => {
-                let problems = kernel::problems(&kernel::lines_after(&log, seen));
+                let problems = kernel::problems(&log);
                 if problems.is_empty() {
                     (Outcome::Passed, String::new())
                 } else {
-                    (Outcome::Failed(format!("the kernel logged:\n  {}", problems.join("\n  "))), clip(kernel::lines_after(&log, seen)))
+                    (Outcome::Failed(format!("the kernel logged:\n  {}", problems.join("\n  "))), clip(log))
                 }
             }
             Err(error) => (Outcome::Failed(format!("reading the kernel log: {error:#}")), String::new()),
