@@ -5,7 +5,7 @@
 //! same calls as `lab exec` and `lab qmp` ([`crate::lab::control`]). A suite fails when a step
 //! failed or when the kernel logged a WARN, BUG or oops while it ran.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -116,7 +116,7 @@ fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, suite
         let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
             bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
         };
-        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, region_commit: OnceCell::new(), guest_tool: OnceCell::new() };
+        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
         guest.settle()?;
         for suite in suites {
             results.push(guest.run_suite(suite, state, out));
@@ -135,12 +135,14 @@ struct Guest<'a> {
     region_commit: OnceCell<Option<String>>,
     /// Whether the lab's guest program is in the guest, installed at most once.
     guest_tool: OnceCell<Result<(), String>>,
+    /// How many lines of the kernel log earlier suites (or the boot) own.
+    log_seen: Cell<usize>,
 }
 
 impl Guest<'_> {
     fn run_suite(&self, suite: &Suite, state: &LabState, out: &Path) -> SuiteResult {
         let started = Instant::now();
-        let log_seen = self.shell_output(kernel::LOG_LINES_SCRIPT).map_or(0, |count| count.trim().parse().unwrap_or(0));
+        let log_seen = self.log_seen.get();
         let unmet = self.unmet(&suite.requires);
         let mut steps = Vec::new();
         for step in &suite.steps {
@@ -166,9 +168,11 @@ impl Guest<'_> {
 
     /// Waits until the guest finished booting and udev loaded the drivers of what it found: the
     /// guest agent answers before that (right after boot, `cxl_acpi` may not be loaded yet).
+    /// Then counts the kernel log's lines: the first suite owns what comes after them.
     fn settle(&self) -> anyhow::Result<()> {
         let started = Instant::now();
-        self.exec(SETTLE_SCRIPT, SETTLE_TIMEOUT)?;
+        let settled = self.exec(&format!("{SETTLE_SCRIPT}; {}", kernel::LOG_LINES_SCRIPT), SETTLE_TIMEOUT)?;
+        self.log_seen.set(String::from_utf8_lossy(&settled.stdout).trim().parse().unwrap_or(0));
         self.context.shell.verbose(format!("{}: settled in {:.2} s", self.machine.host, started.elapsed().as_secs_f64()));
         Ok(())
     }
@@ -372,10 +376,12 @@ impl Guest<'_> {
     }
 
     /// Fails on a kernel WARN, BUG or oops after the first `seen` lines of the kernel log.
+    /// What it read counts as seen: the next suite starts where this one ended.
     fn kernel_log_since(&self, seen: usize) -> (Outcome, String) {
         // Only the new lines cross the guest agent: the log with dynamic debug on is large.
         match self.shell_output(&kernel::log_after_script(seen)) {
             Ok(log) => {
+                self.log_seen.set(seen + log.lines().count());
                 let problems = kernel::problems(&log);
                 if problems.is_empty() {
                     (Outcome::Passed, String::new())
