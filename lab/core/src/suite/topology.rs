@@ -182,10 +182,24 @@ mod tests {
           "targets":[{"target":"pci0000:0c","alias":"ACPI0016:00","position":0,"id":12}]}]}]"#;
     const SEED_GRANULARITY: &str = "/sys/bus/cxl/devices/decoder0.0/interleave_granularity:256\n";
 
-    fn seed_expected() -> Facts {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles/seed.yaml");
+    fn expected(profile: &str) -> Facts {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../profiles/{profile}.yaml"));
         let topology = crate::profile::load_topology(&path).unwrap();
         expected_facts(&expected_view(&topology).hosts[0])
+    }
+
+    fn seed_expected() -> Facts {
+        expected("seed")
+    }
+
+    #[test]
+    fn the_switch_guest_matches_its_model() {
+        // What the switch profile's guest printed (Debian's 7.3.4 kernel): four memdevs below a
+        // switch's downstream ports, the switch below root port 0.
+        let listing: Value = serde_json::from_str(include_str!("testdata/switch-cxl-list.json")).unwrap();
+        let guest = guest_facts(&listing, include_str!("testdata/switch-granularity.txt")).unwrap();
+        assert!(guest.contains_key(&("switch at host bridge 12 root port 0".to_owned(), "dports".to_owned())), "{guest:?}");
+        assert_eq!(diff(&expected("switch"), &guest), Vec::<String>::new());
     }
 
     #[test]
