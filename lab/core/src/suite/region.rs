@@ -2,7 +2,7 @@
 //! model gives a region (`expect::RegionPlan`), `cxl create-region` over its devices (named from
 //! their serials), the region checked against the plan, a DAX device on it (a devdax namespace
 //! on a pmem region; the region's own on a RAM one), a pattern through it, a RAM region onlined
-//! as a new NUMA node, and the region taken away again.
+//! as a new NUMA node (a node with memory), and the region taken away again.
 
 use std::collections::BTreeMap;
 
@@ -12,8 +12,9 @@ use serde_json::Value;
 pub const GUEST_TOOL: &str = "/usr/local/bin/cxl-lab-guest";
 /// How much of the DAX device the pattern covers: eight of its 2 MiB alignment units.
 pub const PATTERN_BYTES: u64 = 16 << 20;
-/// Counts the guest's NUMA nodes.
-pub const NODE_COUNT_SCRIPT: &str = "ls -d /sys/devices/system/node/node[0-9]* | wc -l";
+/// Counts the guest's NUMA nodes that have memory (a CXL window's node exists, empty, before
+/// its memory is onlined).
+pub const NODE_COUNT_SCRIPT: &str = "grep -l 'MemTotal: *[1-9]' /sys/devices/system/node/node*/meminfo | wc -l";
 
 /// A region the model plans, as the guest is asked for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +94,12 @@ pub fn dax_script(mode: &str, region: &str) -> String {
             nd_region_of(region)
         )
     } else {
-        format!("basename $(ls -d /sys/bus/cxl/devices/{region}/dax_{region}/dax*.* | head -n 1)")
+        // Linux adds the region's DAX device a moment after the region commits.
+        format!(
+            "for i in $(seq 50); do d=$(ls -d /sys/bus/cxl/devices/{region}/dax_{region}/dax*.* 2>/dev/null | head -n 1); \
+             [ -n \"$d\" ] && break; sleep 0.2; done; \
+             test -n \"$d\" || {{ echo \"no DAX device on {region} after 10 s\" >&2; exit 1; }}; basename $d"
+        )
     }
 }
 
@@ -107,10 +113,14 @@ pub fn online_command(dax: &str) -> String {
     format!("daxctl reconfigure-device --mode=system-ram --force {dax}")
 }
 
-/// Takes a pmem region away again (its namespaces first), so the suite can run again on the lab.
-/// A RAM region onlined as system RAM stays: its memory cannot be taken back safely.
-pub fn teardown_script(mode: &str, region: &str) -> Option<String> {
-    (mode == "pmem").then(|| format!("{}; ndctl destroy-namespace -f all -r $nd && cxl destroy-region -f {region}", nd_region_of(region)))
+/// Takes the region away again, so the suite can run again on the lab: a pmem region's
+/// namespaces first; a RAM region's memory offlined first (its DAX device back to devdax).
+pub fn teardown_script(mode: &str, region: &str, dax: Option<&str>) -> String {
+    match (mode, dax) {
+        ("pmem", _) => format!("{}; ndctl destroy-namespace -f all -r $nd && cxl destroy-region -f {region}", nd_region_of(region)),
+        (_, Some(dax)) => format!("{} >/dev/null && cxl destroy-region -f {region}", devdax_command(dax)),
+        (_, None) => format!("cxl destroy-region -f {region}"),
+    }
 }
 
 #[cfg(test)]

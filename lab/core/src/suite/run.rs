@@ -258,28 +258,28 @@ impl Guest<'_> {
     }
 
     /// Creates the planned region, checks it, puts a pattern through a DAX device on it, and
-    /// takes a pmem region away again.
+    /// takes the region away again.
     fn region_in(&self, plan: &Planned, transcript: &mut String) -> Result<(), String> {
         let names = region::memdev_names(&self.guest_json("cxl list -M", transcript)?);
         let created = self.guest_json(&region::create_command(plan, &names)?, transcript)?;
         let name = region::check_created(plan, &created)?;
-        let used = self.dax_pattern(plan, &name, transcript);
-        let removed = region::teardown_script(plan.mode, &name).map_or(Ok(()), |script| self.logged(&script, transcript).map(drop));
-        used.and(removed)
+        let dax = self.logged(&region::dax_script(plan.mode, &name), transcript).map(|output| output.trim().to_owned());
+        let used = dax.clone().and_then(|dax| self.dax_pattern(plan, &dax, transcript));
+        let removed = self.logged(&region::teardown_script(plan.mode, &name, dax.as_deref().ok()), transcript);
+        used.and(removed.map(drop))
     }
 
-    fn dax_pattern(&self, plan: &Planned, region_name: &str, transcript: &mut String) -> Result<(), String> {
-        let dax = self.logged(&region::dax_script(plan.mode, region_name), transcript)?.trim().to_owned();
+    fn dax_pattern(&self, plan: &Planned, dax: &str, transcript: &mut String) -> Result<(), String> {
         if plan.mode == "ram" {
             // A RAM region's DAX device may have gone to kmem already; the pattern needs devdax.
-            self.logged(&region::devdax_command(&dax), transcript)?;
+            self.logged(&region::devdax_command(dax), transcript)?;
         }
         self.install_guest_tool()?;
         self.logged(&format!("{} pattern /dev/{dax} {}", region::GUEST_TOOL, region::PATTERN_BYTES), transcript)?;
         if plan.mode == "ram" {
             let nodes = |transcript: &mut String| self.logged(region::NODE_COUNT_SCRIPT, transcript).map(|count| count.trim().parse::<u32>().unwrap_or(0));
             let before = nodes(transcript)?;
-            self.logged(&region::online_command(&dax), transcript)?;
+            self.logged(&region::online_command(dax), transcript)?;
             let after = nodes(transcript)?;
             if after != before + 1 {
                 return Err(format!("onlining {dax} as system RAM gave no new NUMA node ({before} nodes before, {after} after)"));
