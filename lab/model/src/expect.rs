@@ -90,7 +90,7 @@ pub enum RegionPlan {
     Region {
         /// `pmem` or `ram`, as `cxl create-region -t` takes it.
         mode: String,
-        /// Serials of the devices, sorted.
+        /// Serials of the devices in interleave position order.
         memdevs: Vec<u64>,
         ways: usize,
         granularity: u64,
@@ -233,9 +233,29 @@ fn plan_region(memdevs: &[ExpectedMemdev], decoder: &ExpectedRootDecoder, taken:
         let (window, each, unit) = (ByteSize(decoder.size), ByteSize(unaligned), ByteSize(DECODER_UNIT));
         return none(format!("a {ways}-way region in a window of {window} gives each device {each}, below the {unit} decoder unit"));
     }
-    let mut serials: Vec<u64> = below.iter().map(|memdev| memdev.serial).collect();
-    serials.sort_unstable();
+    let Some(serials) = interleave_positions(&below, &decoder.targets) else {
+        return none(format!("the window's {} host bridges do not hold the same number of devices", decoder.targets.len()));
+    };
     RegionPlan::Region { mode: mode.to_owned(), memdevs: serials, ways, granularity: decoder.interleave_granularity, size: share * ways as u64 }
+}
+
+/// The devices' serials in interleave position order: position `p` is on the window's host
+/// bridge `p % bridges` (the root decoder's target order), the bridges' devices taken in serial
+/// order. `None` when the bridges hold different numbers of devices.
+fn interleave_positions(below: &[&ExpectedMemdev], targets: &[u8]) -> Option<Vec<u64>> {
+    let groups: Vec<Vec<u64>> = targets
+        .iter()
+        .map(|uid| {
+            let mut serials: Vec<u64> = below.iter().filter(|memdev| memdev.host_bridge_uid == *uid).map(|memdev| memdev.serial).collect();
+            serials.sort_unstable();
+            serials
+        })
+        .collect();
+    let per_bridge = groups.first()?.len();
+    if groups.iter().any(|group| group.len() != per_bridge) {
+        return None;
+    }
+    Some((0..per_bridge).flat_map(|index| groups.iter().map(move |group| group[index])).collect())
 }
 
 fn sorted(values: impl Iterator<Item = u8>) -> Vec<u8> {
@@ -268,6 +288,15 @@ fixed_windows: {windows}
             plans("[{targets: [hb0, hb1], size: 256M, granularity: 4k}]"),
             [RegionPlan::None { reason: "a 2-way region in a window of 256M gives each device 128M, below the 256M decoder unit".to_owned() }]
         );
+    }
+
+    #[test]
+    fn devices_take_positions_round_robin_over_the_window_targets() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../profiles/interleave.yaml");
+        let topology = crate::parse_profile("interleave.yaml", &std::fs::read_to_string(path).unwrap(), "interleave").unwrap();
+        let RegionPlan::Region { memdevs, ways, .. } = &expected_view(&topology).hosts[0].root_decoders[0].region else { panic!() };
+        // cxl.1 holds 100 and 101, cxl.2 holds 102 and 103: positions alternate between them.
+        assert_eq!((memdevs.as_slice(), *ways), (&[100, 102, 101, 103][..], 4));
     }
 
     #[test]
