@@ -223,7 +223,7 @@ fn plan_region(memdevs: &[ExpectedMemdev], decoder: &ExpectedRootDecoder, taken:
         return none("the devices below the window share no static capacity type (pmem or ram)".to_owned());
     };
     let ways = below.len();
-    if !VALID_WAYS.contains(&ways) || ways % decoder.interleave_ways != 0 {
+    if !VALID_WAYS.contains(&ways) || ways.checked_rem(decoder.interleave_ways) != Some(0) {
         return none(format!("{ways} devices below a {}-way window make no valid interleave", decoder.interleave_ways));
     }
     let smallest = below.iter().map(|memdev| capacity(memdev)).min().unwrap_or(0);
