@@ -1,6 +1,7 @@
 //! `cargo xtask lab ...`: bring a lab up, use it, switch its topology, take it down.
 //! The work is in `cxl_lab_core::lab`; this module parses, prints and picks exit codes.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::lab::up::{UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
 use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
 use cxl_lab_core::profile::DEFAULT_PROFILE;
+use cxl_lab_core::suite::run::{self as suite_run, RunOptions};
 
 use crate::Context;
 
@@ -49,6 +51,26 @@ enum LabCommand {
         /// Return once the lab is ready and leave it running in the background.
         #[arg(long)]
         detach: bool,
+        #[command(flatten)]
+        boot: BootArgs,
+    },
+    /// Run suites (`suites/*.yaml`) on a profile: boot it, or reuse the lab already up on it;
+    /// write JUnit and JSON; take down what was booted. Exit 0 when no step failed.
+    Run {
+        #[arg(long, default_value = DEFAULT_PROFILE)]
+        profile: String,
+        /// Suites by name or path, comma separated (`smoke,topology`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        suite: Vec<String>,
+        #[arg(long, default_value = "distro", value_parser = crate::stack_kind_parser())]
+        stack: StackKind,
+        /// Where `junit.xml`, `results.json` and the evidence of failures go.
+        #[arg(long, default_value = "lab-results")]
+        out: PathBuf,
+        /// Check the guest against this expected view (`profile expect`'s JSON) instead of the
+        /// profile's own.
+        #[arg(long, value_name = "JSON")]
+        expect: Option<PathBuf>,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -107,6 +129,10 @@ impl LabArgs {
         let context = &lab_context;
         match self.command {
             LabCommand::Up { profile, stack, detach, boot } => run_up(context, &up_options(profile, stack, detach, &boot)),
+            LabCommand::Run { profile, suite, stack, out, expect, boot } => {
+                let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect };
+                run_suites(context, &options)
+            }
             LabCommand::Status => print_status(context),
             LabCommand::Exec { host, timeout, command } => run_exec(context, host.as_deref(), &command, timeout),
             LabCommand::Cp { source, destination } => {
@@ -141,6 +167,29 @@ fn run_up(context: &LabContext, options: &UpOptions) -> anyhow::Result<ExitCode>
     }
     print_timings(context, &report);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lab run`: a line per suite and host, the reports, exit code 1 when a step failed.
+fn run_suites(context: &LabContext, options: &RunOptions) -> anyhow::Result<ExitCode> {
+    let report = suite_run::run(context, options)?;
+    for suite in &report.result.suites {
+        let counts = suite.counts();
+        let verdict = if suite.passed() { "passed" } else { "FAILED" };
+        context.shell.out(format_args!(
+            "{}/{}: {verdict}: {} passed, {} failed, {} skipped ({:.2} s)",
+            suite.suite, suite.host, counts.passed, counts.failed, counts.skipped, suite.duration.as_secs_f64()
+        ));
+        for evidence in &suite.evidence {
+            context.shell.out(format_args!("  evidence: {}", evidence.display()));
+        }
+    }
+    let counts = report.result.counts();
+    context.shell.status(
+        "Timing",
+        format!("boot {:.1} s, suites {:.2} s ({} passed, {} failed, {} skipped)", report.boot_time.as_secs_f64(), report.suites_time.as_secs_f64(), counts.passed, counts.failed, counts.skipped),
+    );
+    context.shell.status("Reports", format!("{} {}", report.files.junit.display(), report.files.json.display()));
+    Ok(if report.result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `lab status`: exit code 3 when no lab runs.

@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 
 /// What a top-level module of `lab/core` must not use, and why (the docs' layering).
 const LAYERS: &[(&str, &[&str], &str)] = &[
-    ("vm", &["render", "profile", "stack", "lab", "model"], "vm runs machines and knows nothing of profiles, stacks or labs"),
-    ("stack", &["render", "vm", "lab", "profile", "model"], "the stack builds artifacts; it takes the QEMU version from `qemu`, not from `render`"),
-    ("render", &["stack", "vm", "lab"], "render maps a topology to an argv and runs nothing"),
-    ("qemu", &["render", "stack", "vm", "lab", "profile"], "qemu says what a QEMU version is and has"),
-    ("profile", &["render", "stack", "vm", "lab"], "profile only loads profiles into the model"),
-    ("scenario", &["render", "stack", "vm", "lab"], "scenario only loads scenarios into the model"),
-    ("sys", &["render", "stack", "vm", "lab", "profile", "qemu", "layout", "model"], "sys is the operating system underneath everything"),
-    ("layout", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "shell", "model"], "layout only names paths"),
-    ("shell", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "layout", "model"], "shell only prints"),
+    ("lab", &["suite"], "a suite drives a lab; a lab knows nothing of suites"),
+    ("vm", &["render", "profile", "stack", "lab", "model", "suite"], "vm runs machines and knows nothing of profiles, stacks or labs"),
+    ("stack", &["render", "vm", "lab", "profile", "model", "suite"], "the stack builds artifacts; it takes the QEMU version from `qemu`, not from `render`"),
+    ("render", &["stack", "vm", "lab", "suite"], "render maps a topology to an argv and runs nothing"),
+    ("qemu", &["render", "stack", "vm", "lab", "profile", "suite"], "qemu says what a QEMU version is and has"),
+    ("profile", &["render", "stack", "vm", "lab", "suite"], "profile only loads profiles into the model"),
+    ("scenario", &["render", "stack", "vm", "lab", "suite"], "scenario only loads scenarios into the model"),
+    ("sys", &["render", "stack", "vm", "lab", "profile", "qemu", "layout", "model", "suite"], "sys is the operating system underneath everything"),
+    ("layout", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "shell", "model", "suite"], "layout only names paths"),
+    ("shell", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "layout", "model", "suite"], "shell only prints"),
 ];
 
 /// Macros and calls that write to stdout or stderr.

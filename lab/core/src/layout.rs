@@ -70,6 +70,21 @@ impl Layout {
         named_yaml(&self.scenarios_dir(), name_or_path)
     }
 
+    pub fn suites_dir(&self) -> PathBuf {
+        self.workspace.join("suites")
+    }
+
+    /// A suite argument: a path to a YAML file, or a name looked up in `suites/`.
+    pub fn suite_path(&self, name_or_path: &str) -> PathBuf {
+        named_yaml(&self.suites_dir(), name_or_path)
+    }
+
+    /// Where cargo builds (`CARGO_TARGET_DIR`, or the checkout's `target/`): the guest program
+    /// is built there.
+    pub fn target_dir(&self) -> PathBuf {
+        env_dir("CARGO_TARGET_DIR").unwrap_or_else(|| self.workspace.join("target"))
+    }
+
     // The cache.
 
     /// Published artifacts, one directory `<kind>-<key>` each.

@@ -5,10 +5,11 @@
 //! - [`render`] turns a topology into each host's QEMU argv, for the QEMU in use ([`qemu`]);
 //! - [`stack`] resolves, downloads, builds and caches what a lab boots (QEMU, kernel, root);
 //! - [`vm`] runs machines (QEMU, QMP, guest agent), knowing nothing of profiles or labs;
-//! - [`lab`] is the commands users type, on top of all of them.
+//! - [`lab`] is the commands users type, on top of all of them;
+//! - [`suite`] runs suites against a lab and reports their results (JUnit, JSON).
 //!
 //! Below them: [`layout`] (where every file lives), [`sys`] (running programs, processes,
-//! atomic writes) and [`shell`] (all output).
+//! atomic writes), [`yaml`] (YAML error messages) and [`shell`] (all output).
 
 pub mod lab;
 pub mod layout;
@@ -19,8 +20,10 @@ pub mod render;
 pub mod scenario;
 pub mod shell;
 pub mod stack;
+pub mod suite;
 pub mod sys;
 pub mod vm;
+pub mod yaml;
 
 pub use cxl_lab_model as model;
 pub use layout::Layout;

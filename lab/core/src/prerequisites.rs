@@ -20,6 +20,8 @@ pub enum Prerequisite {
     Archive,
     /// The Debian archive at this mirror URL answers.
     Mirror(String),
+    /// A host tool `cargo xtask host setup` installs.
+    Tool(crate::stack::host::HostTool),
 }
 
 impl Prerequisite {
@@ -36,6 +38,9 @@ impl Prerequisite {
                 Ok(recipe) => Prerequisite::Mirror(recipe.recipe.archive.mirror).unmet(),
                 Err(error) => Some(format!("needs the distro recipe: {error}")),
             },
+            Prerequisite::Tool(tool) => {
+                tool.locate().is_none().then(|| format!("needs {} ({}; `cargo xtask host setup` installs it)", tool.package, tool.program))
+            }
             Prerequisite::Mirror(mirror) => {
                 archive_unreachable(mirror).map(|why| format!("needs the Debian archive at {mirror}: {why}"))
             }

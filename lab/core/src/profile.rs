@@ -42,19 +42,8 @@ pub fn load_topology(path: &Path) -> Result<Topology, anyhow::Error> {
 
 /// The names of the profiles in `profiles/`, sorted.
 pub fn list(paths: &Layout) -> anyhow::Result<Vec<String>> {
-    yaml_names(&paths.profiles_dir())
-}
-
-/// The stems of the `.yaml` files in `dir`, sorted.
-pub fn yaml_names(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = fs_err::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|extension| extension == "yaml"))
-        .filter_map(|path| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
-    Ok(names)
+    let dir = paths.profiles_dir();
+    crate::yaml::names_in(&dir).with_context(|| format!("listing profiles in {}", dir.display()))
 }
 
 /// A path as the user would like to read it: relative to the current directory when below it.

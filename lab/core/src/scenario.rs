@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use cxl_lab_model::scenario::{parse_scenario, Scenario};
 
 use crate::layout::Layout;
-use crate::profile::{display_path, yaml_names};
+use crate::profile::display_path;
+use crate::yaml::names_in;
 
 /// A checked scenario and where it came from.
 #[derive(Clone, Debug)]
@@ -19,7 +21,7 @@ pub struct LoadedScenario {
 pub fn load(paths: &Layout, name_or_path: &str) -> anyhow::Result<LoadedScenario> {
     let path = paths.scenario_path(name_or_path);
     if !path.exists() {
-        let known = yaml_names(&paths.scenarios_dir()).unwrap_or_default().join(", ");
+        let known = names_in(&paths.scenarios_dir()).unwrap_or_default().join(", ");
         anyhow::bail!("no scenario `{name_or_path}` (looked for {}; known scenarios: {known})", path.display());
     }
     let source = fs_err::read_to_string(&path)?;
@@ -30,5 +32,6 @@ pub fn load(paths: &Layout, name_or_path: &str) -> anyhow::Result<LoadedScenario
 
 /// The names of the scenarios in `scenarios/`.
 pub fn list(paths: &Layout) -> anyhow::Result<Vec<String>> {
-    yaml_names(&paths.scenarios_dir())
+    let dir = paths.scenarios_dir();
+    names_in(&dir).with_context(|| format!("listing scenarios in {}", dir.display()))
 }

@@ -5,18 +5,19 @@
 //! four-device switch mem0..mem3 came up as serials 102, 101, 103, 100), so names are not
 //! predicted. Field names follow `cxl list` where it has one.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::size::ByteSize;
 use crate::topology::{Host, Topology};
 
 /// The expected view of every host of a topology.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedView {
     pub profile: String,
     pub hosts: Vec<ExpectedHost>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedHost {
     pub host: String,
     /// Sorted by serial.
@@ -28,19 +29,19 @@ pub struct ExpectedHost {
     pub root_decoders: Vec<ExpectedRootDecoder>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedMemdev {
     pub serial: u64,
     /// Volatile capacity (`ram_size` in `cxl list`), omitted when zero as `cxl list` does.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub ram_size: u64,
     /// Persistent capacity (`pmem_size`).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub pmem_size: u64,
     /// Dynamic capacity, all regions together.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub dynamic_capacity_size: u64,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub dynamic_capacity_regions: u64,
     /// The uid of the host bridge the device is below.
     pub host_bridge_uid: u8,
@@ -48,7 +49,7 @@ pub struct ExpectedMemdev {
     pub qemu_id: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedHostBridge {
     /// ACPI0016 `_UID`: QEMU sets it to the pxb-cxl `bus_nr`.
     pub uid: u8,
@@ -57,7 +58,7 @@ pub struct ExpectedHostBridge {
     pub dports: Vec<u8>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedSwitch {
     pub qemu_id: String,
     pub host_bridge_uid: u8,
@@ -67,7 +68,7 @@ pub struct ExpectedSwitch {
     pub dports: Vec<u8>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExpectedRootDecoder {
     pub index: usize,
     pub size: u64,
@@ -77,7 +78,34 @@ pub struct ExpectedRootDecoder {
     pub targets: Vec<u8>,
     pub volatile_capable: bool,
     pub pmem_capable: bool,
+    /// The region a suite creates in this window, or why it holds none.
+    pub region: RegionPlan,
 }
+
+/// The region a window can hold: over every device below its host bridges, each giving the same
+/// share, a multiple of the 256 MiB decoder unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "holds", rename_all = "snake_case")]
+pub enum RegionPlan {
+    Region {
+        /// `pmem` or `ram`, as `cxl create-region -t` takes it.
+        mode: String,
+        /// Serials of the devices in interleave position order.
+        memdevs: Vec<u64>,
+        ways: usize,
+        granularity: u64,
+        size: u64,
+    },
+    None { reason: String },
+}
+
+/// The unit an HDM decoder maps (and Linux onlines memory in).
+pub const DECODER_UNIT: u64 = 256 << 20;
+/// Interleave ways a CXL decoder can be programmed with.
+const VALID_WAYS: [usize; 8] = [1, 2, 3, 4, 6, 8, 12, 16];
+
+/// The granularity Linux gives every one-way root decoder (`CXL_DECODER_MIN_GRANULARITY`).
+pub const ONE_WAY_GRANULARITY: u64 = 256;
 
 fn is_zero(value: &u64) -> bool {
     *value == 0
@@ -135,7 +163,7 @@ fn expected_host(host: &Host) -> ExpectedHost {
         })
         .collect();
 
-    let root_decoders = host
+    let root_decoders: Vec<ExpectedRootDecoder> = host
         .windows
         .iter()
         .enumerate()
@@ -143,7 +171,9 @@ fn expected_host(host: &Host) -> ExpectedHost {
             index,
             size: window.size,
             interleave_ways: window.targets.len(),
-            interleave_granularity: window.granularity,
+            // Linux shows a one-way window at the smallest granularity, 256, whatever the CFMWS
+            // says, "to advertise support for any valid region granularity" (drivers/cxl/acpi.c).
+            interleave_granularity: if window.targets.len() == 1 { ONE_WAY_GRANULARITY } else { window.granularity },
             targets: window
                 .targets
                 .iter()
@@ -152,14 +182,128 @@ fn expected_host(host: &Host) -> ExpectedHost {
             // QEMU's fixed memory windows advertise both volatile and persistent use.
             volatile_capable: true,
             pmem_capable: true,
+            region: RegionPlan::None { reason: String::new() },
         })
         .collect();
+    let root_decoders = plan_regions(&memdevs, root_decoders);
 
     ExpectedHost { host: host.name.clone(), memdevs, host_bridges, switches, root_decoders }
+}
+
+/// Each window's region, in window order: a device whose capacity an earlier window's region
+/// takes is not offered to a later one.
+fn plan_regions(memdevs: &[ExpectedMemdev], decoders: Vec<ExpectedRootDecoder>) -> Vec<ExpectedRootDecoder> {
+    let mut taken: Vec<u64> = Vec::new();
+    decoders
+        .into_iter()
+        .map(|decoder| {
+            let region = plan_region(memdevs, &decoder, &taken);
+            if let RegionPlan::Region { memdevs, .. } = &region {
+                taken.extend(memdevs);
+            }
+            ExpectedRootDecoder { region, ..decoder }
+        })
+        .collect()
+}
+
+fn plan_region(memdevs: &[ExpectedMemdev], decoder: &ExpectedRootDecoder, taken: &[u64]) -> RegionPlan {
+    let none = |reason: String| RegionPlan::None { reason };
+    let below: Vec<&ExpectedMemdev> = memdevs.iter().filter(|memdev| decoder.targets.contains(&memdev.host_bridge_uid)).collect();
+    if below.is_empty() {
+        return none("no device below the window's host bridges".to_owned());
+    }
+    if below.iter().any(|memdev| taken.contains(&memdev.serial)) {
+        return none("its devices' capacity is taken by an earlier window's region".to_owned());
+    }
+    let (mode, capacity): (&str, fn(&ExpectedMemdev) -> u64) = if below.iter().all(|memdev| memdev.pmem_size > 0) {
+        ("pmem", |memdev| memdev.pmem_size)
+    } else if below.iter().all(|memdev| memdev.ram_size > 0) {
+        ("ram", |memdev| memdev.ram_size)
+    } else {
+        return none("the devices below the window share no static capacity type (pmem or ram)".to_owned());
+    };
+    let ways = below.len();
+    if !VALID_WAYS.contains(&ways) || ways.checked_rem(decoder.interleave_ways) != Some(0) {
+        return none(format!("{ways} devices below a {}-way window make no valid interleave", decoder.interleave_ways));
+    }
+    let smallest = below.iter().map(|memdev| capacity(memdev)).min().unwrap_or(0);
+    let unaligned = smallest.min(decoder.size / ways as u64);
+    let share = unaligned / DECODER_UNIT * DECODER_UNIT;
+    if share == 0 {
+        let (window, each, unit) = (ByteSize(decoder.size), ByteSize(unaligned), ByteSize(DECODER_UNIT));
+        return none(format!("a {ways}-way region in a window of {window} gives each device {each}, below the {unit} decoder unit"));
+    }
+    let Some(serials) = interleave_positions(&below, &decoder.targets) else {
+        return none(format!("the window's {} host bridges do not hold the same number of devices", decoder.targets.len()));
+    };
+    RegionPlan::Region { mode: mode.to_owned(), memdevs: serials, ways, granularity: decoder.interleave_granularity, size: share * ways as u64 }
+}
+
+/// The devices' serials in interleave position order: position `p` is on the window's host
+/// bridge `p % bridges` (the root decoder's target order), the bridges' devices taken in serial
+/// order. `None` when the bridges hold different numbers of devices.
+fn interleave_positions(below: &[&ExpectedMemdev], targets: &[u8]) -> Option<Vec<u64>> {
+    let groups: Vec<Vec<u64>> = targets
+        .iter()
+        .map(|uid| {
+            let mut serials: Vec<u64> = below.iter().filter(|memdev| memdev.host_bridge_uid == *uid).map(|memdev| memdev.serial).collect();
+            serials.sort_unstable();
+            serials
+        })
+        .collect();
+    let per_bridge = groups.first()?.len();
+    if groups.iter().any(|group| group.len() != per_bridge) {
+        return None;
+    }
+    Some((0..per_bridge).flat_map(|index| groups.iter().map(move |group| group[index])).collect())
 }
 
 fn sorted(values: impl Iterator<Item = u8>) -> Vec<u8> {
     let mut values: Vec<u8> = values.collect();
     values.sort_unstable();
     values
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plans(windows: &str) -> Vec<RegionPlan> {
+        let profile = format!(
+            "machine: {{memory: 2G}}
+memory_backends: [{{id: m0, size: 256M}}, {{id: m1, size: 256M}}]
+host_bridges:
+  - {{id: hb0, bus_nr: 12, root_ports: [{{id: rp0, port: 0, chassis: 0, slot: 2, type3: {{id: d0, serial: 100, volatile: m0}}}}]}}
+  - {{id: hb1, bus_nr: 13, root_ports: [{{id: rp1, port: 0, chassis: 0, slot: 3, type3: {{id: d1, serial: 101, volatile: m1}}}}]}}
+fixed_windows: {windows}
+"
+        );
+        let topology = crate::parse_profile("t.yaml", &profile, "t").unwrap_or_else(|errors| panic!("{errors}"));
+        expected_view(&topology).hosts[0].root_decoders.iter().map(|decoder| decoder.region.clone()).collect()
+    }
+
+    #[test]
+    fn a_window_too_small_for_a_decoder_unit_per_device_holds_no_region() {
+        assert_eq!(
+            plans("[{targets: [hb0, hb1], size: 256M, granularity: 4k}]"),
+            [RegionPlan::None { reason: "a 2-way region in a window of 256M gives each device 128M, below the 256M decoder unit".to_owned() }]
+        );
+    }
+
+    #[test]
+    fn devices_take_positions_round_robin_over_the_window_targets() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../profiles/interleave.yaml");
+        let topology = crate::parse_profile("interleave.yaml", &std::fs::read_to_string(path).unwrap(), "interleave").unwrap();
+        let RegionPlan::Region { memdevs, ways, .. } = &expected_view(&topology).hosts[0].root_decoders[0].region else { panic!() };
+        // cxl.1 holds 100 and 101, cxl.2 holds 102 and 103: positions alternate between them.
+        assert_eq!((memdevs.as_slice(), *ways), (&[100, 102, 101, 103][..], 4));
+    }
+
+    #[test]
+    fn each_device_serves_one_window_with_the_decoder_granularity() {
+        let plans = plans("[{targets: [hb0, hb1], size: 1G, granularity: 4k}, {targets: [hb0], size: 1G}]");
+        let region = RegionPlan::Region { mode: "ram".to_owned(), memdevs: vec![100, 101], ways: 2, granularity: 4096, size: 512 << 20 };
+        assert_eq!(plans[0], region);
+        assert_eq!(plans[1], RegionPlan::None { reason: "its devices' capacity is taken by an earlier window's region".to_owned() });
+    }
 }

@@ -49,7 +49,16 @@ pub const HOST_TOOLS: &[HostTool] = &[
     HostTool { program: "depmod", package: "kmod", suite: HOST_RELEASE, purpose: "indexes kernel modules" },
     HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
     HostTool { program: "unshare", package: "util-linux", suite: HOST_RELEASE, purpose: "keeps debootstrap's processes and mounts in namespaces" },
+    JUNITPARSER,
 ];
+
+/// A JUnit consumer: the suites' integration test reads `lab run`'s JUnit back with it.
+pub const JUNITPARSER: HostTool = HostTool {
+    program: "/usr/lib/python3/dist-packages/junitparser/__init__.py",
+    package: "python3-junitparser",
+    suite: HOST_RELEASE,
+    purpose: "reads `lab run`'s JUnit back (the suites' integration test)",
+};
 
 /// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, the
 /// kernel's build, and QEMU's build (configure with meson and pycotap, ninja, the libraries of the x86_64 system

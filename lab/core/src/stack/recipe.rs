@@ -228,7 +228,7 @@ fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, RecipeE
     }
     serde_saphyr::from_str(text).map_err(|error| {
         let (line, column) = error.location().map(|location| (location.line(), location.column())).unwrap_or((0, 0));
-        let message = first_line(&error.to_string());
+        let message = crate::yaml::error_message(&error.to_string());
         // A missing field is reported at the last key of the mapping that lacks it: the mapping
         // is that key's parent (the whole recipe at the top level).
         let at_key = message.starts_with("missing field");
@@ -238,23 +238,6 @@ fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, RecipeE
         };
         RecipeError::Parse { path: path.to_path_buf(), line, column, message }
     })
-}
-
-/// serde-saphyr renders a snippet under its message and repeats the position before or after
-/// it; the message itself is what we quote, after our own `file:line:column`.
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or(message).trim();
-    let line = line.strip_prefix("error: ").unwrap_or(line);
-    let line = match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
-        Some((position, rest)) if position.contains(" column ") => rest,
-        _ => line,
-    };
-    let line = match line.rsplit_once(" at line ") {
-        Some((message, position)) if position.contains(", column ") => message,
-        _ => line,
-    };
-    // A hint at the parser's options is no use to someone writing a recipe.
-    line.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable").to_owned()
 }
 
 /// The dotted key path of the mapping entry on `line` (1-based), from indentation: serde-saphyr

@@ -1,0 +1,508 @@
+//! `lab run`: boot the profile (or reuse the lab that is up on it), run each suite on each host,
+//! keep the evidence of every failure, write the reports, and take down what was booted.
+//!
+//! Guest steps go through the lab's guest agent and host steps through its QMP socket, by the
+//! same calls as `lab exec` and `lab qmp` ([`crate::lab::control`]). A suite fails when a step
+//! failed or when the kernel logged a WARN, BUG or oops while it ran.
+
+use std::cell::{Cell, OnceCell};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::lab::control;
+use crate::lab::state::{LabState, MachineState};
+use crate::lab::up::{self, UpOptions};
+use crate::lab::LabContext;
+use crate::model::expect::{expected_view, ExpectedHost, ExpectedView, RegionPlan};
+use crate::profile::Profile;
+use crate::stack::{BootStack, StackKind};
+use crate::sys::runner::CommandRunner;
+use crate::suite::format::{self, Action, Check, GuestCommand, Requirement, Suite};
+use crate::suite::guest_tool;
+use crate::suite::kernel;
+use crate::suite::region::{self, Planned};
+use crate::suite::outcome::{Outcome, RunResult, StepResult, SuiteResult};
+use crate::suite::report::{self, ReportFiles};
+use crate::suite::topology;
+
+/// How much of a step's output the results keep.
+const OUTPUT_LIMIT: usize = 64 * 1024;
+/// Waits for the end of boot (`degraded` counts: its exit code is ignored), then for udev's queue.
+const SETTLE_SCRIPT: &str = "systemctl is-system-running --wait >/dev/null 2>&1; udevadm settle --timeout=120";
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the runner's own guest commands (dmesg, cxl list, the kernel config) may take.
+const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub profile: String,
+    pub stack: StackKind,
+    pub suites: Vec<String>,
+    /// Where the reports and the evidence go.
+    pub out: PathBuf,
+    /// How the lab boots when none is up on the profile.
+    pub boot: UpOptions,
+    /// The expected view to check the guest against (`profile expect`'s JSON, perhaps edited)
+    /// instead of the profile's own.
+    pub expect: Option<PathBuf>,
+}
+
+pub struct RunReport {
+    pub result: RunResult,
+    pub files: ReportFiles,
+    /// How long booting took (zero when a lab was reused), and the suites after it.
+    pub boot_time: Duration,
+    pub suites_time: Duration,
+}
+
+/// Runs the suites; the reports are written whatever the steps found. An error is the run's own
+/// (a suite file, the profile, a boot that failed), not a step's.
+pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunReport> {
+    let suites: Vec<Suite> = options.suites.iter().map(|name| format::load(&context.paths, name)).collect::<anyhow::Result<_>>()?;
+    let profile = crate::profile::load(&context.paths, &options.profile)?;
+    let view = match &options.expect {
+        Some(path) => serde_json::from_str(&fs_err::read_to_string(path)?).with_context(|| format!("reading the expected view {}", path.display()))?,
+        None => expected_view(&profile.topology),
+    };
+    let boot_started = Instant::now();
+    let (state, booted) = reuse_or_boot(context, options, &profile)?;
+    let boot_time = boot_started.elapsed();
+    let suites_started = Instant::now();
+    let results = run_suites(context, &state, &view, &suites, &options.out);
+    let suites_time = suites_started.elapsed();
+    if booted {
+        control::down(context)?;
+    }
+    let result = RunResult {
+        profile: state.plan.profile.clone(),
+        stack: state.plan.boot_stack.stack.to_string(),
+        kernel_release: state.plan.boot_stack.kernel_release.clone(),
+        booted,
+        suites: results?,
+    };
+    let files = report::write(&options.out, &result)?;
+    Ok(RunReport { result, files, boot_time, suites_time })
+}
+
+/// The lab that is up on this profile and stack, or a new one (`true`: this run booted it).
+fn reuse_or_boot(context: &LabContext, options: &RunOptions, profile: &Profile) -> anyhow::Result<(LabState, bool)> {
+    if let Some(state) = context.files.read_live_state()? {
+        let plan = &state.plan;
+        if same_file(&plan.profile_path, &profile.path) && plan.boot_stack.stack == options.stack {
+            context.shell.status("Reusing", format!("lab `{}` (profile `{}`, {} stack)", plan.lab, plan.profile, plan.boot_stack.stack));
+            return Ok((state, false));
+        }
+        bail!(
+            "lab `{}` runs profile `{}` on the {} stack, not `{}` on the {} stack: `cargo xtask lab --lab {} down` first, or run on another lab (`--lab NAME`)",
+            plan.lab, plan.profile, plan.boot_stack.stack, options.profile, options.stack, plan.lab
+        );
+    }
+    let boot = UpOptions { profile: options.profile.clone(), stack: options.stack, detach: true, ..options.boot.clone() };
+    Ok((up::up(context, &boot)?.state, true))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, suites: &[Suite], out: &Path) -> anyhow::Result<Vec<SuiteResult>> {
+    let mut results = Vec::new();
+    for machine in &state.machines {
+        let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
+            bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
+        };
+        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
+        guest.settle()?;
+        for suite in suites {
+            results.push(guest.run_suite(suite, state, out));
+        }
+    }
+    Ok(results)
+}
+
+/// One machine of the lab, as the suites see it.
+struct Guest<'a> {
+    context: &'a LabContext,
+    machine: &'a MachineState,
+    stack: &'a BootStack,
+    expected: &'a ExpectedHost,
+    /// Why a region cannot be committed here (`None`: it can), asked of the guest once.
+    region_commit: OnceCell<Option<String>>,
+    /// Whether the lab's guest program is in the guest, installed at most once.
+    guest_tool: OnceCell<Result<(), String>>,
+    /// How many lines of the kernel log earlier suites (or the boot) own.
+    log_seen: Cell<usize>,
+}
+
+impl Guest<'_> {
+    fn run_suite(&self, suite: &Suite, state: &LabState, out: &Path) -> SuiteResult {
+        let started = Instant::now();
+        let log_seen = self.log_seen.get();
+        let unmet = self.unmet(&suite.requires);
+        let mut steps = Vec::new();
+        for step in &suite.steps {
+            let results = match unmet.clone().or_else(|| self.unmet(&step.requires)) {
+                Some(reason) => vec![timed(&step.name, || (Outcome::Skipped(reason), String::new()))],
+                None if step.action == Action::Check(Check::Regions) => self.regions(&step.name),
+                None => vec![timed(&step.name, || self.act(&step.action))],
+            };
+            for result in results {
+                self.show(&suite.name, &result);
+                steps.push(result);
+            }
+        }
+        let kernel_step = timed("no kernel WARN, BUG or oops while the suite ran", || self.kernel_log_since(log_seen));
+        self.show(&suite.name, &kernel_step);
+        steps.push(kernel_step);
+        let mut result = SuiteResult { suite: suite.name.clone(), host: self.machine.host.clone(), steps, duration: started.elapsed(), evidence: Vec::new() };
+        if !result.passed() {
+            result.evidence = self.keep_evidence(state, &out.join(format!("{}-{}", suite.name, self.machine.host)));
+        }
+        result
+    }
+
+    /// Waits until the guest finished booting and udev loaded the drivers of what it found: the
+    /// guest agent answers before that (right after boot, `cxl_acpi` may not be loaded yet).
+    /// Then counts the kernel log's lines: the first suite owns what comes after them.
+    fn settle(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let settled = self.exec(&format!("{SETTLE_SCRIPT}; {}", kernel::LOG_LINES_SCRIPT), SETTLE_TIMEOUT)?;
+        self.log_seen.set(String::from_utf8_lossy(&settled.stdout).trim().parse().unwrap_or(0));
+        self.context.shell.verbose(format!("{}: settled in {:.2} s", self.machine.host, started.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    fn show(&self, suite: &str, step: &StepResult) {
+        let (verb, reason) = match &step.outcome {
+            Outcome::Passed => ("Passed", String::new()),
+            Outcome::Failed(reason) => ("Failed", format!(": {reason}")),
+            Outcome::Skipped(reason) => ("Skipped", format!(": {reason}")),
+        };
+        let took = step.duration.as_secs_f64();
+        self.context.shell.status(verb, format!("{suite}/{}: {} ({took:.2} s){reason}", self.machine.host, step.name));
+    }
+
+    /// Why a requirement is not met here, for the first one that is not.
+    fn unmet(&self, requires: &[Requirement]) -> Option<String> {
+        requires.iter().find_map(|requirement| match requirement {
+            Requirement::RegionCommit => self.region_commit.get_or_init(|| self.ask_region_commit()).clone(),
+            Requirement::Pmem => self.pmem_device().is_none().then(|| "the profile gives this host no device with persistent capacity".to_owned()),
+            Requirement::DynamicCapacity => (!self.expected.memdevs.iter().any(|memdev| memdev.dynamic_capacity_regions > 0))
+                .then(|| "the profile gives this host no device with dynamic capacity".to_owned()),
+        })
+    }
+
+    /// From the kernel's configuration the lab's stack keeps beside it, else the guest's.
+    fn ask_region_commit(&self) -> Option<String> {
+        if let Some(config) = kernel::stack_config(&self.stack.kernel, &self.stack.modules_dir, &self.stack.kernel_release) {
+            return kernel::region_commit_unsupported(&config);
+        }
+        match self.shell_output(kernel::REGION_CONFIG_SCRIPT) {
+            Ok(output) => kernel::region_commit_unsupported(&output),
+            Err(error) => Some(format!("cannot read the guest kernel's configuration: {error:#}")),
+        }
+    }
+
+    fn pmem_device(&self) -> Option<&crate::model::expect::ExpectedMemdev> {
+        self.expected.memdevs.iter().find(|memdev| memdev.pmem_size > 0)
+    }
+
+    /// `@name@` in a step's text, from the model: `@pmem_id@`, `@pmem_serial@`, `@host@`.
+    fn fill(&self, text: &str) -> Result<String, String> {
+        let pmem = self.pmem_device();
+        let values = [
+            ("@pmem_id@", pmem.map(|memdev| memdev.qemu_id.clone())),
+            ("@pmem_serial@", pmem.map(|memdev| memdev.serial.to_string())),
+            ("@host@", Some(self.machine.host.clone())),
+        ];
+        let mut filled = text.to_owned();
+        for (placeholder, value) in values {
+            if filled.contains(placeholder) {
+                let value = value.ok_or_else(|| format!("{placeholder}: the profile has no such device on this host"))?;
+                filled = filled.replace(placeholder, &value);
+            }
+        }
+        Ok(filled)
+    }
+
+    fn act(&self, action: &Action) -> (Outcome, String) {
+        match action {
+            Action::Guest(command) => self.guest_step(command),
+            Action::Qmp { command, arguments } => self.qmp_step(command, arguments.as_ref()),
+            Action::Check(Check::Topology) => self.topology_step(),
+            Action::Check(Check::KernelLog) => self.kernel_log_since(0),
+            Action::Check(Check::Regions) => unreachable!("the regions check gives one result per window"),
+        }
+    }
+
+    /// The regions check: one result per window, a window the model gives no region skipping with
+    /// the model's reason.
+    fn regions(&self, name: &str) -> Vec<StepResult> {
+        let windows = self.expected.root_decoders.iter().map(|decoder| {
+            timed(&format!("{name}: decoder0.{}", decoder.index), || match &decoder.region {
+                RegionPlan::None { reason } => (Outcome::Skipped(reason.clone()), String::new()),
+                RegionPlan::Region { mode, memdevs, ways, granularity, size } => {
+                    let plan = Planned { decoder: decoder.index, mode, serials: memdevs, ways: *ways, granularity: *granularity, size: *size };
+                    let mut transcript = String::new();
+                    let outcome = self.region_in(&plan, &mut transcript).map_or_else(Outcome::Failed, |()| Outcome::Passed);
+                    (outcome, clip(transcript))
+                }
+            })
+        });
+        windows.collect()
+    }
+
+    /// Creates the planned region, checks it, puts a pattern through a DAX device on it, and
+    /// takes the region away again.
+    fn region_in(&self, plan: &Planned, transcript: &mut String) -> Result<(), String> {
+        let names = region::memdev_names(&self.guest_json("cxl list -M", transcript)?);
+        let created = self.guest_json(&region::create_command(plan, &names)?, transcript)?;
+        let name = region::check_created(plan, &created)?;
+        let dax = self.logged(&region::dax_script(plan.mode, &name), transcript).map(|output| output.trim().to_owned());
+        let used = dax.clone().and_then(|dax| self.dax_pattern(plan, &dax, transcript));
+        let removed = self.logged(&region::teardown_script(plan.mode, &name, dax.as_deref().ok()), transcript);
+        used.and(removed.map(drop))
+    }
+
+    fn dax_pattern(&self, plan: &Planned, dax: &str, transcript: &mut String) -> Result<(), String> {
+        if plan.mode == "ram" {
+            // A RAM region's DAX device may have gone to kmem already; the pattern needs devdax.
+            self.logged(&region::devdax_command(dax), transcript)?;
+        }
+        self.install_guest_tool()?;
+        self.logged(&format!("{} pattern /dev/{dax} {}", region::GUEST_TOOL, region::PATTERN_BYTES), transcript)?;
+        if plan.mode == "ram" {
+            let nodes = |transcript: &mut String| self.logged(region::NODE_COUNT_SCRIPT, transcript).map(|count| count.trim().parse::<u32>().unwrap_or(0));
+            let before = nodes(transcript)?;
+            self.logged(&region::online_command(dax), transcript)?;
+            let after = nodes(transcript)?;
+            if after != before + 1 {
+                return Err(format!("onlining {dax} as system RAM gave no new NUMA node ({before} nodes before, {after} after)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the lab's guest program and copies it in, once per guest.
+    fn install_guest_tool(&self) -> Result<(), String> {
+        let install = || -> anyhow::Result<()> {
+            let runner = CommandRunner::new(self.context.files.logs_dir());
+            let binary = guest_tool::build(&self.context.paths, &runner)?;
+            let destination = format!("{}:{}", self.machine.host, region::GUEST_TOOL);
+            control::copy(self.context, &binary.display().to_string(), &destination)?;
+            self.shell_output(&format!("chmod 0755 {}", region::GUEST_TOOL)).map(drop)
+        };
+        self.guest_tool.get_or_init(|| install().map_err(|error| format!("installing the guest program: {error:#}"))).clone()
+    }
+
+    /// A guest command's output, with the command and its output added to `transcript`.
+    fn logged(&self, script: &str, transcript: &mut String) -> Result<String, String> {
+        transcript.push_str(&format!("$ {script}\n"));
+        let output = self.shell_output(script).map_err(|error| format!("{error:#}"))?;
+        transcript.push_str(&output);
+        Ok(output)
+    }
+
+    fn guest_json(&self, script: &str, transcript: &mut String) -> Result<serde_json::Value, String> {
+        let output = self.logged(script, transcript)?;
+        serde_json::from_str(&output).map_err(|error| format!("`{script}` printed no JSON ({error})"))
+    }
+
+    /// A guest command with its placeholders filled.
+    fn filled(&self, command: &GuestCommand) -> Result<GuestCommand, String> {
+        let fill_all = |texts: &[String]| texts.iter().map(|text| self.fill(text)).collect::<Result<Vec<_>, _>>();
+        Ok(GuestCommand {
+            script: self.fill(&command.script)?,
+            stdout_contains: fill_all(&command.stdout_contains)?,
+            output_lacks: fill_all(&command.output_lacks)?,
+            ..command.clone()
+        })
+    }
+
+    fn guest_step(&self, command: &GuestCommand) -> (Outcome, String) {
+        let command = match self.filled(command) {
+            Ok(command) => command,
+            Err(error) => return (Outcome::Failed(error), String::new()),
+        };
+        let script = &command.script;
+        match self.exec(script, command.timeout) {
+            Ok(output) => {
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let outcome = judge(&command, control::exit_code_of(&output), &stdout, &stderr);
+                (outcome, clip(format!("$ {script}\n{stdout}{stderr}")))
+            }
+            Err(error) => (Outcome::Failed(format!("{error:#}")), String::new()),
+        }
+    }
+
+    fn qmp_step(&self, command: &str, arguments: Option<&serde_json::Value>) -> (Outcome, String) {
+        let arguments = match arguments.map(|arguments| self.fill(&arguments.to_string())).transpose() {
+            Ok(arguments) => arguments,
+            Err(error) => return (Outcome::Failed(error), String::new()),
+        };
+        let shown = format!("qmp {command} {}", arguments.as_deref().unwrap_or(""));
+        match control::qmp(self.context, Some(&self.machine.host), command, arguments.as_deref()) {
+            Ok(reply) => (Outcome::Passed, format!("{shown}\n{reply}")),
+            Err(error) => (Outcome::Failed(format!("{error:#}")), shown),
+        }
+    }
+
+    fn topology_step(&self) -> (Outcome, String) {
+        let asked = self.shell_output(topology::LISTING_COMMAND).and_then(|listing| {
+            let granularities = self.shell_output(topology::GRANULARITY_SCRIPT)?;
+            Ok((serde_json::from_str::<serde_json::Value>(&listing)?, listing, granularities))
+        });
+        let (json, listing, granularities) = match asked {
+            Ok(asked) => asked,
+            Err(error) => return (Outcome::Failed(format!("asking the guest: {error:#}")), String::new()),
+        };
+        let output = clip(format!("$ {}\n{listing}\n$ {}\n{granularities}", topology::LISTING_COMMAND, topology::GRANULARITY_SCRIPT));
+        let guest = match topology::guest_facts(&json, &granularities) {
+            Ok(guest) => guest,
+            Err(error) => return (Outcome::Failed(format!("reading `cxl list`: {error}")), output),
+        };
+        let differences = topology::diff(&topology::expected_facts(self.expected), &guest);
+        if differences.is_empty() {
+            return (Outcome::Passed, output);
+        }
+        let reason = format!("the guest's `cxl list` differs from the model (`profile expect`):\n  {}", differences.join("\n  "));
+        (Outcome::Failed(reason), output)
+    }
+
+    /// Fails on a kernel WARN, BUG or oops after the first `seen` lines of the kernel log.
+    /// What it read counts as seen: the next suite starts where this one ended.
+    fn kernel_log_since(&self, seen: usize) -> (Outcome, String) {
+        // Only the new lines cross the guest agent: the log with dynamic debug on is large.
+        match self.shell_output(&kernel::log_after_script(seen)) {
+            Ok(log) => {
+                self.log_seen.set(seen + log.lines().count());
+                let problems = kernel::problems(&log);
+                if problems.is_empty() {
+                    (Outcome::Passed, String::new())
+                } else {
+                    (Outcome::Failed(format!("the kernel logged:\n  {}", problems.join("\n  "))), clip(log))
+                }
+            }
+            Err(error) => (Outcome::Failed(format!("reading the kernel log: {error:#}")), String::new()),
+        }
+    }
+
+    /// Copies what explains a failure into `dir`: the serial log, dmesg, the QEMU argv, the
+    /// stack's lock file and `cxl list`. What cannot be had is noted in `missing.txt`.
+    fn keep_evidence(&self, state: &LabState, dir: &Path) -> Vec<PathBuf> {
+        let stack = state.plan.boot_stack.stack;
+        let lock = crate::stack::lock::lock_path(&self.context.paths.images_dir(), stack);
+        let copies = [
+            ("serial.log".to_owned(), self.machine.serial_log.clone()),
+            ("qemu-argv.txt".to_owned(), self.machine.run_dir().argv_file()),
+            (format!("{stack}.lock"), lock),
+        ];
+        let mut kept = Vec::new();
+        let mut missing = Vec::new();
+        if let Err(error) = fs_err::create_dir_all(dir) {
+            self.context.shell.warn(format!("keeping the evidence in {}: {error}", dir.display()));
+            return kept;
+        }
+        for (name, source) in copies {
+            match fs_err::copy(&source, dir.join(&name)) {
+                Ok(_) => kept.push(dir.join(&name)),
+                Err(error) => missing.push(format!("{name}: {error}")),
+            }
+        }
+        for (name, script) in [("dmesg.txt", "dmesg"), ("cxl-list.json", "cxl list -vvv")] {
+            match self.shell_output(script).map(|text| fs_err::write(dir.join(name), text)) {
+                Ok(Ok(())) => kept.push(dir.join(name)),
+                Ok(Err(error)) => missing.push(format!("{name}: {error}")),
+                Err(error) => missing.push(format!("{name}: {error:#}")),
+            }
+        }
+        if !missing.is_empty() && fs_err::write(dir.join("missing.txt"), missing.join("\n") + "\n").is_ok() {
+            kept.push(dir.join("missing.txt"));
+        }
+        kept
+    }
+
+    fn exec(&self, script: &str, timeout: Duration) -> anyhow::Result<crate::vm::agent::GuestExecOutput> {
+        let argv = ["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+        control::exec(self.context, Some(&self.machine.host), &argv, timeout)
+    }
+
+    /// A helper command's standard output; a non-zero exit is an error quoting its stderr.
+    fn shell_output(&self, script: &str) -> anyhow::Result<String> {
+        let output = self.exec(script, HELPER_TIMEOUT)?;
+        if output.exit_code != Some(0) {
+            bail!("`{script}` in the guest exited {}: {}", control::exit_code_of(&output), String::from_utf8_lossy(&output.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// Runs one step's work and times it.
+fn timed(name: &str, work: impl FnOnce() -> (Outcome, String)) -> StepResult {
+    let started = Instant::now();
+    let (outcome, output) = work();
+    StepResult { name: name.to_owned(), outcome, duration: started.elapsed(), output }
+}
+
+/// A guest command's outcome: its exit code and what its output must and must not hold.
+fn judge(command: &GuestCommand, exit_code: i32, stdout: &str, stderr: &str) -> Outcome {
+    if exit_code != command.exit_code {
+        let said = stderr.trim().lines().last().or_else(|| stdout.trim().lines().last()).unwrap_or("no output");
+        return Outcome::Failed(format!("exit code {exit_code}, expected {}: {said}", command.exit_code));
+    }
+    if let Some(missing) = command.stdout_contains.iter().find(|text| !stdout.contains(text.as_str())) {
+        return Outcome::Failed(format!("the output lacks `{missing}`"));
+    }
+    if let Some(present) = command.output_lacks.iter().find(|text| stdout.contains(text.as_str()) || stderr.contains(text.as_str())) {
+        return Outcome::Failed(format!("the output holds `{present}`"));
+    }
+    Outcome::Passed
+}
+
+fn clip(mut text: String) -> String {
+    if text.len() > OUTPUT_LIMIT {
+        let mut end = OUTPUT_LIMIT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("\n[cut: more than 64 KiB]");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(exit_code: i32, contains: &[&str], lacks: &[&str]) -> GuestCommand {
+        GuestCommand {
+            script: "true".to_owned(),
+            timeout: Duration::from_secs(1),
+            exit_code,
+            stdout_contains: contains.iter().map(|text| text.to_string()).collect(),
+            output_lacks: lacks.iter().map(|text| text.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn guest_commands_are_judged_by_exit_code_and_output() {
+        assert_eq!(judge(&command(0, &["cxl_core"], &[]), 0, "cxl_core 1\n", ""), Outcome::Passed);
+        assert_eq!(judge(&command(0, &[], &[]), 2, "", "cxl: no such bus\n"), Outcome::Failed("exit code 2, expected 0: cxl: no such bus".to_owned()));
+        assert_eq!(judge(&command(0, &["root0"], &[]), 0, "[]\n", ""), Outcome::Failed("the output lacks `root0`".to_owned()));
+        assert_eq!(judge(&command(1, &[], &["error"]), 1, "", "error: x"), Outcome::Failed("the output holds `error`".to_owned()));
+    }
+
+    #[test]
+    fn long_output_is_clipped_on_a_character_boundary() {
+        let clipped = clip("é".repeat(OUTPUT_LIMIT));
+        assert!(clipped.ends_with("[cut: more than 64 KiB]"));
+        assert!(clipped.len() < OUTPUT_LIMIT + 40);
+    }
+}
