@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::size::ByteSize;
+use crate::decode::Region;
 use crate::topology::{Host, Topology};
 
 /// The expected view of every host of a topology.
@@ -99,10 +99,6 @@ pub enum RegionPlan {
     None { reason: String },
 }
 
-/// The unit an HDM decoder maps (and Linux onlines memory in).
-pub const DECODER_UNIT: u64 = 256 << 20;
-/// Interleave ways a CXL decoder can be programmed with.
-const VALID_WAYS: [usize; 8] = [1, 2, 3, 4, 6, 8, 12, 16];
 
 /// The granularity Linux gives every one-way root decoder (`CXL_DECODER_MIN_GRANULARITY`).
 pub const ONE_WAY_GRANULARITY: u64 = 256;
@@ -185,19 +181,19 @@ fn expected_host(host: &Host) -> ExpectedHost {
             region: RegionPlan::None { reason: String::new() },
         })
         .collect();
-    let root_decoders = plan_regions(&memdevs, root_decoders);
+    let root_decoders = plan_regions(host, root_decoders);
 
     ExpectedHost { host: host.name.clone(), memdevs, host_bridges, switches, root_decoders }
 }
 
-/// Each window's region, in window order: a device whose capacity an earlier window's region
-/// takes is not offered to a later one.
-fn plan_regions(memdevs: &[ExpectedMemdev], decoders: Vec<ExpectedRootDecoder>) -> Vec<ExpectedRootDecoder> {
+/// Each window's region, in window order: the region Linux builds over it
+/// ([`Region::over_window`]), unless an earlier window's region took a device's capacity.
+fn plan_regions(host: &Host, decoders: Vec<ExpectedRootDecoder>) -> Vec<ExpectedRootDecoder> {
     let mut taken: Vec<u64> = Vec::new();
     decoders
         .into_iter()
         .map(|decoder| {
-            let region = plan_region(memdevs, &decoder, &taken);
+            let region = plan_region(host, &decoder, &taken);
             if let RegionPlan::Region { memdevs, .. } = &region {
                 taken.extend(memdevs);
             }
@@ -206,56 +202,17 @@ fn plan_regions(memdevs: &[ExpectedMemdev], decoders: Vec<ExpectedRootDecoder>) 
         .collect()
 }
 
-fn plan_region(memdevs: &[ExpectedMemdev], decoder: &ExpectedRootDecoder, taken: &[u64]) -> RegionPlan {
-    let none = |reason: String| RegionPlan::None { reason };
-    let below: Vec<&ExpectedMemdev> = memdevs.iter().filter(|memdev| decoder.targets.contains(&memdev.host_bridge_uid)).collect();
-    if below.is_empty() {
-        return none("no device below the window's host bridges".to_owned());
-    }
-    if below.iter().any(|memdev| taken.contains(&memdev.serial)) {
-        return none("its devices' capacity is taken by an earlier window's region".to_owned());
-    }
-    let (mode, capacity): (&str, fn(&ExpectedMemdev) -> u64) = if below.iter().all(|memdev| memdev.pmem_size > 0) {
-        ("pmem", |memdev| memdev.pmem_size)
-    } else if below.iter().all(|memdev| memdev.ram_size > 0) {
-        ("ram", |memdev| memdev.ram_size)
-    } else {
-        return none("the devices below the window share no static capacity type (pmem or ram)".to_owned());
+fn plan_region(host: &Host, decoder: &ExpectedRootDecoder, taken: &[u64]) -> RegionPlan {
+    let region = match Region::over_window(host, decoder.index, 0) {
+        Ok(region) => region,
+        Err(reason) => return RegionPlan::None { reason: reason.to_string() },
     };
-    let ways = below.len();
-    if !VALID_WAYS.contains(&ways) || ways.checked_rem(decoder.interleave_ways) != Some(0) {
-        return none(format!("{ways} devices below a {}-way window make no valid interleave", decoder.interleave_ways));
+    let memdevs: Vec<u64> = region.members().map(|device| device.serial).collect();
+    if memdevs.iter().any(|serial| taken.contains(serial)) {
+        return RegionPlan::None { reason: "its devices' capacity is taken by an earlier window's region".to_owned() };
     }
-    let smallest = below.iter().map(|memdev| capacity(memdev)).min().unwrap_or(0);
-    let unaligned = smallest.min(decoder.size / ways as u64);
-    let share = unaligned / DECODER_UNIT * DECODER_UNIT;
-    if share == 0 {
-        let (window, each, unit) = (ByteSize(decoder.size), ByteSize(unaligned), ByteSize(DECODER_UNIT));
-        return none(format!("a {ways}-way region in a window of {window} gives each device {each}, below the {unit} decoder unit"));
-    }
-    let Some(serials) = interleave_positions(&below, &decoder.targets) else {
-        return none(format!("the window's {} host bridges do not hold the same number of devices", decoder.targets.len()));
-    };
-    RegionPlan::Region { mode: mode.to_owned(), memdevs: serials, ways, granularity: decoder.interleave_granularity, size: share * ways as u64 }
-}
-
-/// The devices' serials in interleave position order: position `p` is on the window's host
-/// bridge `p % bridges` (the root decoder's target order), the bridges' devices taken in serial
-/// order. `None` when the bridges hold different numbers of devices.
-fn interleave_positions(below: &[&ExpectedMemdev], targets: &[u8]) -> Option<Vec<u64>> {
-    let groups: Vec<Vec<u64>> = targets
-        .iter()
-        .map(|uid| {
-            let mut serials: Vec<u64> = below.iter().filter(|memdev| memdev.host_bridge_uid == *uid).map(|memdev| memdev.serial).collect();
-            serials.sort_unstable();
-            serials
-        })
-        .collect();
-    let per_bridge = groups.first()?.len();
-    if groups.iter().any(|group| group.len() != per_bridge) {
-        return None;
-    }
-    Some((0..per_bridge).flat_map(|index| groups.iter().map(move |group| group[index])).collect())
+    // The root decoder's granularity as the guest shows it: what `cxl create-region -g` is given.
+    RegionPlan::Region { mode: region.mode.name().to_owned(), memdevs, ways: region.ways(), granularity: decoder.interleave_granularity, size: region.size }
 }
 
 fn sorted(values: impl Iterator<Item = u8>) -> Vec<u8> {
@@ -286,7 +243,7 @@ fixed_windows: {windows}
     fn a_window_too_small_for_a_decoder_unit_per_device_holds_no_region() {
         assert_eq!(
             plans("[{targets: [hb0, hb1], size: 256M, granularity: 4k}]"),
-            [RegionPlan::None { reason: "a 2-way region in a window of 256M gives each device 128M, below the 256M decoder unit".to_owned() }]
+            [RegionPlan::None { reason: "a 2-way region needs 512M of window (256M per device) but the window has 256M: each device would get 128M".to_owned() }]
         );
     }
 
