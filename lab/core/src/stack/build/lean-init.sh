@@ -51,8 +51,8 @@ mounted /lib/modules || mounted /usr/lib/modules || mount /lib/modules || say "n
 mounted /mnt/share || mount /mnt/share || say "no data share at /mnt/share"
 
 # What udev loads at coldplug on a CXL machine (the hardware RNG first: without it the kernel's
-# random pool takes seconds to fill under TCG, and the agent waits for it), and what it would load
-# later when a region or a namespace appears (there is no udev then), through modprobe as udev does.
+# random pool takes seconds to fill under TCG, and the agent waits for it), through modprobe as
+# udev does; not the rest of coldplug.
 say "mounted; loading modules"
 modprobe -a @MODULES@ || say "some modules did not load (above)"
 
@@ -73,10 +73,19 @@ if [ -z "$port" ]; then
     exec sleep infinity
 fi
 
+exec < /dev/null > /dev/console 2>&1
+# Devices that appear from now on (a region's DAX device, a namespace, cxl_test's mock devices) get
+# their drivers as under udev: modprobe of each kernel uevent's MODALIAS (udevadm reads the kernel's
+# uevents itself; no udevd runs).
+udevadm monitor --kernel --property | while read -r line; do
+    case "$line" in
+        MODALIAS=?*) modprobe -bq "${line#MODALIAS=}" ;;
+    esac
+done &
+
 say "starting the guest agent on $port"
 # The shell stays pid 1: `wait` reaps every child, the orphans of the agent's commands too, and a
 # guest agent that exits is started again.
-exec < /dev/null > /dev/console 2>&1
 while :; do
     qemu-ga --method=virtio-serial --path="$port" &
     wait $!

@@ -31,8 +31,10 @@
 //!   honours): it mounts proc, sysfs, devtmpfs, devpts, tmpfs on /dev/shm, /run and /tmp, debugfs
 //!   and tracefs, remounts / read-write, links /dev/fd and /dev/std*, sets the hostname, brings
 //!   `lo` up, mounts the 9p shares as fstab names them, `modprobe`s [`LEAN_MODULES`] (what udev
-//!   loads for the CXL devices at coldplug, and what it would load later for regions and
-//!   namespaces: there is no udev to do that), finds the guest agent's port by its name in
+//!   loads for the CXL devices at coldplug, not the rest of coldplug), then loads the drivers of
+//!   devices that appear later as udev would (`udevadm monitor --kernel` reads the kernel's
+//!   uevents without udevd; each MODALIAS is `modprobe`d: a region's DAX device, a namespace,
+//!   cxl_test's mock devices), finds the guest agent's port by its name in
 //!   `/sys/class/virtio-ports/*/name` (no udev, no `/dev/virtio-ports/` link; none in 10 s powers
 //!   off), runs `qemu-ga` on it with
 //!   PATH set (so `guest-set-user-password` finds `chpasswd`). The shell stays pid 1 and waits:
@@ -51,14 +53,12 @@ use crate::stack::recipe::RootfsRecipe;
 
 /// Where the lean init lives in the image; a lean boot's kernel command line says `init=` it.
 pub const LEAN_INIT: &str = "/usr/lib/cxl-lab/lean-init";
-/// What the lean init loads, in order (one `modprobe -a`): the hardware RNG (without it the
-/// kernel's random pool takes seconds to fill under TCG and the guest agent waits for it), the CXL
+/// What the lean init loads at boot (one `modprobe -a`): the hardware RNG (without it the kernel's
+/// random pool takes seconds to fill under TCG and the guest agent waits for it), and the CXL
 /// stack a full boot's udev loads at coldplug (ACPI root, ports, the PCI driver, memdevs, the
 /// nvdimm bridge; cxl_core and cxl_port are built into Debian's kernel and modules of the source
-/// kernel), then the drivers udev would load once a region or namespace appears (DAX for CXL
-/// regions, device-dax and kmem, pmem namespaces).
-pub const LEAN_MODULES: [&str; 11] =
-    ["virtio_rng", "cxl_acpi", "cxl_port", "cxl_pci", "cxl_mem", "cxl_pmem", "dax_cxl", "device_dax", "kmem", "nd_pmem", "dax_pmem"];
+/// kernel). Drivers of devices that appear later come by their uevents' MODALIAS.
+pub const LEAN_MODULES: [&str; 6] = ["virtio_rng", "cxl_acpi", "cxl_port", "cxl_pci", "cxl_mem", "cxl_pmem"];
 
 const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,nofail";
 
