@@ -3,7 +3,8 @@
 //! The stages, in order: take the lab's lock ([`crate::lab::lock`]; refuse at once, naming the
 //! holder, if another command has the lab) and remove a dead run's stale state; load the profile;
 //! ensure the stack (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed,
-//! cached per host boot); a free 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
+//! cached per host boot); the boot (`--boot`, else the profile's `boot:`); for a full boot a free
+//! 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
 //! pure: each host's argv and the launch plan); one qcow2 overlay of the base image per host and
 //! the memory backend files; then the supervisor process starts QEMU, and this process waits for
 //! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it,
@@ -149,7 +150,6 @@ fn already_running(context: &LabContext, state: &LabState) -> String {
         flag = context.lab_flag()
     )
 }
-
 
 /// The stages after the stack: secrets, accelerator, ports, plan, disks, then [`launch`].
 fn start_lab(
