@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use cxl_lab_core::lab::state::DEFAULT_LAB;
+use cxl_lab_core::model::BootMode;
 use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::lab::up::{UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
 use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
@@ -37,6 +38,11 @@ struct BootArgs {
     /// Extra words for the guest kernel command line (repeatable).
     #[arg(long = "cmdline", value_name = "WORD")]
     extra_cmdline: Vec<String>,
+    /// `lean`: the guest agent as soon as the kernel and the CXL modules are (no systemd, no
+    /// network, no ssh); `full`: systemd, with ssh. Default: the profile's `boot:` (lean unless it
+    /// says full); for `switch`, how the lab booted.
+    #[arg(long, value_name = "lean|full")]
+    boot: Option<BootMode>,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +207,7 @@ fn print_status(context: &LabContext) -> anyhow::Result<ExitCode> {
     let plan = &status.state.plan;
     context.shell.out(format_args!("lab `{}`: profile `{}` ({}), {} stack", plan.lab, plan.profile, plan.profile_path.display(), plan.boot_stack.stack));
     context.shell.out(format_args!("  accel: {} ({})", plan.accel, plan.accel_reason));
+    context.shell.out(format_args!("  boot: {}", plan.boot));
     context.shell.out(format_args!("  kernel: {} ({})", plan.boot_stack.kernel.display(), plan.boot_stack.kernel_release));
     context.shell.out(format_args!("  supervisor: pid {}{}", status.state.supervisor_pid, if plan.detached { ", detached" } else { ", attached" }));
     for machine in &status.machines {
@@ -286,6 +293,7 @@ fn up_options(profile: String, stack: StackKind, detach: bool, boot: &BootArgs) 
         fresh_disk: boot.fresh_disk,
         boot_timeout: Duration::from_secs(boot.boot_timeout),
         extra_cmdline: boot.extra_cmdline.clone(),
+        boot: boot.boot,
     }
 }
 

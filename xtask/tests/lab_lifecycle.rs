@@ -1,5 +1,5 @@
-//! The lab's acceptance test, end to end through the command line, under TCG: `lab up --detach`
-//! on the seed profile, `lab exec -- cxl list -M` shows the seed's memdev (serial and size from the
+//! The lab's acceptance test, end to end through the command line, under TCG: `lab up --detach
+//! --boot full` (systemd; `lab_lean_boot.rs` tests the lean boot) on the seed profile, `lab exec -- cxl list -M` shows the seed's memdev (serial and size from the
 //! profile), `lab qmp` (status, poison injection, QEMU's error for a malformed argument), `lab cp`
 //! both ways, `lab switch switch` shows four memdevs, and `lab down` leaves no QEMU and no socket.
 //!
@@ -10,10 +10,9 @@
 
 mod sandbox;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use cxl_lab_core::model::expect::expected_view;
 use cxl_lab_core::prerequisites::{require, Prerequisite};
 use serde_json::Value;
 
@@ -56,18 +55,7 @@ impl Lab {
 
     /// The memdevs the guest shows, as (serial, pmem_size, ram_size), sorted by serial.
     fn guest_memdevs(&self) -> Vec<(u64, u64, u64)> {
-        let listing: Value = serde_json::from_str(&self.run_ok(&["exec", "--", "cxl", "list", "-M"])).unwrap();
-        let mut memdevs: Vec<(u64, u64, u64)> = listing
-            .as_array()
-            .expect("cxl list -M prints an array")
-            .iter()
-            .map(|memdev| {
-                let number = |field: &str| memdev.get(field).and_then(Value::as_u64).unwrap_or(0);
-                (number("serial"), number("pmem_size"), number("ram_size"))
-            })
-            .collect();
-        memdevs.sort();
-        memdevs
+        sandbox::listed_memdevs(&self.run_ok(&["exec", "--", "cxl", "list", "-M"]))
     }
 }
 
@@ -82,18 +70,6 @@ impl Drop for Lab {
     }
 }
 
-fn expected_memdevs(profile: &str) -> Vec<(u64, u64, u64)> {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let topology = cxl_lab_core::profile::load_topology(&workspace.join("profiles").join(format!("{profile}.yaml"))).unwrap();
-    let mut memdevs: Vec<(u64, u64, u64)> = expected_view(&topology).hosts[0]
-        .memdevs
-        .iter()
-        .map(|memdev| (memdev.serial, memdev.pmem_size, memdev.ram_size))
-        .collect();
-    memdevs.sort();
-    memdevs
-}
-
 fn process_alive(pid: u64) -> bool {
     // A zombie has an empty cmdline: it has exited.
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| !cmdline.is_empty())
@@ -105,10 +81,11 @@ fn lab_up_exec_qmp_cp_switch_down() {
         return;
     }
     let lab = Lab::new();
-    lab.run_ok(&["up", "--detach"]);
+    // The full boot (systemd); the lean one, the default, is `lab_lean_boot`'s.
+    lab.run_ok(&["up", "--detach", "--boot", "full"]);
 
     // The seed's one memdev, with the profile's serial and size.
-    let seed = expected_memdevs("seed");
+    let seed = sandbox::expected_memdevs("seed");
     assert_eq!(seed.len(), 1);
     assert_eq!(lab.guest_memdevs(), seed);
 
@@ -135,7 +112,7 @@ fn lab_up_exec_qmp_cp_switch_down() {
 
     // Another topology, same kernel and disk: four memdevs, and the file is still there.
     lab.run_ok(&["switch", "switch"]);
-    let switch = expected_memdevs("switch");
+    let switch = sandbox::expected_memdevs("switch");
     assert_eq!(switch.len(), 4);
     assert_eq!(lab.guest_memdevs(), switch);
     assert_eq!(lab.run_ok(&["exec", "--", "cat", "/root/scratch.txt"]), "written on the host\n");

@@ -52,6 +52,8 @@ fn inputs(host: &str, version: QemuVersion, boot: bool) -> RenderInputs {
             modules_dir: PathBuf::from("/cache/kernel/modules"),
             data_dir: PathBuf::from("/lab/share"),
             ssh_port: Some(10022),
+            // The full boot (systemd); the lean boot's command line is `lab::plan`'s test.
+            init: None,
             extra_cmdline: vec!["quiet".to_owned()],
         }),
     }

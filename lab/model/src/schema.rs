@@ -27,6 +27,9 @@ pub struct ProfileFile {
     /// one value no rule checks.
     #[serde(default)]
     pub qemu_extra: Vec<String>,
+    /// How the guests boot: `lean` (default) or `full` (systemd); `lab up --boot` overrides it.
+    #[serde(default)]
+    pub boot: BootMode,
 
     /// Single-host form: the host is described at the top level.
     pub machine: Option<Spanned<MachineSpec>>,
@@ -74,6 +77,43 @@ pub enum AccelRequest {
     Auto,
     Kvm,
     Tcg,
+}
+
+/// How a guest boots. `lean`: the initramfs switches into the root filesystem and runs the lab's
+/// lean init (mounts, the CXL modules, the guest agent; no systemd, no udev, no network, no SSH).
+/// `full`: systemd, with udev, networking and SSH.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    #[default]
+    Lean,
+    Full,
+}
+
+impl BootMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootMode::Lean => "lean",
+            BootMode::Full => "full",
+        }
+    }
+}
+
+impl std::fmt::Display for BootMode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for BootMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<BootMode, String> {
+        match text {
+            "lean" => Ok(BootMode::Lean),
+            "full" => Ok(BootMode::Full),
+            other => Err(format!("boot `{}` is neither `lean` nor `full`", other.escape_debug())),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-pub use crate::schema::AccelRequest;
+pub use crate::schema::{AccelRequest, BootMode};
 
 /// A whole lab: one or more hosts and the memory backends they use.
 #[derive(Clone, Debug, Serialize)]
@@ -15,6 +15,8 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     pub kernel_cmdline: Vec<String>,
     pub qemu_extra: Vec<String>,
+    /// How every host boots unless the command says otherwise.
+    pub boot: BootMode,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -147,6 +147,7 @@ impl Validator<'_> {
             hosts: Vec::new(),
             kernel_cmdline: self.kernel_cmdline(&file.kernel_cmdline),
             qemu_extra: file.qemu_extra,
+            boot: file.boot,
         };
         // Which host already uses each backend, to allow `shared` ones once per host.
         let mut backend_hosts: HashMap<String, Seen> = HashMap::new();

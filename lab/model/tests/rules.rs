@@ -486,3 +486,14 @@ kernel_cmdline:
          bad.yaml:8:5: kernel_cmdline[4]: kernel command line word `loglevel=7\\0` holds a control character"
     );
 }
+
+#[test]
+fn boot_is_lean_unless_the_profile_says_full_and_anything_else_is_refused_where_written() {
+    let lean = parse_profile("good.yaml", &format!("{MACHINE}host_bridges: []\n"), "good").unwrap();
+    assert_eq!(lean.boot, cxl_lab_model::BootMode::Lean);
+    let full = parse_profile("good.yaml", &format!("{MACHINE}host_bridges: []\nboot: full\n"), "good").unwrap();
+    assert_eq!(full.boot, cxl_lab_model::BootMode::Full);
+    let message = errors(&format!("{MACHINE}host_bridges: []\nboot: fast\n"));
+    assert!(message.starts_with("bad.yaml:3:7: (yaml): "), "{message}");
+    assert!(message.contains("fast") && message.contains("lean") && message.contains("full"), "{message}");
+}

@@ -196,6 +196,35 @@ impl Drop for Sandbox {
     }
 }
 
+/// The memdevs a `cxl list -M` listing shows, as (serial, pmem_size, ram_size), sorted by serial.
+pub fn listed_memdevs(listing: &str) -> Vec<(u64, u64, u64)> {
+    let listing: Value = serde_json::from_str(listing).unwrap();
+    let mut memdevs: Vec<(u64, u64, u64)> = listing
+        .as_array()
+        .expect("cxl list -M prints an array")
+        .iter()
+        .map(|memdev| {
+            let number = |field: &str| memdev.get(field).and_then(Value::as_u64).unwrap_or(0);
+            (number("serial"), number("pmem_size"), number("ram_size"))
+        })
+        .collect();
+    memdevs.sort();
+    memdevs
+}
+
+/// The memdevs the model predicts for the first host of shipped profile `profile`, as
+/// [`listed_memdevs`] gives them.
+pub fn expected_memdevs(profile: &str) -> Vec<(u64, u64, u64)> {
+    let topology = cxl_lab_core::profile::load_topology(&workspace().join("profiles").join(format!("{profile}.yaml"))).unwrap();
+    let mut memdevs: Vec<(u64, u64, u64)> = cxl_lab_core::model::expect::expected_view(&topology).hosts[0]
+        .memdevs
+        .iter()
+        .map(|memdev| (memdev.serial, memdev.pmem_size, memdev.ram_size))
+        .collect();
+    memdevs.sort();
+    memdevs
+}
+
 /// Shows what `lab ARGS` did (the harness prints it when the test fails).
 pub fn report(arguments: &[&str], output: &Output) {
     eprintln!(

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use crate::lab::plan::boot_media;
 use crate::layout::LabLayout;
 use crate::layout::Layout;
+use crate::model::BootMode;
 use crate::qemu::Accel;
 use crate::render::{backend_files, render_machine, RenderInputs};
 use crate::stack::build::initramfs::BARE_READY_MARKER;
@@ -34,7 +35,8 @@ pub fn bare_initramfs_boot(paths: &Layout, runner: &CommandRunner, stack: &BootS
     let run_dir = scratch.run_dir("bare");
     let memory_dir = scratch.memory_dir();
     prepare_backend_files(&backend_files(&profile.topology, &profile.topology.hosts[0], &memory_dir)?)?;
-    let boot = boot_media(stack, &overlay, &files.data_dir(), None, &["cxllab.bare=1".to_owned()]);
+    // The lean boot's argv, so that the two differ only in `cxllab.bare=1`.
+    let boot = boot_media(stack, BootMode::Lean, &overlay, &files.data_dir(), None, &["cxllab.bare=1".to_owned()]);
     let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, stack.qemu_data_dir.as_deref(), run_dir.clone(), &memory_dir, Accel::Tcg, Some(boot));
     let argv = render_machine(&profile, 0, &inputs)?.argv;
     let spec = MachineSpec { name: "bare".to_owned(), argv, run_dir: run_dir.clone() };

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::lab::lock::LabLock;
 use crate::lab::state::{LabState, MachineState};
 use crate::lab::LabContext;
+use crate::model::BootMode;
 use crate::vm::agent::{GuestAgent, GuestExecOutput};
 use crate::vm::qmp::{QmpClient, VmRunStatus};
 use crate::sys::process::{signal_process, wait_until_gone};
@@ -215,11 +216,23 @@ pub fn console(context: &LabContext, host: Option<&str>, follow: bool, output: &
     }
 }
 
+/// Why `lab ssh` cannot reach a lean lab, and how to boot one it can.
+pub fn ssh_needs_full_boot(context: &LabContext) -> String {
+    format!(
+        "lab `{}` booted lean (no sshd, no network); ssh needs the full boot: `cargo xtask lab{flag} switch PROFILE --boot full`, or `lab up --boot full`",
+        context.files.name,
+        flag = context.lab_flag()
+    )
+}
+
 /// The `ssh` command that reaches the guest as root with the lab's key, binding nothing but what
 /// QEMU forwards on 127.0.0.1, with the key made when the lab came up. The caller runs it (it is
 /// interactive).
 pub fn ssh_command(context: &LabContext, host: Option<&str>, remote_arguments: &[String]) -> anyhow::Result<Command> {
     let state = context.files.require_running()?;
+    if state.plan.boot == BootMode::Lean {
+        bail!(ssh_needs_full_boot(context));
+    }
     let machine = state.machine(host)?;
     let port = machine.ssh_port.context("this machine has no SSH port forwarded")?;
     let mut command = Command::new("ssh");

@@ -37,6 +37,17 @@ pub struct LabContext {
     pub invocation_started: SystemTime,
 }
 
+impl LabContext {
+    /// ` --lab NAME` for commands the user is told to type, unless the lab is the default one.
+    pub fn lab_flag(&self) -> String {
+        if self.files.name == state::DEFAULT_LAB {
+            String::new()
+        } else {
+            format!(" --lab {}", self.files.name)
+        }
+    }
+}
+
 /// When this process started, from `/proc` (10 ms resolution), so the tool's own time before QEMU
 /// runs includes loading the binary; the current time when `/proc` cannot tell.
 pub fn process_start_time() -> SystemTime {

@@ -9,11 +9,12 @@ use anyhow::Context as _;
 
 use crate::lab::state::{LaunchPlan, PlannedMachine};
 use crate::layout::LabLayout;
-use crate::model::schema::AccelRequest;
+use crate::model::schema::{AccelRequest, BootMode};
 use crate::model::Topology;
 use crate::profile::Profile;
 use crate::qemu::Accel;
 use crate::render::{backend_files, render_machine, BootMedia, RenderInputs};
+use crate::stack::build::rootfs_config::LEAN_INIT;
 use crate::stack::BootStack;
 use crate::vm::accel::AccelDecision;
 use crate::qemu::BackendFile;
@@ -27,7 +28,10 @@ pub struct PlanRequest<'a> {
     pub profile: &'a Profile,
     pub boot_stack: &'a BootStack,
     pub accel: &'a AccelDecision,
-    /// One free 127.0.0.1 port per host, in the profile's order, forwarded to the guest's SSH.
+    /// How the guests boot (the profile's `boot:` or the command's `--boot`).
+    pub boot: BootMode,
+    /// One free 127.0.0.1 port per host, in the profile's order, forwarded to the guest's SSH;
+    /// none for a lean boot, which runs no sshd.
     pub ssh_ports: &'a [u16],
     pub detach: bool,
     /// Extra words for the guest kernel command line.
@@ -57,18 +61,20 @@ pub fn accel_request(topology: &Topology) -> anyhow::Result<(Option<Accel>, bool
 pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
     let PlanRequest { files, profile, boot_stack: stack, .. } = *request;
     let hosts = &profile.topology.hosts;
-    anyhow::ensure!(request.ssh_ports.len() == hosts.len(), "{} SSH port(s) for {} host(s)", request.ssh_ports.len(), hosts.len());
+    let ports_needed = if request.boot == BootMode::Full { hosts.len() } else { 0 };
+    anyhow::ensure!(request.ssh_ports.len() == ports_needed, "{} SSH port(s) for {ports_needed} host(s) with sshd", request.ssh_ports.len());
     let memory_dir = files.memory_dir();
     let mut machines = Vec::new();
     let mut all_backend_files = Vec::new();
-    for ((host_index, host), &ssh_port) in hosts.iter().enumerate().zip(request.ssh_ports) {
+    for (host_index, host) in hosts.iter().enumerate() {
+        let ssh_port = request.ssh_ports.get(host_index).copied();
         let overlay = files.overlay(&host.name);
         all_backend_files.extend(backend_files(&profile.topology, host, &memory_dir)?);
         let run_dir = files.run_dir(&host.name);
-        let boot = boot_media(stack, &overlay, &files.data_dir(), Some(ssh_port), request.extra_cmdline);
+        let boot = boot_media(stack, request.boot, &overlay, &files.data_dir(), ssh_port, request.extra_cmdline);
         let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, stack.qemu_data_dir.as_deref(), run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
         let argv = render_machine(profile, host_index, &inputs)?.argv;
-        machines.push(PlannedMachine { host: host.name.clone(), argv, run_dir: run_dir.dir, overlay, ssh_port: Some(ssh_port) });
+        machines.push(PlannedMachine { host: host.name.clone(), argv, run_dir: run_dir.dir, overlay, ssh_port });
     }
     let launch = LaunchPlan {
         lab: files.name.clone(),
@@ -78,14 +84,15 @@ pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
         accel: request.accel.accel,
         accel_reason: request.accel.reason.clone(),
         detached: request.detach,
+        boot: request.boot,
         machines,
     };
     Ok(LabPlan { launch, backend_files: all_backend_files })
 }
 
-/// What a lab's machine boots from `stack`: its kernel, initramfs and modules, and the machine's
-/// own overlay of the root filesystem.
-pub fn boot_media(stack: &BootStack, overlay: &Path, data_dir: &Path, ssh_port: Option<u16>, extra_cmdline: &[String]) -> BootMedia {
+/// What a lab's machine boots from `stack`: its kernel, initramfs and modules, the machine's own
+/// overlay of the root filesystem, and the root's pid 1 (the lean init, or systemd).
+pub fn boot_media(stack: &BootStack, boot: BootMode, overlay: &Path, data_dir: &Path, ssh_port: Option<u16>, extra_cmdline: &[String]) -> BootMedia {
     BootMedia {
         kernel: stack.kernel.clone(),
         initrd: stack.initrd.clone(),
@@ -93,6 +100,7 @@ pub fn boot_media(stack: &BootStack, overlay: &Path, data_dir: &Path, ssh_port: 
         modules_dir: stack.modules_dir.clone(),
         data_dir: data_dir.to_path_buf(),
         ssh_port,
+        init: (boot == BootMode::Lean).then(|| LEAN_INIT.to_owned()),
         extra_cmdline: extra_cmdline.to_vec(),
     }
 }
@@ -140,6 +148,7 @@ mod tests {
             profile: &profile,
             boot_stack: &stack,
             accel: &accel,
+            boot: BootMode::Full,
             ssh_ports: &[10022, 10023],
             detach: true,
             extra_cmdline: &extra,
@@ -158,9 +167,38 @@ mod tests {
             assert!(argv.contains(&format!("file=/labs/t/disks/{}.qcow2,", machine.host)), "{argv}");
             assert!(argv.contains(&format!("hostfwd=tcp:127.0.0.1:{port}-:22")), "{argv}");
             assert!(argv.contains("-accel\ntcg\n"), "{argv}");
+            assert!(!argv.contains("init="), "{argv}");
         }
+        assert_eq!(launch.boot, BootMode::Full);
         assert!(!plan.backend_files.is_empty());
         assert!(plan.backend_files.iter().all(|file| file.path.starts_with("/labs/t/memory")), "{:?}", plan.backend_files);
+    }
+
+    /// A lean boot runs the lean init and no sshd: no port is asked for or forwarded.
+    #[test]
+    fn a_lean_lab_runs_the_lean_init_and_forwards_no_ssh() {
+        let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
+        let (profile, stack) = (profile("seed"), stack());
+        let accel = AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() };
+        let request = PlanRequest {
+            files: &files,
+            profile_name: "seed",
+            profile: &profile,
+            boot_stack: &stack,
+            accel: &accel,
+            boot: BootMode::Lean,
+            ssh_ports: &[],
+            detach: true,
+            extra_cmdline: &[],
+        };
+        let plan = plan_lab(&request).unwrap();
+        assert_eq!(plan.launch.boot, BootMode::Lean);
+        let machine = &plan.launch.machines[0];
+        assert_eq!(machine.ssh_port, None);
+        let append = machine.argv.iter().position(|argument| argument == "-append").unwrap();
+        insta::assert_snapshot!(machine.argv[append + 1], @"root=/dev/vda rw console=ttyS0,115200 panic=-1 init=/usr/lib/cxl-lab/lean-init cxl_acpi.dyndbg=+fplm cxl_pci.dyndbg=+fplm cxl_core.dyndbg=+fplm cxl_mem.dyndbg=+fplm cxl_pmem.dyndbg=+fplm cxl_port.dyndbg=+fplm");
+        assert!(!machine.argv.iter().any(|argument| argument.contains("hostfwd")), "{:?}", machine.argv);
+        assert!(plan_lab(&PlanRequest { ssh_ports: &[10022], ..request }).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::lock::LabLock;
+use crate::model::BootMode;
 use crate::qemu::Accel;
 use crate::stack::BootStack;
 use crate::layout::{LabLayout, MachineRunDir};
@@ -59,7 +60,14 @@ pub struct LaunchPlan {
     pub accel: Accel,
     pub accel_reason: String,
     pub detached: bool,
+    /// How the guests boot; a plan written before lean boots existed was a full boot.
+    #[serde(default = "full_boot")]
+    pub boot: BootMode,
     pub machines: Vec<PlannedMachine>,
+}
+
+fn full_boot() -> BootMode {
+    BootMode::Full
 }
 
 /// One running machine in `lab.json`.

@@ -3,7 +3,8 @@
 //! The stages, in order: take the lab's lock ([`crate::lab::lock`]; refuse at once, naming the
 //! holder, if another command has the lab) and remove a dead run's stale state; load the profile;
 //! ensure the stack (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed,
-//! cached per host boot); a free 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
+//! cached per host boot); the boot (`--boot`, else the profile's `boot:`); for a full boot a free
+//! 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
 //! pure: each host's argv and the launch plan); one qcow2 overlay of the base image per host and
 //! the memory backend files; then the supervisor process starts QEMU, and this process waits for
 //! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it,
@@ -34,7 +35,7 @@ use crate::lab::secrets::LabSecrets;
 use crate::lab::state::{unix_millis, LabState, LaunchPlan};
 use crate::layout::LabLayout;
 use crate::lab::LabContext;
-use crate::model::Topology;
+use crate::model::{BootMode, Topology};
 use crate::profile::Profile;
 use crate::stack::{BootStack, StackKind};
 use crate::sys::process::{die_with_parent, pending_stop_signal, signal_process, stop_signals, wait_until_gone};
@@ -61,6 +62,9 @@ pub struct UpOptions {
     pub boot_timeout: Duration,
     /// Extra words for the guest kernel command line.
     pub extra_cmdline: Vec<String>,
+    /// How the guests boot; `None`: as the profile says (`boot:`, lean by default), and for
+    /// `lab switch` as the running lab booted.
+    pub boot: Option<BootMode>,
 }
 
 /// What a successful `lab up` measured, for the user and for the benchmark.
@@ -109,7 +113,8 @@ pub fn switch(context: &LabContext, profile_name: &str, options: &UpOptions) -> 
     stages.lap("down");
     // The stopped supervisor (and an attached `lab up` waiting on it) release the lock as they exit.
     let lock = lock_lab(context, "lab switch", Duration::from_secs(10))?;
-    let options = UpOptions { profile: profile_name.to_owned(), detach: true, ..options.clone() };
+    let boot = options.boot.or(Some(running.plan.boot));
+    let options = UpOptions { profile: profile_name.to_owned(), detach: true, boot, ..options.clone() };
     let up_report = start_lab(context, &lock, profile_name, &profile, running.plan.boot_stack, &options, stages)?;
     Ok((down_report, up_report))
 }
@@ -128,7 +133,7 @@ fn lock_lab(context: &LabContext, role: &str, patience: Duration) -> anyhow::Res
                     "lab `{}` is busy: {holder} is bringing it up ({}); wait for it, or stop it with `cargo xtask lab{} down`",
                     files.name,
                     path.display(),
-                    lab_flag(context)
+                    context.lab_flag()
                 ),
             }
         }
@@ -142,17 +147,8 @@ fn already_running(context: &LabContext, state: &LabState) -> String {
         context.files.name,
         state.plan.profile,
         state.supervisor_pid,
-        flag = lab_flag(context)
+        flag = context.lab_flag()
     )
-}
-
-/// ` --lab NAME` for commands the user is told to type, unless the lab is the default one.
-fn lab_flag(context: &LabContext) -> String {
-    if context.files.name == crate::lab::state::DEFAULT_LAB {
-        String::new()
-    } else {
-        format!(" --lab {}", context.files.name)
-    }
 }
 
 /// The stages after the stack: secrets, accelerator, ports, plan, disks, then [`launch`].
@@ -172,13 +168,17 @@ fn start_lab(
     let accel = decide_accel(context, &profile.topology, &boot_stack)?;
     stages.lap("accel");
 
-    let ssh_ports = profile.topology.hosts.iter().map(|_| free_local_port()).collect::<anyhow::Result<Vec<u16>>>()?;
+    let boot = options.boot.unwrap_or(profile.topology.boot);
+    // Only a full boot runs sshd.
+    let ssh_hosts = if boot == BootMode::Full { profile.topology.hosts.len() } else { 0 };
+    let ssh_ports = (0..ssh_hosts).map(|_| free_local_port()).collect::<anyhow::Result<Vec<u16>>>()?;
     let plan = plan_lab(&PlanRequest {
         files,
         profile_name,
         profile,
         boot_stack: &boot_stack,
         accel: &accel,
+        boot,
         ssh_ports: &ssh_ports,
         detach: options.detach,
         extra_cmdline: &options.extra_cmdline,
@@ -219,7 +219,7 @@ fn launch(
     mut stages: StageClock,
 ) -> anyhow::Result<UpReport> {
     let files = &context.files;
-    let boot_step = context.shell.step(&format!("boot lab `{}` ({}, {})", files.name, plan.profile, plan.accel));
+    let boot_step = context.shell.step(&format!("boot lab `{}` ({}, {} boot, {})", files.name, plan.profile, plan.boot, plan.accel));
     // From here Ctrl-C must not leave a half-started lab behind: hold the stop signals and check
     // for them while waiting, then stop the supervisor. (Not earlier: the stack's long-running
     // builders must stay interruptible, and they would inherit the mask.)
@@ -268,14 +268,15 @@ fn run_attached(context: &LabContext, state: &LabState, supervisor: &mut Child, 
 /// Tells the user how to use a ready lab.
 pub fn print_how_to_reach(context: &LabContext, state: &LabState, ssh_key: &Path) {
     let shell = &context.shell;
-    let lab_flag = lab_flag(context);
+    let lab_flag = context.lab_flag();
     shell.status(
         "Ready",
         format!(
-            "lab `{}`: profile `{}`, {} stack, {}, {} host(s)",
+            "lab `{}`: profile `{}`, {} stack, {} boot, {}, {} host(s)",
             context.files.name,
             state.plan.profile,
             state.plan.boot_stack.stack,
+            state.plan.boot,
             state.plan.accel,
             state.machines.len()
         ),
@@ -285,7 +286,10 @@ pub fn print_how_to_reach(context: &LabContext, state: &LabState, ssh_key: &Path
         shell.status("Host", format!("{}: QEMU pid {}{ssh}", machine.host, machine.qemu_pid));
     }
     shell.status("Try", format!("cargo xtask lab{lab_flag} exec -- cxl list -M"));
-    shell.status("", format!("cargo xtask lab{lab_flag} ssh | qmp query-status | console --follow | down"));
+    match state.plan.boot {
+        BootMode::Full => shell.status("", format!("cargo xtask lab{lab_flag} ssh | qmp query-status | console --follow | down")),
+        BootMode::Lean => shell.status("", format!("cargo xtask lab{lab_flag} qmp query-status | console --follow | down (a lean boot has no ssh: `--boot full`)")),
+    }
 }
 
 /// A TCP port free on 127.0.0.1 right now. QEMU binds it moments later; if something else takes

@@ -14,6 +14,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The CPU model a KVM machine runs with. The KVM probe boots with the same model: a probe
 /// without it passed on a host where `-cpu host` then failed to set an MSR at boot.
 pub const KVM_CPU_MODEL: &str = "host";
+/// The name of the virtio-serial port the guest agent listens on: the argv names it, and the lean
+/// init looks for it (no udev makes `/dev/virtio-ports/<name>` there).
+pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 
 /// The accelerator a machine runs with, once `auto` has been resolved. Lowercase in files and
 /// templates, as `-accel` takes it.

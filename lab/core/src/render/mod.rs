@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::layout::MachineRunDir;
 use crate::profile::Profile;
-use crate::qemu::{features, Accel, BackendFile, QemuVersion, KVM_CPU_MODEL};
+use crate::qemu::{features, Accel, BackendFile, QemuVersion, AGENT_PORT_NAME, KVM_CPU_MODEL};
 
 /// The template of the QEMU argv, relative to `templates/`.
 pub const ARGV_TEMPLATE: &str = "qemu-argv.j2";
@@ -73,6 +73,9 @@ pub struct BootMedia {
     pub data_dir: PathBuf,
     /// Host port forwarded to the guest's SSH, bound to 127.0.0.1.
     pub ssh_port: Option<u16>,
+    /// The root filesystem's program the initramfs runs as pid 1 (`init=`); `None`: its default
+    /// (systemd, the full boot).
+    pub init: Option<String>,
     pub extra_cmdline: Vec<String>,
 }
 
@@ -179,6 +182,7 @@ pub fn render_with_templates(
                 },
                 accel => inputs.accel,
                 kvm_cpu => KVM_CPU_MODEL,
+                agent_port => AGENT_PORT_NAME,
                 paused => inputs.paused,
                 boot => &inputs.boot,
                 cmdline => cmdline,
@@ -215,6 +219,7 @@ fn render_cmdline(environment: &Environment<'_>, topology: &Topology, host: &Hos
         .and_then(|template| {
             template.render(context! {
                 host => host,
+                init => &boot.init,
                 profile_cmdline => &topology.kernel_cmdline,
                 extra_cmdline => &boot.extra_cmdline,
             })

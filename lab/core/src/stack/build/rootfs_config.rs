@@ -25,7 +25,21 @@
 //!   virtio-serial port, which the renderer adds);
 //! - systemd's `.updated` stamps match `/usr`, so first boot skips ldconfig and hwdb rebuilds;
 //! - units a lab boot does not need are masked ([`MASKED_UNITS`]): under TCG every unit costs
-//!   seconds of one emulated CPU (masking these took userspace boot from 29 s to 22 s).
+//!   seconds of one emulated CPU (masking these took userspace boot from 29 s to 22 s);
+//! - the lean init [`LEAN_INIT`] (`lean-init.sh` beside this file, [`lean_init`]), which a lean
+//!   boot runs as pid 1 instead of systemd (kernel command line `init=`, which the initramfs
+//!   honours): it mounts proc, sysfs, devtmpfs, devpts, tmpfs on /dev/shm, /run and /tmp, debugfs
+//!   and tracefs, remounts / read-write, links /dev/fd and /dev/std*, sets the hostname, brings
+//!   `lo` up, mounts the 9p shares as fstab names them, `modprobe`s [`LEAN_MODULES`] (what udev
+//!   loads for the CXL devices at coldplug, not the rest of coldplug), then loads the drivers of
+//!   devices that appear later as udev would (`udevadm monitor --kernel` reads the kernel's
+//!   uevents without udevd; each MODALIAS is `modprobe`d: a region's DAX device, a namespace,
+//!   cxl_test's mock devices), finds the guest agent's port by its name in
+//!   `/sys/class/virtio-ports/*/name` (no udev, no `/dev/virtio-ports/` link; none in 10 s powers
+//!   off), runs `qemu-ga` on it with
+//!   PATH set (so `guest-set-user-password` finds `chpasswd`). The shell stays pid 1 and waits:
+//!   that reaps the orphans of the agent's commands, and an agent that exits is started again.
+//!   No systemd, udev, network or sshd: `lab ssh` needs the full boot.
 //!
 //! Applying never writes into an existing file: it unlinks and creates. The tree is a hard-link
 //! copy of the cached debootstrap tree, which must stay as it is.
@@ -34,7 +48,17 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 
+use crate::qemu::AGENT_PORT_NAME;
 use crate::stack::recipe::RootfsRecipe;
+
+/// Where the lean init lives in the image; a lean boot's kernel command line says `init=` it.
+pub const LEAN_INIT: &str = "/usr/lib/cxl-lab/lean-init";
+/// What the lean init loads at boot (one `modprobe -a`): the hardware RNG (without it the kernel's
+/// random pool takes seconds to fill under TCG and the guest agent waits for it), and the CXL
+/// stack a full boot's udev loads at coldplug (ACPI root, ports, the PCI driver, memdevs, the
+/// nvdimm bridge; cxl_core and cxl_port are built into Debian's kernel and modules of the source
+/// kernel). Drivers of devices that appear later come by their uevents' MODALIAS.
+pub const LEAN_MODULES: [&str; 6] = ["virtio_rng", "cxl_acpi", "cxl_port", "cxl_pci", "cxl_mem", "cxl_pmem"];
 
 const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,nofail";
 
@@ -109,6 +133,11 @@ fn mask(unit: &str) -> ConfigItem {
     ConfigItem::Symlink { path: format!("/etc/systemd/system/{unit}"), target: "/dev/null".to_owned() }
 }
 
+/// The lean init as the image holds it: `lean-init.sh` with the module list and the agent's port.
+pub fn lean_init() -> String {
+    include_str!("lean-init.sh").replace("@MODULES@", &LEAN_MODULES.join(" ")).replace("@AGENT_PORT@", AGENT_PORT_NAME)
+}
+
 /// What the debootstrapped tree loses before it is published (the module documentation).
 pub fn scrub() -> Vec<ConfigItem> {
     let mut items = vec![
@@ -151,6 +180,7 @@ pub fn render(recipe: &RootfsRecipe) -> Vec<ConfigItem> {
         enable("ssh.service", "cxl-lab-ssh-hostkey.service", "/etc/systemd/system/cxl-lab-ssh-hostkey.service"),
         enable("getty.target", "serial-getty@ttyS0.service", &format!("{systemd}/serial-getty@.service")),
         enable("multi-user.target", "qemu-guest-agent.service", &format!("{systemd}/qemu-guest-agent.service")),
+        ConfigItem::File { path: LEAN_INIT.into(), mode: 0o755, contents: lean_init() },
         ConfigItem::LockRoot,
         ConfigItem::StampUpdated { dir: "/etc".into() },
         ConfigItem::StampUpdated { dir: "/var".into() },
@@ -303,6 +333,26 @@ mod tests {
     #[test]
     fn scrub_snapshot() {
         insta::assert_json_snapshot!(scrub());
+    }
+
+    #[test]
+    fn lean_init_snapshot() {
+        insta::assert_snapshot!(lean_init());
+    }
+
+    #[test]
+    fn lean_init_is_complete_and_executable() {
+        let script = lean_init();
+        assert!(!script.contains('@'), "a placeholder is left:\n{script}");
+        for module in LEAN_MODULES {
+            assert!(script.contains(&format!(" {module}")), "{module}");
+        }
+        let items = render(&recipe());
+        let lean = items.iter().find(|item| matches!(item, ConfigItem::File { path, .. } if path == LEAN_INIT));
+        assert!(matches!(lean, Some(ConfigItem::File { mode: 0o755, .. })), "{lean:?}");
+        // dash parses it (the image's /bin/sh).
+        let status = std::process::Command::new("sh").arg("-n").arg("-c").arg(&script).status().unwrap();
+        assert!(status.success());
     }
 
     #[test]
