@@ -38,7 +38,9 @@ const SUITE_TIMEOUT_SECONDS: &str = "2400";
 #[ignore = "builds QEMU and the kernel from source: run it explicitly (see the module doc)"]
 fn source_stack_commits_a_region_and_loads_cxl_test() {
     let Some(lab) = Sandbox::for_guests("src") else { return };
-    lab.run_ok(&["up", "--stack", "source", "--detach"]);
+    // The full boot: ndctl's scripts wait for udev (`udevadm settle`) after they load cxl_test;
+    // a lean guest has no udevd, so its drivers would load after the scripts look.
+    lab.run_ok(&["up", "--stack", "source", "--boot", "full", "--detach"]);
     let guest = |command: &[&str]| lab.run_ok(&[&["exec", "--"][..], command].concat());
 
     let memdevs: Value = serde_json::from_str(&guest(&["cxl", "list", "-M"])).unwrap();

@@ -57,8 +57,12 @@ pub const LEAN_INIT: &str = "/usr/lib/cxl-lab/lean-init";
 /// random pool takes seconds to fill under TCG and the guest agent waits for it), and the CXL
 /// stack a full boot's udev loads at coldplug (ACPI root, ports, the PCI driver, memdevs, the
 /// nvdimm bridge; cxl_core and cxl_port are built into Debian's kernel and modules of the source
-/// kernel). Drivers of devices that appear later come by their uevents' MODALIAS.
-pub const LEAN_MODULES: [&str; 6] = ["virtio_rng", "cxl_acpi", "cxl_port", "cxl_pci", "cxl_mem", "cxl_pmem"];
+/// kernel), and the DAX and pmem drivers a region's devices need (a region's DAX device, a pmem
+/// namespace, kmem): with no udevd to wait for, a `/dev/daxN.M` opened right after
+/// `cxl create-region` must already have its driver. Drivers of other devices that appear later
+/// come by their uevents' MODALIAS.
+pub const LEAN_MODULES: [&str; 11] =
+    ["virtio_rng", "cxl_acpi", "cxl_port", "cxl_pci", "cxl_mem", "cxl_pmem", "nd_pmem", "dax_pmem", "dax_cxl", "device_dax", "kmem"];
 
 const NINEP_OPTIONS: &str = "trans=virtio,version=9p2000.L,msize=262144,nofail";
 
