@@ -27,6 +27,17 @@ pub mod report;
 /// (`SZ_256M` in `drivers/cxl/core/hdm.c` and `region.c`); an HDM decoder's base and size
 /// registers have the same unit (CXL 3.1 §8.2.4.20.5).
 pub const DECODER_UNIT: u64 = 256 * MIB;
+/// The granularity Linux gives every one-way root decoder (`CXL_DECODER_MIN_GRANULARITY`).
+pub const ONE_WAY_GRANULARITY: u64 = 256;
+
+/// The granularity G of a region over `window`, as Linux shows the root decoder and as `cxl
+/// create-region` takes it by default: the window's own for an interleaved window; for a one-way
+/// window 256, whatever the CFMWS says, "to advertise support for any valid region granularity"
+/// (`drivers/cxl/acpi.c`), so the levels below interleave at 256.
+pub fn region_granularity(window: &FixedWindow) -> u64 {
+    if window.targets.len() == 1 { ONE_WAY_GRANULARITY } else { window.granularity }
+}
+
 /// The largest granularity an HDM decoder encodes (CXL 3.1 §8.2.4.20.7, IG field 0..=6).
 pub const MAX_DECODER_GRANULARITY: u64 = 16 * KIB;
 /// Interleave ways an HDM decoder encodes (CXL 3.1 §8.2.4.20.7, IW field; 3, 6, 12 as 8, 9, 10).
@@ -224,7 +235,7 @@ impl<'t> Region<'t> {
 
     /// The region Linux builds over window `window_index` from every device below its host
     /// bridges, in the canonical position order (host bridge fastest, then root port, then
-    /// switch port). `window_base` is the window's HPA (the root decoder's `start` in
+    /// switch port). `window_base` is the window's HPA (the root decoder's `resource` in
     /// `cxl list -D`; 0 to work in window offsets).
     pub fn over_window(host: &'t Host, window_index: usize, window_base: u64) -> Result<Region<'t>, NoRegion> {
         let window = &host.windows[window_index];
@@ -245,7 +256,7 @@ impl<'t> Region<'t> {
         let base = window_base.next_multiple_of(DECODER_UNIT * ways as u64);
         let room = (window_base + window.size).saturating_sub(base);
         let size = region_size(&placements, mode, room)?;
-        Ok(Region { host, window_index, base, size, granularity: window.granularity, mode, levels, members: placements, slots })
+        Ok(Region { host, window_index, base, size, granularity: region_granularity(window), mode, levels, members: placements, slots })
     }
 
     pub fn ways(&self) -> usize {
@@ -467,9 +478,10 @@ fn check_levels(window: &FixedWindow, placements: &[DevicePlacement<'_>]) -> Res
         let detail = format!("{below_switch} of {} members are below a switch", placements.len());
         return Err(NoRegion::Uneven { level: "switch", detail });
     }
+    let granularity = region_granularity(window);
     let mut levels = vec![
-        Level { name: "window", ways: window_ways, granularity: window.granularity },
-        Level { name: "host bridge", ways: host_bridge_ways, granularity: window.granularity * window_ways as u64 },
+        Level { name: "window", ways: window_ways, granularity },
+        Level { name: "host bridge", ways: host_bridge_ways, granularity: granularity * window_ways as u64 },
     ];
     if below_switch != 0 {
         let switch_ways = uniform_fan_out("switch", placements, |placement| {

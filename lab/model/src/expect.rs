@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::Region;
+use crate::decode::{region_granularity, Region};
 use crate::topology::{Host, Topology};
 
 /// The expected view of every host of a topology.
@@ -100,9 +100,6 @@ pub enum RegionPlan {
 }
 
 
-/// The granularity Linux gives every one-way root decoder (`CXL_DECODER_MIN_GRANULARITY`).
-pub const ONE_WAY_GRANULARITY: u64 = 256;
-
 fn is_zero(value: &u64) -> bool {
     *value == 0
 }
@@ -167,9 +164,7 @@ fn expected_host(host: &Host) -> ExpectedHost {
             index,
             size: window.size,
             interleave_ways: window.targets.len(),
-            // Linux shows a one-way window at the smallest granularity, 256, whatever the CFMWS
-            // says, "to advertise support for any valid region granularity" (drivers/cxl/acpi.c).
-            interleave_granularity: if window.targets.len() == 1 { ONE_WAY_GRANULARITY } else { window.granularity },
+            interleave_granularity: region_granularity(window),
             targets: window
                 .targets
                 .iter()
@@ -211,8 +206,7 @@ fn plan_region(host: &Host, decoder: &ExpectedRootDecoder, taken: &[u64]) -> Reg
     if memdevs.iter().any(|serial| taken.contains(serial)) {
         return RegionPlan::None { reason: "its devices' capacity is taken by an earlier window's region".to_owned() };
     }
-    // The root decoder's granularity as the guest shows it: what `cxl create-region -g` is given.
-    RegionPlan::Region { mode: region.mode.name().to_owned(), memdevs, ways: region.ways(), granularity: decoder.interleave_granularity, size: region.size }
+    RegionPlan::Region { mode: region.mode.name().to_owned(), memdevs, ways: region.ways(), granularity: region.granularity, size: region.size }
 }
 
 fn sorted(values: impl Iterator<Item = u8>) -> Vec<u8> {
