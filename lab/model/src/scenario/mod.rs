@@ -153,6 +153,7 @@ impl Checker<'_> {
                 requesters.push(Requester { name, port });
             }
             if let Some(count) = &spec.count {
+                self.unique(&spec.name, &field, &spec.name.value, true);
                 let members: Vec<usize> = (requesters.len() - count.value as usize..requesters.len()).collect();
                 self.requesters.0.insert(spec.name.value.clone(), members);
             }
@@ -175,9 +176,15 @@ impl Checker<'_> {
                 self.unique(&spec.name, &format!("buffers[{index}].name"), &name, false);
                 self.buffers.add(name.clone(), buffers.len());
                 buffers.push(Buffer { name, base: next_base, size: spec.size.value.bytes() });
-                next_base = (next_base + spec.size.value.bytes()).next_multiple_of(BUFFER_ALIGN);
+                // The buffers are laid out one after another in a 64-bit address space.
+                let Some(next) = next_base.checked_add(spec.size.value.bytes()).and_then(|end| end.checked_next_multiple_of(BUFFER_ALIGN)) else {
+                    self.sink.at(&spec.size, &format!("buffers[{index}].size"), "the buffers do not fit in a 64-bit address space".to_owned());
+                    return buffers;
+                };
+                next_base = next;
             }
             if spec.count.is_some() {
+                self.unique(&spec.name, &format!("buffers[{index}].name"), &spec.name.value, false);
                 self.buffers.0.insert(spec.name.value.clone(), (first..buffers.len()).collect());
             }
         }
@@ -188,6 +195,18 @@ impl Checker<'_> {
         let names = if requester { &self.requesters } else { &self.buffers };
         if names.0.contains_key(name) {
             self.sink.at(at, field, format!("`{name}` is defined twice"));
+        }
+    }
+
+    /// The one index a name stands for; a group or an unknown name is an error at it.
+    fn single(&mut self, name: &Spanned<String>, field: &str, requester: bool) -> Option<usize> {
+        match self.resolve(name, field, requester)[..] {
+            [index] => Some(index),
+            [] => None,
+            ref group => {
+                self.sink.at(name, field, format!("`{}` is a group of {}; name one of them", name.value, group.len()));
+                None
+            }
         }
     }
 
@@ -255,13 +274,11 @@ impl Checker<'_> {
         for (index, spec) in specs.iter().enumerate() {
             let field = format!("delegations[{index}]");
             let rights = self.rights(&spec.rights, &format!("{field}.rights"));
-            let single = |checker: &mut Self, name: &Spanned<String>, what: &str, requester: bool| -> Option<usize> {
-                let found = checker.resolve(name, &format!("{field}.{what}"), requester);
-                (found.len() == 1).then(|| found[0])
-            };
-            let (Some(from), Some(to), Some(buffer)) =
-                (single(self, &spec.from, "from", true), single(self, &spec.to, "to", true), single(self, &spec.buffer, "buffer", false))
-            else {
+            let (Some(from), Some(to), Some(buffer)) = (
+                self.single(&spec.from, &format!("{field}.from"), true),
+                self.single(&spec.to, &format!("{field}.to"), true),
+                self.single(&spec.buffer, &format!("{field}.buffer"), false),
+            ) else {
                 continue;
             };
             let parent = builder.policy.active_grants().find(|(_, grant)| grant.requester == from && grant.buffer == buffer).map(|(index, grant)| (index, grant.clone()));
@@ -311,7 +328,14 @@ impl Checker<'_> {
 
     fn access(&mut self, builder: &StepBuilder, spec: &TraceSpec, field: &str) -> Option<Access> {
         let (Some(requester), Some(buffer), Some(length), Some(access)) = (&spec.requester, &spec.buffer, &spec.length, &spec.access) else {
-            self.sink.at_start(field, "an access needs requester, buffer, length and access (or give revoke: or sweep:)".to_owned());
+            let message = "an access needs requester, buffer, length and access (or give revoke: or sweep:)".to_owned();
+            // At the step's first key: an empty step (`- {}`) has none, and only then line 1.
+            let first = [&spec.requester, &spec.buffer, &spec.access].into_iter().flatten().next();
+            match (first, &spec.length) {
+                (Some(present), _) => self.sink.at(present, field, message),
+                (None, Some(length)) => self.sink.at(length, field, message),
+                (None, None) => self.sink.at_start(field, message),
+            }
             return None;
         };
         let kind = parse_access(&access.value);
@@ -321,10 +345,13 @@ impl Checker<'_> {
         if length.value == 0 {
             self.sink.at(length, &format!("{field}.length"), "an access of zero bytes".to_owned());
         }
-        let requester = *self.resolve(requester, &format!("{field}.requester"), true).first()?;
-        let buffer = *self.resolve(buffer, &format!("{field}.buffer"), false).first()?;
-        let address = builder.policy.buffers[buffer].base + spec.offset;
-        Some(Access { requester, address, length: length.value, access: kind? })
+        let requester = self.single(requester, &format!("{field}.requester"), true);
+        let buffer_index = self.single(buffer, &format!("{field}.buffer"), false)?;
+        let Some(address) = builder.policy.buffers[buffer_index].base.checked_add(spec.offset) else {
+            self.sink.at(buffer, &format!("{field}.offset"), format!("offset {} from `{}` is beyond a 64-bit address", spec.offset, buffer.value));
+            return None;
+        };
+        Some(Access { requester: requester?, address, length: length.value, access: kind? })
     }
 }
 

@@ -59,3 +59,29 @@ fn a_revocation_in_the_trace_changes_what_the_policy_permits() {
     // Both VMs share host0: after the revocation vm1 still reaches page0 through vm0's decoder.
     assert_eq!((host.forbidden_allowed, host.permitted_denied), (1, 0));
 }
+
+#[test]
+fn a_group_where_one_is_meant_is_an_error_at_it() {
+    let delegation = format!("{TWO_VMS}delegations:\n  - {{ id: d, from: vm, to: vm1, buffer: page0, rights: r }}\n");
+    assert_eq!(errors(&delegation), ["s.yaml:9:20: delegations[0].from: `vm` is a group of 2; name one of them"]);
+    let access = format!("{TWO_VMS}trace:\n  - {{ requester: vm0, buffer: page, length: 8, access: read }}\n");
+    assert_eq!(errors(&access), ["s.yaml:9:31: trace[0].buffer: `page` is a group of 2; name one of them"]);
+    let twice = TWO_VMS.replace("buffers:\n", "  - { name: vm }\nbuffers:\n");
+    assert_eq!(errors(&twice), ["s.yaml:3:13: requesters[1].name: `vm` is defined twice"]);
+}
+
+#[test]
+fn addresses_beyond_64_bits_are_errors_not_overflows() {
+    let huge = TWO_VMS.replace("size: 4K, count: 2", "size: 16000000T, count: 2");
+    assert_eq!(errors(&huge), ["s.yaml:4:25: buffers[0].size: the buffers do not fit in a 64-bit address space"]);
+    let offset = format!("{TWO_VMS}trace:\n  - {{ requester: vm0, buffer: page1, offset: 18446744073709551615, length: 8, access: read }}\n");
+    assert_eq!(errors(&offset), ["s.yaml:9:31: trace[0].offset: offset 18446744073709551615 from `page1` is beyond a 64-bit address"]);
+}
+
+#[test]
+fn an_incomplete_access_is_reported_at_its_own_line() {
+    let incomplete = format!("{TWO_VMS}trace:\n  - {{ requester: vm0, buffer: page0, length: 8, access: read }}\n  - {{ buffer: page0, length: 8 }}\n");
+    let found = errors(&incomplete);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("s.yaml:10:"), "{found:?}");
+}
