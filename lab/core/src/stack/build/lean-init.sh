@@ -50,11 +50,26 @@ ip link set lo up 2>/dev/null
 mounted /lib/modules || mounted /usr/lib/modules || mount /lib/modules || say "no module share: the root's own /lib/modules stays"
 mounted /mnt/share || mount /mnt/share || say "no data share at /mnt/share"
 
+# Devices that appear from now on (a region's DAX device, a namespace, cxl_test's mock devices, and
+# the CXL ports and memdevs that the modules below probe asynchronously) get their drivers as under
+# udev: modprobe of each kernel uevent's MODALIAS (udevadm reads the kernel's uevents itself; no
+# udevd runs). Started before the modules load, so that their devices are seen.
+udevadm monitor --kernel --property | while read -r line; do
+    case "$line" in
+        MODALIAS=?*) modprobe -bq "${line#MODALIAS=}" ;;
+    esac
+done &
+
 # What udev loads at coldplug on a CXL machine (the hardware RNG first: without it the kernel's
 # random pool takes seconds to fill under TCG, and the agent waits for it), through modprobe as
 # udev does; not the rest of coldplug.
 say "mounted; loading modules"
 modprobe -a @MODULES@ || say "some modules did not load (above)"
+# What the monitor may have missed while it started: the devices already on the buses whose
+# devices appear late (a minimal coldplug, shell builtins only: a full one costs seconds).
+for alias in /sys/bus/cxl/devices/*/modalias /sys/bus/nd/devices/*/modalias /sys/bus/dax/devices/*/modalias; do
+    [ -r "$alias" ] && read -r value < "$alias" && [ -n "$value" ] && modprobe -bq "$value"
+done
 
 # The agent's port by its name (no udev, so no /dev/virtio-ports/ link).
 port=""
@@ -74,15 +89,6 @@ if [ -z "$port" ]; then
 fi
 
 exec < /dev/null > /dev/console 2>&1
-# Devices that appear from now on (a region's DAX device, a namespace, cxl_test's mock devices) get
-# their drivers as under udev: modprobe of each kernel uevent's MODALIAS (udevadm reads the kernel's
-# uevents itself; no udevd runs).
-udevadm monitor --kernel --property | while read -r line; do
-    case "$line" in
-        MODALIAS=?*) modprobe -bq "${line#MODALIAS=}" ;;
-    esac
-done &
-
 say "starting the guest agent on $port"
 # The shell stays pid 1: `wait` reaps every child, the orphans of the agent's commands too, and a
 # guest agent that exits is started again.

@@ -30,11 +30,12 @@
 //!   boot runs as pid 1 instead of systemd (kernel command line `init=`, which the initramfs
 //!   honours): it mounts proc, sysfs, devtmpfs, devpts, tmpfs on /dev/shm, /run and /tmp, debugfs
 //!   and tracefs, remounts / read-write, links /dev/fd and /dev/std*, sets the hostname, brings
-//!   `lo` up, mounts the 9p shares as fstab names them, `modprobe`s [`LEAN_MODULES`] (what udev
-//!   loads for the CXL devices at coldplug, not the rest of coldplug), then loads the drivers of
-//!   devices that appear later as udev would (`udevadm monitor --kernel` reads the kernel's
-//!   uevents without udevd; each MODALIAS is `modprobe`d: a region's DAX device, a namespace,
-//!   cxl_test's mock devices), finds the guest agent's port by its name in
+//!   `lo` up, mounts the 9p shares as fstab names them, starts loading the drivers of devices
+//!   as they appear, as udev would (`udevadm monitor --kernel` reads the kernel's uevents without
+//!   udevd; each MODALIAS is `modprobe`d: the CXL ports and memdevs probed asynchronously, a
+//!   region's DAX device, a namespace, cxl_test's mock devices), `modprobe`s [`LEAN_MODULES`]
+//!   (what udev loads for the CXL devices at coldplug, not the rest of coldplug), replays the
+//!   modaliases already on the cxl, nd and dax buses (what the monitor missed while starting), finds the guest agent's port by its name in
 //!   `/sys/class/virtio-ports/*/name` (no udev, no `/dev/virtio-ports/` link; none in 10 s powers
 //!   off), runs `qemu-ga` on it with
 //!   PATH set (so `guest-set-user-password` finds `chpasswd`). The shell stays pid 1 and waits:
