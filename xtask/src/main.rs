@@ -31,7 +31,7 @@ enum Command {
     Bench(bench_cmd::BenchCommand),
     /// Boot a lab and use it: up, status, exec, cp, console, ssh, qmp, switch, down.
     Lab(lab_cmd::LabArgs),
-    /// The device model: decode an address of a profile's region.
+    /// The device model: decode an address of a profile's region; evaluate a sharing scenario.
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
     /// Inspect, validate and render topology profiles.

@@ -32,7 +32,7 @@ pub enum ModelCommand {
         /// Which fixed window (its index in the profile).
         #[arg(long, default_value_t = 0)]
         window: usize,
-        /// The window's HPA (the root decoder's `start` in `cxl list -D`); default 0.
+        /// The window's HPA (the root decoder's `resource` in `cxl list -D`); default 0.
         #[arg(long, value_parser = parse_address, default_value = "0")]
         window_base: u64,
     },

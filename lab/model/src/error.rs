@@ -46,21 +46,33 @@ impl std::error::Error for ProfileErrors {}
 /// Parses one YAML file into its schema type; a syntax or type error is one error at its line.
 pub fn parse_yaml<T: DeserializeOwned>(file: &str, source: &str) -> Result<T, ProfileErrors> {
     serde_saphyr::from_str(source).map_err(|error| {
-        let (line, column) = error.location().map(|at| (at.line(), at.column())).unwrap_or((1, 1));
-        let message = first_line(&error.to_string());
+        let (line, column) = yaml_error_location(&error);
+        let message = yaml_error_message(&error.to_string());
         ProfileErrors(vec![ProfileError { file: file.to_owned(), line, column, field: "(yaml)".to_owned(), message }])
     })
 }
 
-/// serde-saphyr says `error: line L column C: <message>` and may append a source snippet; the
-/// location is ours to show, so keep only the message.
-fn first_line(message: &str) -> String {
+/// serde-saphyr renders a snippet under its message and repeats the position before or after
+/// it; the message itself is what we quote, after our own `file:line:column` (profiles,
+/// scenarios, and through `cxl_lab_core::yaml` recipes and suites).
+pub fn yaml_error_message(message: &str) -> String {
     let line = message.lines().next().unwrap_or(message).trim();
     let line = line.strip_prefix("error: ").unwrap_or(line);
-    match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
-        Some((_, rest)) => rest.to_owned(),
-        None => line.to_owned(),
-    }
+    let line = match line.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((position, rest)) if position.contains(" column ") => rest,
+        _ => line,
+    };
+    let line = match line.rsplit_once(" at line ") {
+        Some((message, position)) if position.contains(", column ") => message,
+        _ => line,
+    };
+    // A hint at the parser's options is no use to someone writing a file by hand.
+    line.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable").to_owned()
+}
+
+/// The line and column of a serde-saphyr error (1, 1 when it has none).
+pub fn yaml_error_location(error: &serde_saphyr::Error) -> (u64, u64) {
+    error.location().map(|at| (at.line(), at.column())).unwrap_or((1, 1))
 }
 
 /// The errors found in one file, each at the line and column of the value that broke a rule.

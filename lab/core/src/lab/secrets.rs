@@ -41,12 +41,12 @@ impl std::fmt::Debug for LabSecrets {
     }
 }
 
-/// Creates the lab's secrets if missing and returns them.
 /// The lab's SSH private key (made by [`ensure_lab_secrets`] when the lab came up).
 pub fn ssh_key_path(lab: &LabLayout) -> PathBuf {
     lab.secrets_dir().join("id_ed25519")
 }
 
+/// Creates the lab's secrets if missing and returns them.
 pub fn ensure_lab_secrets(lab: &LabLayout) -> anyhow::Result<LabSecrets> {
     let dir = lab.secrets_dir();
     fs::create_dir_all(&dir)?;
