@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::authority::Authority;
 use crate::caveat::Caveat;
-use crate::error::{ConfigError, InstallError, MintError, VerifyError};
+use crate::error::{ConfigError, EpochError, InstallError, MintError, RevokeError, VerifyError};
 use crate::format::{ParsedToken, TokenIdentifier, MAX_CAVEATS};
 use crate::grants::{GrantTable, InstalledGrant};
 use crate::mac::{Algorithm, RootSecret};
@@ -61,6 +61,15 @@ pub struct AccessDenied {
     pub address: u64,
     pub length: u64,
     pub access: AccessKind,
+}
+
+/// What [`Device::revoke_token`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// The id is in the current epoch's deny set; this many installed grants were evicted.
+    Denied { evicted_grants: usize },
+    /// The token's epoch is over: it already fails verification and holds no grant.
+    EpochAlreadyOver,
 }
 
 struct DeviceState {
@@ -256,27 +265,59 @@ impl Device {
             })
     }
 
-    /// Adds `token_id` to the deny set (killing the token and every descendant) and evicts its
-    /// installed grants. Returns how many grants were evicted.
-    pub fn revoke_token(&self, token_id: TokenId) -> usize {
+    /// Revokes the token `token_id` of `epoch`, and with it every descendant (they share its
+    /// id): in the current epoch the id joins the deny set and its installed grants are
+    /// evicted; a token of an earlier epoch is already dead and nothing changes.
+    ///
+    /// The epoch is part of the name because ids restart at 1 in every epoch: id 3 of epoch 5
+    /// and id 3 of epoch 6 are different tokens, and a revocation meant for one must never hit
+    /// the other, even when an epoch bump happens between reading the id and revoking it. The
+    /// epoch is compared under the same write lock that updates the deny set.
+    pub fn revoke_token(&self, epoch: Epoch, token_id: TokenId) -> Result<Revocation, RevokeError> {
         let mut state = self.write_state();
+        let current = state.epoch_keys.epoch;
+        if epoch < current {
+            return Ok(Revocation::EpochAlreadyOver);
+        }
+        if epoch > current {
+            return Err(RevokeError::FutureEpoch {
+                requested: epoch,
+                current,
+            });
+        }
+        let next_token_id = state.next_token_id.load(Ordering::Relaxed);
+        if token_id.0 == 0 || token_id.0 >= next_token_id {
+            return Err(RevokeError::NotMinted { epoch, token_id });
+        }
         state.epoch_keys.revoked_token_ids.insert(token_id);
-        state.grants.evict_token(token_id)
+        // Every installed grant is of the current epoch (a bump empties the table), so the id
+        // names exactly this token's grants.
+        let evicted_grants = state.grants.evict_token(token_id);
+        Ok(Revocation::Denied { evicted_grants })
     }
 
     /// Moves to the next key epoch: every token minted so far stops verifying, the deny set
     /// and tag cache are emptied (nothing in them can match any more), token ids restart, and
     /// every installed grant is evicted. Returns the new epoch.
-    pub fn bump_epoch(&self) -> Epoch {
+    ///
+    /// At the last epoch (`u64::MAX`) it refuses and changes nothing: wrapping to epoch 0 would
+    /// re-derive that epoch's keys and bring its tokens back to life.
+    pub fn bump_epoch(&self) -> Result<Epoch, EpochError> {
         let mut state = self.write_state();
-        let next_epoch = Epoch(state.epoch_keys.epoch.0.wrapping_add(1));
+        let current = state.epoch_keys.epoch;
+        let next_epoch = Epoch(
+            current
+                .0
+                .checked_add(1)
+                .ok_or(EpochError::Exhausted(current))?,
+        );
         state.epoch_keys = EpochKeys::derive(&self.root_secret, self.config.device_id, next_epoch);
         state.next_token_id = AtomicU64::new(1);
         state.grants.clear();
         if let Some(tag_cache) = &self.tag_cache {
             lock_ignoring_poison(tag_cache).clear();
         }
-        next_epoch
+        Ok(next_epoch)
     }
 
     /// Evicts installed grants that expired by device time `now`; returns how many.

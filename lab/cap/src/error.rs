@@ -192,3 +192,26 @@ pub enum ConfigError {
     #[error("grants per requester is zero")]
     NoGrantsPerRequester,
 }
+
+/// Why the device refused to move to the next key epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EpochError {
+    /// The epoch counter is at its maximum. Wrapping would bring back the keys of epoch 0 and
+    /// with them every token of that epoch, so the device stays where it is: it needs a new
+    /// root secret.
+    #[error("key epoch {0:?} is the last one; provision a new root secret instead of bumping")]
+    Exhausted(Epoch),
+}
+
+/// Why a revocation was refused. Revoking is scoped to one epoch: token ids restart at 1 in
+/// every epoch, so an id alone does not name a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RevokeError {
+    /// No token of this epoch can exist yet; revoking would kill a token before it is minted.
+    #[error("epoch {requested:?} has not begun, the device is in epoch {current:?}")]
+    FutureEpoch { requested: Epoch, current: Epoch },
+    /// This id has not been minted in the current epoch; revoking it would kill a token minted
+    /// later.
+    #[error("token id {token_id:?} has not been minted in epoch {epoch:?}")]
+    NotMinted { epoch: Epoch, token_id: TokenId },
+}

@@ -82,9 +82,10 @@ pub mod wire;
 
 pub use authority::{Authority, HolderLimit, RangeLimit};
 pub use caveat::{Caveat, CaveatKind, MAX_CAVEAT_LEN};
-pub use device::{AccessDenied, Device, DeviceConfig};
+pub use device::{AccessDenied, Device, DeviceConfig, Revocation};
 pub use error::{
-    AttenuateError, CaveatError, ConfigError, DecodeError, InstallError, MintError, VerifyError,
+    AttenuateError, CaveatError, ConfigError, DecodeError, EpochError, InstallError, MintError,
+    RevokeError, VerifyError,
 };
 pub use format::{TokenIdentifier, FORMAT_VERSION, MAX_CAVEATS, MAX_TOKEN_LEN};
 pub use grants::{GrantTable, InstalledGrant, RequesterIdHasher};

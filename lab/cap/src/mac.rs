@@ -6,10 +6,13 @@
 //! byte: keyed BLAKE3 (the default: one compression per short caveat) and HMAC-SHA256 (the
 //! macaroon construction, for peers that only trust SHA-2).
 //!
-//! Secrets live in [`RootSecret`] and [`ChainValue`], which zeroize on drop and print redacted.
-//! Copies the compiler makes on the stack are outside our control; the types guarantee only
-//! that the values we own are wiped.
+//! Secrets live in [`RootSecret`] and [`ChainValue`], which zeroize on drop and print redacted,
+//! and every keyed hash state this module holds is wiped when it is dropped
+//! ([`WipedHmacSha256`]; the BLAKE3 suite calls one-shot functions and holds no state).
+//! Copies the compiler or the hash libraries make on their own stack frames are outside our
+//! control; the types guarantee only that the values we own are wiped.
 
+use hmac::digest::FixedOutputReset;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -130,11 +133,10 @@ pub(crate) fn derive_epoch_key(
     let key = match algorithm {
         Algorithm::KeyedBlake3 => blake3::derive_key(BLAKE3_EPOCH_KEY_CONTEXT, &derivation_input),
         Algorithm::HmacSha256 => {
-            let mut hmac = <Hmac<Sha256> as Mac>::new_from_slice(&root_secret.0)
-                .expect("HMAC accepts any key length");
+            let mut hmac = WipedHmacSha256::new(&root_secret.0);
             hmac.update(HMAC_EPOCH_KEY_LABEL);
             hmac.update(&derivation_input[TAG_LEN..]);
-            hmac.finalize().into_bytes().into()
+            hmac.finalize()
         }
     };
     derivation_input.zeroize();
@@ -144,13 +146,49 @@ pub(crate) fn derive_epoch_key(
 /// One step of the chain: the MAC of `message` under `key`.
 pub(crate) fn chain_step(algorithm: Algorithm, key: &ChainValue, message: &[u8]) -> ChainValue {
     match algorithm {
-        Algorithm::KeyedBlake3 => ChainValue(*blake3::keyed_hash(&key.0, message).as_bytes()),
-        Algorithm::HmacSha256 => {
-            let mut hmac =
-                <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC accepts any key length");
-            hmac.update(message);
-            ChainValue(hmac.finalize().into_bytes().into())
+        Algorithm::KeyedBlake3 => {
+            let mut mac = blake3::keyed_hash(&key.0, message);
+            let chain_value = ChainValue(*mac.as_bytes());
+            mac.zeroize();
+            chain_value
         }
+        Algorithm::HmacSha256 => {
+            let mut hmac = WipedHmacSha256::new(&key.0);
+            hmac.update(message);
+            ChainValue(hmac.finalize())
+        }
+    }
+}
+
+/// An HMAC-SHA256 state that is wiped when dropped. Once keyed, its inner and outer hash
+/// states are as good as the key (they compute the MAC of any message), and `hmac` 0.12 does
+/// not zeroize them itself.
+struct WipedHmacSha256(Hmac<Sha256>);
+
+impl WipedHmacSha256 {
+    fn new(key: &[u8]) -> Self {
+        Self(<Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length"))
+    }
+
+    fn update(&mut self, message: &[u8]) {
+        self.0.update(message);
+    }
+
+    /// The MAC. Finalizes in place (`finalize_into_reset`, from `hmac`'s `reset` feature)
+    /// rather than by value, so the state stays here for `Drop` to wipe.
+    fn finalize(mut self) -> [u8; TAG_LEN] {
+        let mut mac = [0u8; TAG_LEN];
+        FixedOutputReset::finalize_into_reset(&mut self.0, (&mut mac).into());
+        mac
+    }
+}
+
+impl Drop for WipedHmacSha256 {
+    fn drop(&mut self) {
+        // SAFETY: `Hmac<Sha256>` is flat data (SHA-256 states, block counters, a block buffer
+        // and its position): no pointers, no `Drop` of its own, and all zeroes is a valid value
+        // of every field. It is not used after this.
+        unsafe { zeroize::zeroize_flat_type(&mut self.0) }
     }
 }
 
@@ -170,6 +208,31 @@ mod tests {
         }
         let same = derive_epoch_key(Algorithm::KeyedBlake3, &secret, DeviceId(1), Epoch(1));
         assert!(base.matches(same.as_bytes()));
+    }
+
+    /// The bytes of the value at `value`.
+    ///
+    /// SAFETY: `value` points to `size_of::<T>()` readable, initialized bytes.
+    unsafe fn bytes_at<T>(value: *const T) -> Vec<u8> {
+        unsafe { std::slice::from_raw_parts(value.cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn keyed_hmac_state_is_wiped_when_dropped() {
+        // Zeroed first, so padding bytes are initialized too.
+        let mut slot = std::mem::MaybeUninit::<WipedHmacSha256>::zeroed();
+        slot.write(WipedHmacSha256::new(&[0x5a; TAG_LEN]));
+        // SAFETY: the slot is allocated and initialized for the whole test.
+        let keyed = unsafe { bytes_at(slot.as_ptr()) };
+        assert!(
+            keyed.iter().any(|byte| *byte != 0),
+            "a keyed state holds key material"
+        );
+        // SAFETY: the slot holds an initialized value, dropped once and not used again.
+        unsafe { slot.assume_init_drop() };
+        // SAFETY: dropping zeroized every byte in place; nothing was deallocated.
+        let dropped = unsafe { bytes_at(slot.as_ptr()) };
+        assert!(dropped.iter().all(|byte| *byte == 0));
     }
 
     #[test]

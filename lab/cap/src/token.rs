@@ -5,6 +5,7 @@
 //! the key, so the holder needs nothing from the device, and the old tag is gone from the new
 //! token, so nobody downstream can remove the caveat again.
 
+use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use crate::caveat::Caveat;
@@ -14,9 +15,9 @@ use crate::mac::{chain_step, ChainValue, TAG_LEN};
 
 /// A capability token: identifier, caveats and tag, with its canonical bytes.
 ///
-/// The tag is the bearer secret of the token, so `Debug` leaves it out and the bytes are
-/// zeroized when the token is dropped.
-#[derive(Clone, PartialEq, Eq)]
+/// The tag is the bearer secret of the token, so `Debug` leaves it out, equality is
+/// constant-time and the bytes are zeroized when the token is dropped.
+#[derive(Clone)]
 pub struct Token {
     bytes: Vec<u8>,
     identifier: TokenIdentifier,
@@ -127,6 +128,18 @@ impl Token {
     }
 }
 
+impl PartialEq for Token {
+    /// Compares the canonical bytes, tag included, in time that depends only on their lengths
+    /// (which are public): a comparison with a guessed token must not tell how much of the tag
+    /// was right. The identifier and caveats are decoded from the bytes, so equal bytes are
+    /// equal tokens.
+    fn eq(&self, other: &Token) -> bool {
+        bool::from(self.bytes.as_slice().ct_eq(other.bytes.as_slice()))
+    }
+}
+
+impl Eq for Token {}
+
 impl Drop for Token {
     fn drop(&mut self) {
         self.bytes.zeroize();
@@ -141,5 +154,31 @@ impl std::fmt::Debug for Token {
             .field("caveats", &self.caveats)
             .field("length", &self.bytes.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mac::Algorithm;
+    use crate::values::{DeviceId, Epoch, Rights, TokenId};
+
+    #[test]
+    fn equality_covers_the_whole_token_tag_included() {
+        let identifier = TokenIdentifier {
+            algorithm: Algorithm::KeyedBlake3,
+            device_id: DeviceId(1),
+            epoch: Epoch(1),
+            token_id: TokenId(1),
+        };
+        let token = Token::mint(identifier, &ChainValue::from_bytes([1; TAG_LEN]), &[]);
+        assert_eq!(token, Token::decode(token.as_bytes()).unwrap());
+        let mut other_tag = token.as_bytes().to_vec();
+        *other_tag.last_mut().unwrap() ^= 1;
+        assert_ne!(token, Token::decode(&other_tag).unwrap());
+        assert_ne!(
+            token,
+            token.attenuate(Caveat::Rights(Rights::READ)).unwrap()
+        );
     }
 }

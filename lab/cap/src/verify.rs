@@ -166,6 +166,12 @@ impl VerifierContext<'_> {
 
     /// Recomputes the chain (from the cache where possible) and compares it with the tag in
     /// constant time. Returns how many MACs that took.
+    ///
+    /// A forged tag costs the MACs of a cache miss whether or not its chain input (or its
+    /// parent's) is cached: a cached token whose tag does not match is recomputed in full, and
+    /// a child of a cached parent whose tag does not match runs the rest of a miss's MACs. So
+    /// verify time tells whether a token is cached only to whoever could compute its tag
+    /// (docs/capability-format.md, "Timing").
     fn check_tag(&self, parsed: &ParsedToken<'_>) -> Result<u32, VerifyError> {
         let algorithm = parsed.identifier.algorithm;
         let caveat_count = parsed.caveat_count();
@@ -174,19 +180,24 @@ impl VerifierContext<'_> {
             None => CachedChain::Miss,
         };
         let (chain_value, macs_computed, newly_computed) = match cached {
-            CachedChain::WholeToken(chain_value) => (chain_value, 0, false),
+            CachedChain::WholeToken(chain_value) if chain_value.matches(parsed.tag) => {
+                (chain_value, 0, false)
+            }
             CachedChain::Parent(parent) => {
                 let last_caveat = parsed.caveat_bytes(caveat_count - 1);
-                (chain_step(algorithm, &parent, last_caveat), 1, true)
-            }
-            CachedChain::Miss => {
-                let epoch_key = self.epoch_keys.key(algorithm);
-                let mut chain_value = chain_step(algorithm, epoch_key, parsed.identifier_bytes());
-                for index in 0..caveat_count {
-                    chain_value = chain_step(algorithm, &chain_value, parsed.caveat_bytes(index));
+                let chain_value = chain_step(algorithm, &parent, last_caveat);
+                if !chain_value.matches(parsed.tag) {
+                    // The MACs a miss would have run besides this last one.
+                    std::hint::black_box(self.chain_from_key(parsed, caveat_count - 1));
+                    return Err(VerifyError::BadTag);
                 }
-                (chain_value, caveat_count as u32 + 1, true)
+                (chain_value, 1, true)
             }
+            CachedChain::WholeToken(_) | CachedChain::Miss => (
+                self.chain_from_key(parsed, caveat_count),
+                caveat_count as u32 + 1,
+                true,
+            ),
         };
         if !chain_value.matches(parsed.tag) {
             return Err(VerifyError::BadTag);
@@ -195,6 +206,18 @@ impl VerifierContext<'_> {
             lock_ignoring_poison(cache).remember(parsed, &chain_value);
         }
         Ok(macs_computed)
+    }
+
+    /// The chain value of the identifier and the first `caveat_prefix_len` caveats of
+    /// `parsed`, computed from the epoch key: `caveat_prefix_len + 1` MACs.
+    fn chain_from_key(&self, parsed: &ParsedToken<'_>, caveat_prefix_len: usize) -> ChainValue {
+        let algorithm = parsed.identifier.algorithm;
+        let epoch_key = self.epoch_keys.key(algorithm);
+        let mut chain_value = chain_step(algorithm, epoch_key, parsed.identifier_bytes());
+        for index in 0..caveat_prefix_len {
+            chain_value = chain_step(algorithm, &chain_value, parsed.caveat_bytes(index));
+        }
+        chain_value
     }
 
     /// The authority of an authenticated token, after the token-level policy checks: required

@@ -220,6 +220,35 @@ fn bench_cached_verify(criterion: &mut Criterion) {
         })
     });
 
+    // Verify time must not tell whether a token's chain input is cached to someone who cannot
+    // have made the token (docs/capability-format.md, "Timing"): two forgeries, one whose chain
+    // input is the cached parent's and one whose input the cache has never seen (minted by a
+    // twin device with the same secret, so the device would accept its genuine tag; it is
+    // never verified here, so it never enters the cache).
+    let twin = crate::device(Policy::default(), cxl_lab_cap::Algorithm::KeyedBlake3);
+    let [range, rights, _] = standard_caveats();
+    let unseen = twin
+        .mint(&[
+            range,
+            rights,
+            Caveat::NotAfter(NOT_AFTER.saturating_add_millis(1)),
+        ])
+        .unwrap();
+    for (label, genuine) in [
+        ("forged_tag_cached_input", &parent),
+        ("forged_tag_uncached_input", &unseen),
+    ] {
+        let mut forged = genuine.as_bytes().to_vec();
+        *forged.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            device.verify(&forged, &read),
+            Err(cxl_lab_cap::VerifyError::BadTag)
+        );
+        group.bench_function(label, |bencher| {
+            bencher.iter(|| device.verify(black_box(&forged), black_box(&read)))
+        });
+    }
+
     let caveat_bytes = {
         let mut encoded = Vec::new();
         standard_caveats()[0].encode(&mut encoded);

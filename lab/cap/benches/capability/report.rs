@@ -155,6 +155,14 @@ pub fn print_and_save(output_directory: &Path, run_started: SystemTime, sizes: &
             cached("child_of_verified_token"),
         ),
         (
+            "forged tag, chain input cached (timing check)",
+            cached("forged_tag_cached_input"),
+        ),
+        (
+            "forged tag, chain input not cached (timing check)",
+            cached("forged_tag_uncached_input"),
+        ),
+        (
             "one keyed-BLAKE3 MAC over a caveat (yardstick)",
             cached("one_keyed_blake3_mac"),
         ),

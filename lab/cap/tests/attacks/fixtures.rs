@@ -2,8 +2,8 @@
 //! that an adversary could perform without the device secret
 
 use cxl_lab_cap::{
-    AccessKind, AccessRequest, AddressRange, Caveat, Device, DeviceConfig, DeviceId, Policy,
-    RequesterId, Rights, RootSecret, Timestamp, Token,
+    AccessKind, AccessRequest, AddressRange, Caveat, Device, DeviceConfig, DeviceId, Epoch, Policy,
+    RequesterId, Revocation, Rights, RootSecret, Timestamp, Token,
 };
 
 pub const DEVICE_ID: DeviceId = DeviceId(0x42);
@@ -27,6 +27,21 @@ pub fn device_with_policy(policy: Policy) -> Device {
 
 pub fn device() -> Device {
     device_with_policy(Policy::default())
+}
+
+/// A device with the standard secret that starts in `epoch`.
+pub fn device_at_epoch(epoch: Epoch) -> Device {
+    let mut config = DeviceConfig::new(DEVICE_ID, CAPACITY_BYTES);
+    config.initial_epoch = epoch;
+    Device::new(config, secret()).expect("valid test configuration")
+}
+
+/// Revokes `token` and its family, named by epoch and id as the device's owner names it.
+pub fn revoke(device: &Device, token: &Token) -> Revocation {
+    let identifier = token.identifier();
+    device
+        .revoke_token(identifier.epoch, identifier.token_id)
+        .expect("a token this device minted")
 }
 
 pub fn range(base: u64, length: u64) -> AddressRange {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use cxl_lab_cap::{
-    AccessDenied, AccessKind, AccessRequest, Caveat, Device, DeviceConfig, Epoch, Rights, TokenId,
-    VerifyError,
+    AccessDenied, AccessKind, AccessRequest, Caveat, Epoch, EpochError, Revocation, RevokeError,
+    Rights, TokenId, VerifyError,
 };
 
 use crate::fixtures::*;
@@ -17,7 +17,7 @@ fn use_after_revocation_is_rejected_for_token_and_descendants() {
     let child = token.attenuate(Caveat::Rights(Rights::READ)).unwrap();
     let unrelated = standard_token(&device);
     device.verify(token.as_bytes(), &read_request()).unwrap();
-    device.revoke_token(token.identifier().token_id);
+    revoke(&device, &token);
     let token_id = token.identifier().token_id;
     assert_eq!(
         device.verify(token.as_bytes(), &read_request()),
@@ -35,7 +35,7 @@ fn use_after_epoch_bump_is_rejected() {
     let device = device();
     let token = standard_token(&device);
     device.verify(token.as_bytes(), &read_request()).unwrap();
-    assert_eq!(device.bump_epoch(), Epoch(2));
+    assert_eq!(device.bump_epoch(), Ok(Epoch(2)));
     assert_eq!(
         device.verify(token.as_bytes(), &read_request()),
         Err(VerifyError::WrongEpoch {
@@ -57,7 +57,7 @@ fn use_after_epoch_bump_is_rejected() {
 fn token_relabelled_to_current_epoch_after_bump_is_rejected() {
     let device = device();
     let token = standard_token(&device);
-    device.bump_epoch();
+    device.bump_epoch().unwrap();
     let mut relabelled = token.as_bytes().to_vec();
     assert_eq!(
         relabelled[3], 1,
@@ -73,9 +73,7 @@ fn token_relabelled_to_current_epoch_after_bump_is_rejected() {
 #[test]
 fn token_from_future_epoch_is_rejected() {
     let device = device();
-    let mut config = DeviceConfig::new(DEVICE_ID, CAPACITY_BYTES);
-    config.initial_epoch = Epoch(5);
-    let future_device = Device::new(config, secret()).unwrap();
+    let future_device = device_at_epoch(Epoch(5));
     let future_token = standard_token(&future_device);
     assert_eq!(
         device.verify(future_token.as_bytes(), &read_request()),
@@ -92,8 +90,8 @@ fn epoch_bump_revives_no_denied_token_id() {
     // a new token that reuses a denied id is a different token and verifies.
     let device = device();
     let old = standard_token(&device);
-    device.revoke_token(old.identifier().token_id);
-    device.bump_epoch();
+    revoke(&device, &old);
+    device.bump_epoch().unwrap();
     let new_with_same_id = standard_token(&device);
     assert_eq!(
         new_with_same_id.identifier().token_id,
@@ -109,6 +107,101 @@ fn epoch_bump_revives_no_denied_token_id() {
 }
 
 #[test]
+fn epoch_bump_at_the_last_epoch_is_refused_instead_of_wrapping() {
+    // Wrapping would re-derive epoch 0's keys: a token of epoch 0 would verify again.
+    let epoch_zero_device = device_at_epoch(Epoch(0));
+    let epoch_zero_token = standard_token(&epoch_zero_device);
+    let device = device_at_epoch(Epoch(u64::MAX - 1));
+    let second_to_last = standard_token(&device);
+    assert_eq!(device.bump_epoch(), Ok(Epoch(u64::MAX)));
+    let last = standard_token(&device);
+    assert_eq!(
+        device.bump_epoch(),
+        Err(EpochError::Exhausted(Epoch(u64::MAX)))
+    );
+    assert_eq!(device.epoch(), Epoch(u64::MAX));
+    assert!(
+        device.verify(last.as_bytes(), &read_request()).is_ok(),
+        "a refused bump changes nothing"
+    );
+    for dead in [&epoch_zero_token, &second_to_last] {
+        assert!(matches!(
+            device.verify(dead.as_bytes(), &read_request()),
+            Err(VerifyError::WrongEpoch { .. })
+        ));
+    }
+}
+
+#[test]
+fn revocation_is_scoped_to_its_epoch() {
+    let device = device();
+    let old = standard_token(&device);
+    let old_identifier = *old.identifier();
+    device.bump_epoch().unwrap();
+    let new_with_same_id = standard_token(&device);
+    assert_eq!(
+        new_with_same_id.identifier().token_id,
+        old_identifier.token_id
+    );
+    // An owner who read the id before the bump and revokes after it must not hit the new
+    // token that reuses the id.
+    assert_eq!(
+        device.revoke_token(old_identifier.epoch, old_identifier.token_id),
+        Ok(Revocation::EpochAlreadyOver)
+    );
+    assert!(device
+        .verify(new_with_same_id.as_bytes(), &read_request())
+        .is_ok());
+    // And the other way: revoking the new token leaves the old one exactly as dead as it was.
+    revoke(&device, &new_with_same_id);
+    assert_eq!(
+        device.verify(old.as_bytes(), &read_request()),
+        Err(VerifyError::WrongEpoch {
+            token_epoch: Epoch(1),
+            current_epoch: Epoch(2)
+        })
+    );
+    // A token revoked in its epoch stays refused once that epoch is over.
+    device.bump_epoch().unwrap();
+    assert!(matches!(
+        device.verify(new_with_same_id.as_bytes(), &read_request()),
+        Err(VerifyError::WrongEpoch { .. })
+    ));
+}
+
+#[test]
+fn revoking_a_token_not_yet_minted_is_refused() {
+    let device = device();
+    let minted = standard_token(&device);
+    let next_id = TokenId(minted.identifier().token_id.0 + 1);
+    assert_eq!(
+        device.revoke_token(Epoch(1), next_id),
+        Err(RevokeError::NotMinted {
+            epoch: Epoch(1),
+            token_id: next_id
+        })
+    );
+    assert_eq!(
+        device.revoke_token(Epoch(1), TokenId(0)),
+        Err(RevokeError::NotMinted {
+            epoch: Epoch(1),
+            token_id: TokenId(0)
+        })
+    );
+    assert_eq!(
+        device.revoke_token(Epoch(2), TokenId(1)),
+        Err(RevokeError::FutureEpoch {
+            requested: Epoch(2),
+            current: Epoch(1)
+        })
+    );
+    // The refused revocations left no trace: the next token, with that id, is alive.
+    let next = standard_token(&device);
+    assert_eq!(next.identifier().token_id, next_id);
+    assert!(device.verify(next.as_bytes(), &read_request()).is_ok());
+}
+
+#[test]
 fn tag_cache_does_not_outlive_revocation() {
     let device = device();
     let token = standard_token(&device);
@@ -119,7 +212,7 @@ fn tag_cache_does_not_outlive_revocation() {
             .macs_computed,
         0
     );
-    device.revoke_token(token.identifier().token_id);
+    revoke(&device, &token);
     assert_eq!(
         device.verify(token.as_bytes(), &read_request()),
         Err(VerifyError::Revoked(token.identifier().token_id))
@@ -216,12 +309,18 @@ fn revocation_evicts_installed_grants() {
         device.check_access(&read_request()),
         Ok(token.identifier().token_id)
     );
-    assert_eq!(device.revoke_token(token.identifier().token_id), 1);
+    assert_eq!(
+        revoke(&device, &token),
+        Revocation::Denied { evicted_grants: 1 }
+    );
     assert_eq!(
         device.check_access(&read_request()),
         Ok(other.identifier().token_id)
     );
-    assert_eq!(device.revoke_token(other.identifier().token_id), 1);
+    assert_eq!(
+        revoke(&device, &other),
+        Revocation::Denied { evicted_grants: 1 }
+    );
     assert_eq!(
         device.check_access(&read_request()),
         Err(AccessDenied {
@@ -244,7 +343,7 @@ fn epoch_bump_evicts_installed_grants() {
         .install_grant(standard_token(&device).as_bytes(), REQUESTER, NOW)
         .unwrap();
     assert!(device.check_access(&read_request()).is_ok());
-    device.bump_epoch();
+    device.bump_epoch().unwrap();
     assert_eq!(device.installed_grant_count(), 0);
     assert!(device.check_access(&read_request()).is_err());
 }
@@ -343,7 +442,7 @@ fn revocation_races_with_installation_never_leave_a_revoked_grant() {
         })
     };
     for token in &tokens {
-        device.revoke_token(token.identifier().token_id);
+        revoke(&device, token);
     }
     installer.join().unwrap();
     assert_eq!(device.installed_grant_count(), 0);

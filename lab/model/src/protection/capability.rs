@@ -96,8 +96,8 @@ impl Mechanism for Capabilities {
         for &grant in revoked {
             let Some(gone) = self.held.get_mut(grant).and_then(Option::take) else { continue };
             let token_id = gone.installed.token_id;
-            // Only the device revokes: it adds the id to its deny set.
-            self.device.revoke_token(token_id);
+            // Only the device revokes: it adds the id to its current epoch's deny set.
+            self.device.revoke_token(gone.token.identifier().epoch, token_id).expect("a token of the device's one epoch");
             actors.push(Actor::Device);
             // The family's grants still in force lost their token too: the device mints anew.
             let family: Vec<usize> = (0..self.held.len())
