@@ -191,8 +191,8 @@ mod tests {
     #[test]
     fn the_summary_is_a_padded_table() {
         let table = summary_table(&result());
-        assert_eq!(table[0], "profile  stack   smoke   region   cell     seconds");
-        assert_eq!(table[1], "seed     distro  passed  skipped  passed   12.3");
-        assert_eq!(table[2], "<b>      distro  error   error    error    12.3");
+        assert_eq!(table[0], "profile  stack   smoke   region   cell    seconds");
+        assert_eq!(table[1], "seed     distro  passed  skipped  passed  12.3");
+        assert_eq!(table[2], "<b>      distro  error   error    error   12.3");
     }
 }
