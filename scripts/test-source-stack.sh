@@ -14,5 +14,7 @@ cargo xtask lab --lab ci-suites run --stack source --profile interleave --suite 
     --out target/suite-results/interleave-source
 # The matrix: one cell's QEMU killed during a run (tests/lab_matrix.rs), then every shipped profile
 # on the source stack with smoke, topology and region (report in target/matrix-results/index.html).
+# `--fail-on error`: a cell that crashes, hangs or loses its QEMU fails CI; a suite's own failure is
+# in the report (dcd's topology fails today: memdev 99's ram_size, expected 0, the guest shows 1).
 cargo test -p xtask --test lab_matrix -- --ignored --nocapture
-cargo xtask lab --lab ci-mx matrix matrices/nightly.yaml --out target/matrix-results
+cargo xtask lab --lab ci-mx matrix matrices/nightly.yaml --fail-on error --out target/matrix-results

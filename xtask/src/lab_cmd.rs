@@ -109,6 +109,11 @@ enum LabCommand {
         /// Where each cell's results and logs, `matrix.json` and `index.html` go.
         #[arg(long, default_value = "matrix-results")]
         out: PathBuf,
+        /// What makes the exit code 1: `failure`, a cell that failed or is an error; `error`, only
+        /// a cell that did not finish (a crash, a hang, a lost QEMU): failed suites are in the
+        /// report.
+        #[arg(long, default_value = "failure", value_parser = ["failure", "error"])]
+        fail_on: String,
         /// Print a GitHub Actions workflow that runs this matrix nightly, a job per cell, instead
         /// of running it.
         #[arg(long, value_name = "github", value_parser = ["github"])]
@@ -173,9 +178,9 @@ impl LabArgs {
                 let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect };
                 run_suites(context, &options)
             }
-            LabCommand::Matrix { file, profile, stack, suite, jobs, cell_timeout, out, emit } => {
+            LabCommand::Matrix { file, profile, stack, suite, jobs, cell_timeout, out, fail_on, emit } => {
                 let request = MatrixRequest { profiles: profile, stacks: stack, suites: suite, cell_timeout: cell_timeout.map(Duration::from_secs) };
-                run_matrix(context, file.as_deref(), &request, jobs, &out, emit.is_some())
+                run_matrix(context, file.as_deref(), &request, jobs, &out, fail_on == "error", emit.is_some())
             }
             LabCommand::Status => print_status(context),
             LabCommand::Exec { host, timeout, command } => run_exec(context, host.as_deref(), &command, timeout),
@@ -240,8 +245,8 @@ fn run_suites(context: &LabContext, options: &RunOptions) -> anyhow::Result<Exit
 }
 
 /// `lab matrix`: a progress line per cell as it ends, the summary table, the reports; exit code
-/// 1 when a cell failed or is an error.
-fn run_matrix(context: &LabContext, file: Option<&str>, request: &MatrixRequest, jobs: Option<usize>, out: &Path, emit_github: bool) -> anyhow::Result<ExitCode> {
+/// 1 when a cell failed or is an error (`--fail-on error`: only an error).
+fn run_matrix(context: &LabContext, file: Option<&str>, request: &MatrixRequest, jobs: Option<usize>, out: &Path, fail_on_error_only: bool, emit_github: bool) -> anyhow::Result<ExitCode> {
     let prefix = if context.files.name == DEFAULT_LAB { "matrix" } else { context.files.name.as_str() };
     let mut plan = match file {
         Some(file) => matrix_plan::load(&context.paths, &matrix_plan::matrix_path(&context.paths, file), prefix)?,
@@ -268,7 +273,8 @@ fn run_matrix(context: &LabContext, file: Option<&str>, request: &MatrixRequest,
     let files = matrix_report::write(out, &result)?;
     context.shell.status("Timing", format!("matrix {:.1} s with {jobs} at a time", result.wall_seconds));
     context.shell.status("Reports", format!("{} {}", files.html.display(), files.json.display()));
-    Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let failing = if fail_on_error_only { !result.finished() } else { !result.passed() };
+    Ok(if failing { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `lab status`: exit code 3 when no lab runs.

@@ -87,6 +87,11 @@ impl MatrixResult {
         self.cells.iter().all(|cell| matches!(cell.status, Status::Passed | Status::Skipped))
     }
 
+    /// Every cell finished its run (whatever its suites found).
+    pub fn finished(&self) -> bool {
+        self.cells.iter().all(|cell| cell.status != Status::Error)
+    }
+
     pub fn cell(&self, profile: &str, stack: &str) -> Option<&CellResult> {
         self.cells.iter().find(|cell| cell.profile == profile && cell.stack == stack)
     }
