@@ -1,7 +1,7 @@
 //! `cargo xtask lab ...`: bring a lab up, use it, switch its topology, take it down.
 //! The work is in `cxl_lab_core::lab`; this module parses, prints and picks exit codes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ use cxl_lab_core::model::BootMode;
 use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::lab::up::{UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
 use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
+use cxl_lab_core::matrix::plan::{self as matrix_plan, MatrixRequest};
+use cxl_lab_core::matrix::run::{self as matrix_run, CellLauncher};
+use cxl_lab_core::matrix::{github as matrix_github, report as matrix_report};
 use cxl_lab_core::profile::DEFAULT_PROFILE;
 use cxl_lab_core::suite::run::{self as suite_run, RunOptions};
 
@@ -80,6 +83,42 @@ enum LabCommand {
         #[command(flatten)]
         boot: BootArgs,
     },
+    /// Run suites over profiles × stacks, each (profile, stack) a cell booted once in a lab of
+    /// its own (`<lab>-<profile>-<stack>`), cells side by side; per cell its JUnit, JSON and
+    /// logs, then `matrix.json` and `index.html`. Exit 0 when every cell passed or skipped.
+    Matrix {
+        /// A matrix file (`matrices/nightly.yaml`, or a name in `matrices/`) instead of the lists.
+        #[arg(conflicts_with_all = ["profile", "stack", "suite"])]
+        file: Option<String>,
+        /// Profiles, comma separated (default: every shipped profile).
+        #[arg(long, value_delimiter = ',')]
+        profile: Vec<String>,
+        /// Stacks, comma separated (default: distro).
+        #[arg(long, value_delimiter = ',')]
+        stack: Vec<String>,
+        /// Suites, comma separated; every cell runs each of them.
+        #[arg(long, value_delimiter = ',', required_unless_present = "file")]
+        suite: Vec<String>,
+        /// Cells run side by side (default: one per CPU, as many as the free memory holds).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Seconds a cell may take (boot, suites, take-down) before it is stopped as an error
+        /// (default: the matrix file's `timeout`, else 1800).
+        #[arg(long)]
+        cell_timeout: Option<u64>,
+        /// Where each cell's results and logs, `matrix.json` and `index.html` go.
+        #[arg(long, default_value = "matrix-results")]
+        out: PathBuf,
+        /// What makes the exit code 1: `failure`, a cell that failed or is an error; `error`, only
+        /// a cell that did not finish (a crash, a hang, a lost QEMU): failed suites are in the
+        /// report.
+        #[arg(long, default_value = "failure", value_parser = ["failure", "error"])]
+        fail_on: String,
+        /// Print a GitHub Actions workflow that runs this matrix nightly, a job per cell, instead
+        /// of running it.
+        #[arg(long, value_name = "github", value_parser = ["github"])]
+        emit: Option<String>,
+    },
     /// Show the running lab: profile, accelerator, machines, whether QEMU and the agent answer.
     Status,
     /// Run a command in the guest; its output and exit code become ours.
@@ -139,6 +178,10 @@ impl LabArgs {
                 let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect };
                 run_suites(context, &options)
             }
+            LabCommand::Matrix { file, profile, stack, suite, jobs, cell_timeout, out, fail_on, emit } => {
+                let request = MatrixRequest { profiles: profile, stacks: stack, suites: suite, cell_timeout: cell_timeout.map(Duration::from_secs) };
+                run_matrix(context, file.as_deref(), &request, jobs, &out, fail_on == "error", emit.is_some())
+            }
             LabCommand::Status => print_status(context),
             LabCommand::Exec { host, timeout, command } => run_exec(context, host.as_deref(), &command, timeout),
             LabCommand::Cp { source, destination } => {
@@ -189,6 +232,9 @@ fn run_suites(context: &LabContext, options: &RunOptions) -> anyhow::Result<Exit
             context.shell.out(format_args!("  evidence: {}", evidence.display()));
         }
     }
+    for lost in &report.result.lost {
+        context.shell.warn(lost);
+    }
     let counts = report.result.counts();
     context.shell.status(
         "Timing",
@@ -196,6 +242,39 @@ fn run_suites(context: &LabContext, options: &RunOptions) -> anyhow::Result<Exit
     );
     context.shell.status("Reports", format!("{} {}", report.files.junit.display(), report.files.json.display()));
     Ok(if report.result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `lab matrix`: a progress line per cell as it ends, the summary table, the reports; exit code
+/// 1 when a cell failed or is an error (`--fail-on error`: only an error).
+fn run_matrix(context: &LabContext, file: Option<&str>, request: &MatrixRequest, jobs: Option<usize>, out: &Path, fail_on_error_only: bool, emit_github: bool) -> anyhow::Result<ExitCode> {
+    let prefix = if context.files.name == DEFAULT_LAB { "matrix" } else { context.files.name.as_str() };
+    let mut plan = match file {
+        Some(file) => matrix_plan::load(&context.paths, &matrix_plan::matrix_path(&context.paths, file), prefix)?,
+        None => matrix_plan::from_request(&context.paths, request, prefix)?,
+    };
+    for cell in &plan.cells {
+        lab_name(&cell.lab).map_err(|why| anyhow::anyhow!("the cell's lab name `{}`: {why}", cell.lab))?;
+    }
+    if let Some(timeout) = request.cell_timeout {
+        plan.cell_timeout = timeout;
+    }
+    if emit_github {
+        context.shell.out(matrix_github::workflow(&plan, file.unwrap_or("the command line")).trim_end());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let jobs = jobs.unwrap_or_else(|| matrix_plan::default_jobs(cpus, matrix_plan::available_memory(), &plan.cells)).max(1);
+    context.shell.status("Matrix", format!("{} cells × {} suites, {jobs} at a time, results in {}", plan.cells.len(), plan.suites.len(), out.display()));
+    let launcher = CellLauncher { program: std::env::current_exe().context("locating this program to run the cells")? };
+    let result = matrix_run::run(&context.paths, &context.shell, &launcher, &plan, out, jobs)?;
+    for line in matrix_report::summary_table(&result) {
+        context.shell.out(line);
+    }
+    let files = matrix_report::write(out, &result)?;
+    context.shell.status("Timing", format!("matrix {:.1} s with {jobs} at a time", result.wall_seconds));
+    context.shell.status("Reports", format!("{} {}", files.html.display(), files.json.display()));
+    let failing = if fail_on_error_only { !result.finished() } else { !result.passed() };
+    Ok(if failing { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// `lab status`: exit code 3 when no lab runs.

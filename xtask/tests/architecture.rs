@@ -10,16 +10,17 @@ use std::path::{Path, PathBuf};
 
 /// What a top-level module of `lab/core` must not use, and why (the docs' layering).
 const LAYERS: &[(&str, &[&str], &str)] = &[
-    ("lab", &["suite"], "a suite drives a lab; a lab knows nothing of suites"),
-    ("vm", &["render", "profile", "stack", "lab", "model", "suite"], "vm runs machines and knows nothing of profiles, stacks or labs"),
-    ("stack", &["render", "vm", "lab", "profile", "model", "suite"], "the stack builds artifacts; it takes the QEMU version from `qemu`, not from `render`"),
-    ("render", &["stack", "vm", "lab", "suite"], "render maps a topology to an argv and runs nothing"),
-    ("qemu", &["render", "stack", "vm", "lab", "profile", "suite"], "qemu says what a QEMU version is and has"),
-    ("profile", &["render", "stack", "vm", "lab", "suite"], "profile only loads profiles into the model"),
-    ("scenario", &["render", "stack", "vm", "lab", "suite"], "scenario only loads scenarios into the model"),
-    ("sys", &["render", "stack", "vm", "lab", "profile", "qemu", "layout", "model", "suite"], "sys is the operating system underneath everything"),
-    ("layout", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "shell", "model", "suite"], "layout only names paths"),
-    ("shell", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "layout", "model", "suite"], "shell only prints"),
+    ("lab", &["suite", "matrix"], "a suite drives a lab; a lab knows nothing of suites"),
+    ("suite", &["matrix"], "a matrix runs suites; a suite knows nothing of matrices"),
+    ("vm", &["render", "profile", "stack", "lab", "model", "suite", "matrix"], "vm runs machines and knows nothing of profiles, stacks or labs"),
+    ("stack", &["render", "vm", "lab", "profile", "model", "suite", "matrix"], "the stack builds artifacts; it takes the QEMU version from `qemu`, not from `render`"),
+    ("render", &["stack", "vm", "lab", "suite", "matrix"], "render maps a topology to an argv and runs nothing"),
+    ("qemu", &["render", "stack", "vm", "lab", "profile", "suite", "matrix"], "qemu says what a QEMU version is and has"),
+    ("profile", &["render", "stack", "vm", "lab", "suite", "matrix"], "profile only loads profiles into the model"),
+    ("scenario", &["render", "stack", "vm", "lab", "suite", "matrix"], "scenario only loads scenarios into the model"),
+    ("sys", &["render", "stack", "vm", "lab", "profile", "qemu", "layout", "model", "suite", "matrix"], "sys is the operating system underneath everything"),
+    ("layout", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "shell", "model", "suite", "matrix"], "layout only names paths"),
+    ("shell", &["render", "stack", "vm", "lab", "profile", "qemu", "sys", "layout", "model", "suite", "matrix"], "shell only prints"),
 ];
 
 /// Macros and calls that write to stdout or stderr.

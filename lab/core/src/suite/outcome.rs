@@ -48,6 +48,10 @@ pub struct RunResult {
     /// Whether this run booted the lab (else it reused one that was up).
     pub booted: bool,
     pub suites: Vec<SuiteResult>,
+    /// Machines whose QEMU ended while the suites ran (a crash, a kill): the run did not finish
+    /// as asked, whatever its steps say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<String>,
 }
 
 /// Step counts, for the summary line.
@@ -78,7 +82,7 @@ impl SuiteResult {
 
 impl RunResult {
     pub fn passed(&self) -> bool {
-        self.suites.iter().all(SuiteResult::passed)
+        self.lost.is_empty() && self.suites.iter().all(SuiteResult::passed)
     }
 
     pub fn counts(&self) -> Counts {

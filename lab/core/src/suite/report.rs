@@ -90,7 +90,7 @@ mod tests {
             duration: Duration::from_secs(1),
             evidence: vec![PathBuf::from("out/region-host0/dmesg.txt")],
         };
-        let result = RunResult { profile: "seed".into(), stack: "distro".into(), kernel_release: "7.3".into(), booted: true, suites: vec![suite] };
+        let result = RunResult { profile: "seed".into(), stack: "distro".into(), kernel_release: "7.3".into(), booted: true, suites: vec![suite], lost: Vec::new() };
         let xml = junit(&result).to_string().unwrap();
         assert!(xml.contains(r#"<testsuite name="region/seed/distro/host0" tests="3" skipped="1" errors="0" failures="1""#), "{xml}");
         assert!(xml.contains(r#"<skipped message="no region &lt;here&gt; &amp; now"/>"#), "{xml}");

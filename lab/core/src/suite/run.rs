@@ -72,15 +72,24 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
     let suites_started = Instant::now();
     let results = run_suites(context, &state, &view, &suites, &options.out);
     let suites_time = suites_started.elapsed();
-    if booted {
+    let lost = lost_machines(&state);
+    if booted && lost.is_empty() {
         control::down(context)?;
+    } else if booted {
+        // What is left of a lab that lost a machine goes too; its logs stay in its run directory.
+        let _ = control::down(context);
     }
+    let suites = match results {
+        Err(error) if !lost.is_empty() => return Err(error.context(lost.join("; "))),
+        results => results?,
+    };
     let result = RunResult {
         profile: state.plan.profile.clone(),
         stack: state.plan.boot_stack.stack.to_string(),
         kernel_release: state.plan.boot_stack.kernel_release.clone(),
         booted,
-        suites: results?,
+        suites,
+        lost,
     };
     let files = report::write(&options.out, &result)?;
     Ok(RunReport { result, files, boot_time, suites_time })
@@ -101,6 +110,12 @@ fn reuse_or_boot(context: &LabContext, options: &RunOptions, profile: &Profile) 
     }
     let boot = UpOptions { profile: options.profile.clone(), stack: options.stack, detach: true, ..options.boot.clone() };
     Ok((up::up(context, &boot)?.state, true))
+}
+
+/// The machines whose QEMU is gone, each with where its serial console's log is.
+fn lost_machines(state: &LabState) -> Vec<String> {
+    let gone = state.machines.iter().filter(|machine| !machine.qemu_runs());
+    gone.map(|machine| format!("QEMU of `{}` (pid {}) ended during the run; its serial log: {}", machine.host, machine.qemu_pid, machine.serial_log.display())).collect()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -11,7 +11,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use fs_err as fs;
 use nix::sys::signal::Signal;
@@ -30,6 +31,17 @@ pub enum RunError {
     #[error("step `{step}` could not write its log {log}: {source}")]
     Log { step: String, log: PathBuf, source: std::io::Error },
 }
+
+/// How a command run with a time limit ([`CommandRunner::run_within`]) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Exited(ExitStatus),
+    /// It ran past its time and was stopped (SIGTERM, then SIGKILL).
+    TimedOut,
+}
+
+/// How long a command stopped for its time limit has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Runs commands for named steps, each step appending to `<log_dir>/<step>.log`.
 #[derive(Clone, Debug)]
@@ -56,7 +68,44 @@ impl CommandRunner {
         self.run_inner(step, command, true)
     }
 
-    fn run_inner(&self, step: &str, command: &mut Command, capture: bool) -> Result<String, RunError> {
+    /// Runs `command` with its output going to the step log, for at most `timeout`; whatever it
+    /// exits with is the caller's to judge (a command whose failure is an outcome, not an error).
+    pub fn run_within(&self, step: &str, command: &mut Command, timeout: Duration) -> Result<Ended, RunError> {
+        let (log, log_file, shown) = self.open_log(step, command)?;
+        let log_error = |source| RunError::Log { step: step.to_owned(), log: log.clone(), source };
+        die_with_parent(command, Signal::SIGKILL);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log_file.try_clone().map_err(log_error)?))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .map_err(|source| RunError::Spawn { step: step.to_owned(), command: shown.clone(), log: log.clone(), source })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().map_err(log_error)? {
+                return Ok(Ended::Exited(status));
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        crate::sys::process::signal_process(child.id(), Signal::SIGTERM);
+        let stopped = Instant::now() + STOP_GRACE;
+        while child.try_wait().map_err(log_error)?.is_none() {
+            if Instant::now() >= stopped {
+                let _ = child.kill();
+                child.wait().map_err(log_error)?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(Ended::TimedOut)
+    }
+
+    /// The step's log, opened for appending, with the command written (and traced) first; the
+    /// command as shown.
+    fn open_log(&self, step: &str, command: &Command) -> Result<(PathBuf, std::fs::File, String), RunError> {
         let log = self.log_path(step);
         let log_error = |source| RunError::Log { step: step.to_owned(), log: log.clone(), source };
         fs::create_dir_all(&self.log_dir).map_err(log_error)?;
@@ -65,6 +114,12 @@ impl CommandRunner {
         let shown = display_command(command);
         writeln!(log_file, "$ {shown}").map_err(log_error)?;
         crate::shell::trace_command(step, &shown);
+        Ok((log, log_file, shown))
+    }
+
+    fn run_inner(&self, step: &str, command: &mut Command, capture: bool) -> Result<String, RunError> {
+        let (log, mut log_file, shown) = self.open_log(step, command)?;
+        let log_error = |source| RunError::Log { step: step.to_owned(), log: log.clone(), source };
 
         let stderr = log_file.try_clone().map_err(log_error)?;
         die_with_parent(command, Signal::SIGKILL);
