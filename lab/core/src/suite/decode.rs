@@ -170,6 +170,32 @@ fn open_backing_files(
     Ok(files)
 }
 
+/// Fault injection (`lab run --move-tag`): moves granule `index`'s tag from where the model puts
+/// it into the next member's backing file, mid-granule, as a wrong decode would have; what it
+/// did, in words.
+pub fn move_tag(region: &Region, memory_dir: &Path, index: u64) -> Result<String, String> {
+    let granule = region.granules().nth(index as usize).ok_or_else(|| format!("the region has no granule {index}"))?;
+    let next = region.members().nth((granule.position + 1) % region.ways()).expect("a position below the ways");
+    let target = next.volatile.as_ref().or(next.persistent.as_ref()).expect("a member has capacity");
+    let (from, to) = (backend_file(memory_dir, &granule.backing.backend), backend_file(memory_dir, &target.backend));
+    let (from, to) = (from.map_err(|error| format!("{error:#}"))?, to.map_err(|error| format!("{error:#}"))?);
+    let at = granule.backing.offset + region.granularity / 2;
+    let io = |path: &Path, error: std::io::Error| format!("moving a tag in {}: {error}", path.display());
+    let source = std::fs::OpenOptions::new().read(true).write(true).open(&from).map_err(|error| io(&from, error))?;
+    let mut tag = [0u8; TAG_BYTES];
+    source.read_exact_at(&mut tag, granule.backing.offset).map_err(|error| io(&from, error))?;
+    source.write_all_at(&[0u8; TAG_BYTES], granule.backing.offset).map_err(|error| io(&from, error))?;
+    let destination = std::fs::OpenOptions::new().write(true).open(&to).map_err(|error| io(&to, error))?;
+    destination.write_all_at(&tag, at).map_err(|error| io(&to, error))?;
+    Ok(format!(
+        "fault injected: granule {index}'s tag (HPA {:#x}) moved from {} offset {:#x} to {} offset {at:#x}",
+        granule.hpa,
+        from.display(),
+        granule.backing.offset,
+        to.display()
+    ))
+}
+
 /// Where each of the `wanted` tags (their text) is in the backing files: (backend, offset) of its
 /// first copy. One pass over each file, looking for every tag of the region.
 fn search_tags(
@@ -326,28 +352,16 @@ mod tests {
             })
         );
 
-        // Granule 5 (HPA base + 40 KiB: position 1, cxl-pmem2, DPA 8 KiB) moved into cxl-pmem0,
-        // mid-granule (no other tag overwritten).
-        let mem2 = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.path().join("cxl-mem2.raw"))
-            .unwrap();
-        let mut tag = [0u8; TAG_BYTES];
-        mem2.read_exact_at(&mut tag, 0x2000).unwrap();
-        mem2.write_all_at(&[0u8; TAG_BYTES], 0x2000).unwrap();
-        let mem0 = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.path().join("cxl-mem0.raw"))
-            .unwrap();
-        mem0.write_all_at(&tag, 0x3800).unwrap();
-
+        // Granule 5 (HPA base + 40 KiB: position 1, cxl-pmem2, DPA 8 KiB) moved into the next
+        // member, cxl-pmem1, mid-granule (no other tag overwritten).
+        let moved = move_tag(&region, dir.path(), 5).unwrap();
+        assert!(moved.contains("granule 5's tag (HPA 0x49000a000) moved from"), "{moved}");
         let error = check_granules(&region, "region0", dir.path()).unwrap_err();
         assert_eq!(
             error,
             "1 of 131072 granules do not hold their tag where the model puts them:\n  \
              HPA 0x49000a000 (granule 5): the model puts it on cxl-pmem2 at DPA 0x2000 (cxl-mem2.raw offset 0x2000), which holds no tag; \
-             its tag is on cxl-pmem0 at DPA 0x3800 (cxl-mem0.raw offset 0x3800)"
+             its tag is on cxl-pmem1 at DPA 0x3000 (cxl-mem1.raw offset 0x3000)"
         );
     }
 

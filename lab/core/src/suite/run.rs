@@ -53,6 +53,9 @@ pub struct RunOptions {
     /// The expected view to check the guest against (`profile expect`'s JSON, perhaps edited)
     /// instead of the profile's own.
     pub expect: Option<PathBuf>,
+    /// Fault injection for testing the `decode` check: after the guest tagged a region, move
+    /// this granule's tag to another device's backing file before the host checks.
+    pub move_tag: Option<u64>,
 }
 
 pub struct RunReport {
@@ -76,7 +79,7 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
     let (state, booted) = reuse_or_boot(context, options, &profile)?;
     let boot_time = boot_started.elapsed();
     let suites_started = Instant::now();
-    let results = run_suites(context, &state, &view, &profile.topology, &suites, &options.out);
+    let results = run_suites(context, &state, &view, &profile.topology, &suites, options);
     let suites_time = suites_started.elapsed();
     if booted {
         control::down(context)?;
@@ -116,7 +119,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topology: &Topology, suites: &[Suite], out: &Path) -> anyhow::Result<Vec<SuiteResult>> {
+fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topology: &Topology, suites: &[Suite], options: &RunOptions) -> anyhow::Result<Vec<SuiteResult>> {
     let mut results = Vec::new();
     for machine in &state.machines {
         let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
@@ -125,10 +128,10 @@ fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topol
         let Some(host) = topology.hosts.iter().find(|host| host.name == machine.host) else {
             bail!("the lab's machine `{}` is no host of profile `{}`", machine.host, topology.name);
         };
-        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, host, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
+        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, host, move_tag: options.move_tag, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
         guest.settle()?;
         for suite in suites {
-            results.push(guest.run_suite(suite, state, out));
+            results.push(guest.run_suite(suite, state, &options.out));
         }
     }
     Ok(results)
@@ -142,6 +145,8 @@ struct Guest<'a> {
     expected: &'a ExpectedHost,
     /// The profile's host: its devices and windows, for the decode model.
     host: &'a Host,
+    /// `RunOptions::move_tag`.
+    move_tag: Option<u64>,
     /// Why a region cannot be committed here (`None`: it can), asked of the guest once.
     region_commit: OnceCell<Option<String>>,
     /// Whether the lab's guest program is in the guest, installed at most once.
@@ -323,6 +328,9 @@ impl Guest<'_> {
         self.logged_for(&decode::tag_command(region::GUEST_TOOL, device, name, &model), TAG_TIMEOUT, transcript)?;
         let tag_time = tagged.elapsed();
         let read = Instant::now();
+        if let Some(index) = self.move_tag {
+            transcript.push_str(&format!("{}\n", decode::move_tag(&model, &self.context.files.memory_dir(), index)?));
+        }
         let checked = decode::check_granules(&model, name, &self.context.files.memory_dir())?;
         transcript.push_str(&format!(
             "guest: tagged {} granules in {:.2} s; host: read every granule's tag where the model puts it ({} granules of {} bytes, {} MiB) in {:.2} s\n",
