@@ -10,5 +10,6 @@ cd "$(dirname "$0")/.."
 
 cargo xtask build all --stack source
 cargo test -p xtask --test source_stack -- --ignored --nocapture
+cargo test -p xtask --test lab_decode -- --ignored --nocapture
 cargo xtask lab --lab ci-suites run --stack source --profile interleave --suite smoke,topology,region,poison,decode \
     --out target/suite-results/interleave-source
