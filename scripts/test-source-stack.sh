@@ -3,14 +3,15 @@
 # tests, built from source into the cache (tens of minutes on two cores when the cache is cold,
 # seconds when it holds them), then `lab up --stack source` on seed and the guest check: a region
 # commits, cxl_test loads, ndctl's `cxl` suite runs against it (tests/source_stack.rs); then the
-# lab's own suites on the interleaved profile, regions included (results in target/suite-results),
-# and the matrix (see the end).
+# lab's own suites on the interleaved profile, regions and the live decode check (every granule
+# in its backing file) included (results in target/suite-results), and the matrix (see the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo xtask build all --stack source
 cargo test -p xtask --test source_stack -- --ignored --nocapture
-cargo xtask lab --lab ci-suites run --stack source --profile interleave --suite smoke,topology,region,poison \
+cargo test -p xtask --test lab_decode -- --ignored --nocapture
+cargo xtask lab --lab ci-suites run --stack source --profile interleave --suite smoke,topology,region,poison,decode \
     --out target/suite-results/interleave-source
 # The matrix: one cell's QEMU killed during a run (tests/lab_matrix.rs), then every shipped profile
 # on the source stack with smoke, topology and region (report in target/matrix-results/index.html).

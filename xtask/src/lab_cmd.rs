@@ -80,6 +80,10 @@ enum LabCommand {
         /// profile's own.
         #[arg(long, value_name = "JSON")]
         expect: Option<PathBuf>,
+        /// Fault injection, to see the `decode` check fail: after the guest tagged a region,
+        /// move this granule's tag into another device's backing file before the host checks.
+        #[arg(long, value_name = "GRANULE")]
+        move_tag: Option<u64>,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -174,8 +178,8 @@ impl LabArgs {
         let context = &lab_context;
         match self.command {
             LabCommand::Up { profile, stack, detach, boot } => run_up(context, &up_options(profile, stack, detach, &boot)),
-            LabCommand::Run { profile, suite, stack, out, expect, boot } => {
-                let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect };
+            LabCommand::Run { profile, suite, stack, out, expect, move_tag, boot } => {
+                let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect, move_tag };
                 run_suites(context, &options)
             }
             LabCommand::Matrix { file, profile, stack, suite, jobs, cell_timeout, out, fail_on, emit } => {

@@ -10,7 +10,9 @@
 //! `cxl_port_setup_targets`). The endpoint (`hw/mem/cxl_type3.c` `cxl_type3_dpa`) keeps the bits
 //! below G and divides the rest by the region's total ways W:
 //! `DPA = dpa_base + (off mod G) + floor(off / (G·W))·G`, `off = HPA - region base`, for 3, 6
-//! and 12 ways too (QEMU 10.0's `/ 3` branch). Linux aligns a region to 256 MiB × W, so the
+//! and 12 ways too (QEMU 10.0's `/ 3` branch). Linux aligns a region to 256 MiB (the source
+//! stack's kernel put a 4-way region at 0x490000000, not at a 1 GiB boundary;
+//! [`Region::placed_at`] moves the model there), a multiple of every level's G × ways, so the
 //! absolute and the region-relative arithmetic agree.
 //!
 //! Pure: a suite asks [`Region::decode`] and [`Region::granules`] and reads the files itself.
@@ -257,6 +259,16 @@ impl<'t> Region<'t> {
         let room = (window_base + window.size).saturating_sub(base);
         let size = region_size(&placements, mode, room)?;
         Ok(Region { host, window_index, base, size, granularity: region_granularity(window), mode, levels, members: placements, slots })
+    }
+
+    /// The same region at `base`, where the guest's Linux put it (its `resource`): Linux aligns
+    /// a region to the 256 MiB unit only (`alloc_free_mem_region(..., SZ_256M, ...)` in
+    /// `drivers/cxl/core/region.c`), which may be below the 256 MiB × W this model assumes; any
+    /// multiple of the unit is a multiple of every level's granularity × ways, so the
+    /// arithmetic holds there. `None` off the unit.
+    pub fn placed_at(mut self, base: u64) -> Option<Region<'t>> {
+        self.base = base;
+        (base % DECODER_UNIT == 0).then_some(self)
     }
 
     pub fn ways(&self) -> usize {

@@ -62,6 +62,10 @@ pub enum Check {
     /// and read back, a RAM region onlined as a new NUMA node. One result per window; a window
     /// that holds none skips with the model's reason.
     Regions,
+    /// In each window the model gives a region: the region, a tag written by the guest at the
+    /// start of every granule, each read back on the host from the backing file at the offset
+    /// the model predicts. One result per window, as `Regions`.
+    Decode,
 }
 
 /// What a suite or step needs of the lab; unmet, it skips with the reason.
@@ -81,7 +85,8 @@ impl Requirement {
 }
 
 impl Check {
-    const NAMES: [(&'static str, Check); 3] = [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions)];
+    const NAMES: [(&'static str, Check); 4] =
+        [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions), ("decode", Check::Decode)];
 }
 
 /// A suite file that cannot be used: `file:line:column: message`.
@@ -244,7 +249,7 @@ steps:
     fn errors_name_file_line_and_column() {
         let unknown_check = SMOKE.replace("check: topology", "check: topolgy");
         let error = parse("suites/smoke.yaml", "smoke", &unknown_check).unwrap_err();
-        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions)");
+        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions, decode)");
 
         let two_kinds = SMOKE.replace("    timeout: 30\n", "    qmp: query-status\n");
         let error = parse("s.yaml", "s", &two_kinds).unwrap_err();

@@ -4,6 +4,8 @@
 //! - [`run`] `lab run`: boot or reuse a lab, run each step (a guest command through the guest
 //!   agent, a QMP command, a check against the model), keep the evidence of failures;
 //! - [`topology`] the guest's `cxl list` against the model's expected view, field by field;
+//! - [`decode`] the `decode` check's host side: every granule's tag read from the backing file
+//!   at the offset the model predicts;
 //! - [`region`] the `regions` check's guest commands and readers; [`guest_tool`] the lab's
 //!   guest program (`lab/guest`), built on the host and copied in;
 //! - [`kernel`] kernel log problems (WARN, BUG, oops) and whether the kernel can commit a region;
@@ -11,6 +13,7 @@
 //!
 //! Above [`crate::lab`]: a suite drives a lab, a lab knows nothing of suites.
 
+pub mod decode;
 pub mod format;
 pub mod guest_tool;
 pub mod kernel;

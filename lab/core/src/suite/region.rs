@@ -103,6 +103,15 @@ pub fn dax_script(mode: &str, region: &str) -> String {
     }
 }
 
+/// Prints the name of a block device (`pmem0`) on a raw namespace over all of the pmem
+/// `region`: a raw namespace keeps no info block, so its first byte is the region's.
+pub fn raw_namespace_script(region: &str) -> String {
+    format!(
+        "{}; ndctl create-namespace -f -r $nd -m raw | sed -n 's/.*\"blockdev\":\"\\(pmem[0-9.]*\\)\".*/\\1/p'",
+        nd_region_of(region)
+    )
+}
+
 /// Gives a RAM region's DAX device back to device DAX (from kmem, if Linux onlined it already).
 pub fn devdax_command(dax: &str) -> String {
     format!("daxctl reconfigure-device --mode=devdax --force {dax}")

@@ -15,11 +15,14 @@ use crate::lab::control;
 use crate::lab::state::{LabState, MachineState};
 use crate::lab::up::{self, UpOptions};
 use crate::lab::LabContext;
+use crate::model::decode::Region;
 use crate::model::expect::{expected_view, ExpectedHost, ExpectedView, RegionPlan};
+use crate::model::topology::{Host, Topology};
 use crate::profile::Profile;
 use crate::stack::{BootStack, StackKind};
 use crate::sys::runner::CommandRunner;
 use crate::suite::format::{self, Action, Check, GuestCommand, Requirement, Suite};
+use crate::suite::decode;
 use crate::suite::guest_tool;
 use crate::suite::kernel;
 use crate::suite::region::{self, Planned};
@@ -34,6 +37,9 @@ const SETTLE_SCRIPT: &str = "systemctl is-system-running --wait >/dev/null 2>&1;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the runner's own guest commands (dmesg, cxl list, the kernel config) may take.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the guest may take to tag every granule of a region (under TCG, every store to CXL
+/// memory is emulated).
+const TAG_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -47,6 +53,9 @@ pub struct RunOptions {
     /// The expected view to check the guest against (`profile expect`'s JSON, perhaps edited)
     /// instead of the profile's own.
     pub expect: Option<PathBuf>,
+    /// Fault injection for testing the `decode` check: after the guest tagged a region, move
+    /// this granule's tag to another device's backing file before the host checks.
+    pub move_tag: Option<u64>,
 }
 
 pub struct RunReport {
@@ -70,7 +79,7 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
     let (state, booted) = reuse_or_boot(context, options, &profile)?;
     let boot_time = boot_started.elapsed();
     let suites_started = Instant::now();
-    let results = run_suites(context, &state, &view, &suites, &options.out);
+    let results = run_suites(context, &state, &view, &profile.topology, &suites, options);
     let suites_time = suites_started.elapsed();
     let lost = lost_machines(&state);
     if booted && lost.is_empty() {
@@ -125,16 +134,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, suites: &[Suite], out: &Path) -> anyhow::Result<Vec<SuiteResult>> {
+fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topology: &Topology, suites: &[Suite], options: &RunOptions) -> anyhow::Result<Vec<SuiteResult>> {
     let mut results = Vec::new();
     for machine in &state.machines {
         let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
             bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
         };
-        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
+        let Some(host) = topology.hosts.iter().find(|host| host.name == machine.host) else {
+            bail!("the lab's machine `{}` is no host of profile `{}`", machine.host, topology.name);
+        };
+        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, host, move_tag: options.move_tag, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
         guest.settle()?;
         for suite in suites {
-            results.push(guest.run_suite(suite, state, out));
+            results.push(guest.run_suite(suite, state, &options.out));
         }
     }
     Ok(results)
@@ -146,6 +158,10 @@ struct Guest<'a> {
     machine: &'a MachineState,
     stack: &'a BootStack,
     expected: &'a ExpectedHost,
+    /// The profile's host: its devices and windows, for the decode model.
+    host: &'a Host,
+    /// `RunOptions::move_tag`.
+    move_tag: Option<u64>,
     /// Why a region cannot be committed here (`None`: it can), asked of the guest once.
     region_commit: OnceCell<Option<String>>,
     /// Whether the lab's guest program is in the guest, installed at most once.
@@ -163,7 +179,8 @@ impl Guest<'_> {
         for step in &suite.steps {
             let results = match unmet.clone().or_else(|| self.unmet(&step.requires)) {
                 Some(reason) => vec![timed(&step.name, || (Outcome::Skipped(reason), String::new()))],
-                None if step.action == Action::Check(Check::Regions) => self.regions(&step.name),
+                None if step.action == Action::Check(Check::Regions) => self.per_window(&step.name, Self::region_in),
+                None if step.action == Action::Check(Check::Decode) => self.per_window(&step.name, Self::decode_in),
                 None => vec![timed(&step.name, || self.act(&step.action))],
             };
             for result in results {
@@ -251,20 +268,20 @@ impl Guest<'_> {
             Action::Qmp { command, arguments } => self.qmp_step(command, arguments.as_ref()),
             Action::Check(Check::Topology) => self.topology_step(),
             Action::Check(Check::KernelLog) => self.kernel_log_since(0),
-            Action::Check(Check::Regions) => unreachable!("the regions check gives one result per window"),
+            Action::Check(Check::Regions | Check::Decode) => unreachable!("the regions and decode checks give one result per window"),
         }
     }
 
-    /// The regions check: one result per window, a window the model gives no region skipping with
-    /// the model's reason.
-    fn regions(&self, name: &str) -> Vec<StepResult> {
+    /// A per-window check (regions, decode): one result per window, a window the model gives no
+    /// region skipping with the model's reason.
+    fn per_window(&self, name: &str, check: fn(&Self, &Planned, &mut String) -> Result<(), String>) -> Vec<StepResult> {
         let windows = self.expected.root_decoders.iter().map(|decoder| {
             timed(&format!("{name}: decoder0.{}", decoder.index), || match &decoder.region {
                 RegionPlan::None { reason } => (Outcome::Skipped(reason.clone()), String::new()),
                 RegionPlan::Region { mode, memdevs, ways, granularity, size } => {
                     let plan = Planned { decoder: decoder.index, mode, serials: memdevs, ways: *ways, granularity: *granularity, size: *size };
                     let mut transcript = String::new();
-                    let outcome = self.region_in(&plan, &mut transcript).map_or_else(Outcome::Failed, |()| Outcome::Passed);
+                    let outcome = check(self, &plan, &mut transcript).map_or_else(Outcome::Failed, |()| Outcome::Passed);
                     (outcome, clip(transcript))
                 }
             })
@@ -282,6 +299,64 @@ impl Guest<'_> {
         let used = dax.clone().and_then(|dax| self.dax_pattern(plan, &dax, transcript));
         let removed = self.logged(&region::teardown_script(plan.mode, &name, dax.as_deref().ok()), transcript);
         used.and(removed.map(drop))
+    }
+
+    /// Creates the planned region at the model's granularity (the window's: a one-way window's
+    /// root decoder shows 256, which the plan uses), has the guest write a tag at the start of
+    /// every granule, checks each in the backing files where the model puts it, and takes the
+    /// region away again.
+    fn decode_in(&self, plan: &Planned, transcript: &mut String) -> Result<(), String> {
+        let members: Vec<&str> = plan
+            .serials
+            .iter()
+            .map(|serial| self.host.devices().into_iter().find(|placement| placement.device.serial == *serial).map(|placement| placement.device.id.as_str()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("a member of the plan ({:?}) is no device of host `{}`", plan.serials, self.host.name))?;
+        let model = Region::with_members(self.host, plan.decoder, 0, &members).map_err(|reason| format!("the model has no region over these devices: {reason}"))?;
+        if model.size != plan.size {
+            return Err(format!("the plan's region has {} bytes, the model's {}", plan.size, model.size));
+        }
+        let plan = Planned { granularity: model.granularity, ..plan.clone() };
+        let names = region::memdev_names(&self.guest_json("cxl list -M", transcript)?);
+        let created = self.guest_json(&region::create_command(&plan, &names)?, transcript)?;
+        let name = region::check_created(&plan, &created)?;
+        let device = if plan.mode == "pmem" { region::raw_namespace_script(&name) } else { region::dax_script(plan.mode, &name) };
+        let device = self.logged(&device, transcript).map(|output| output.trim().to_owned());
+        let checked = device.clone().and_then(|device| self.tag_and_check(model, &created, &name, &device, transcript));
+        let dax = device.ok().filter(|device| device.starts_with("dax"));
+        let removed = self.logged(&region::teardown_script(plan.mode, &name, dax.as_deref()), transcript);
+        checked.and(removed.map(drop))
+    }
+
+    fn tag_and_check(&self, model: Region, created: &serde_json::Value, name: &str, device: &str, transcript: &mut String) -> Result<(), String> {
+        let base = decode::region_resource(created)?;
+        let model = model.placed_at(base).ok_or_else(|| format!("the guest's {name} at {base:#x} is off the 256 MiB unit"))?;
+        if device.starts_with("dax") {
+            self.logged(&region::devdax_command(device), transcript)?;
+        }
+        let (start, size) = decode::parse_extent(&self.logged(&decode::extent_script(device), transcript)?)?;
+        if (start, size) != (model.base, model.size) {
+            return Err(format!("{device} covers [{start:#x}, +{size:#x}), not all of {name} [{:#x}, +{:#x}): some granules could not be tagged", model.base, model.size));
+        }
+        self.install_guest_tool()?;
+        let tagged = Instant::now();
+        self.logged_for(&decode::tag_command(region::GUEST_TOOL, device, name, &model), TAG_TIMEOUT, transcript)?;
+        let tag_time = tagged.elapsed();
+        let read = Instant::now();
+        if let Some(index) = self.move_tag {
+            transcript.push_str(&format!("{}\n", decode::move_tag(&model, &self.context.files.memory_dir(), index)?));
+        }
+        let checked = decode::check_granules(&model, name, &self.context.files.memory_dir())?;
+        transcript.push_str(&format!(
+            "guest: tagged {} granules in {:.2} s; host: read every granule's tag where the model puts it ({} granules of {} bytes, {} MiB) in {:.2} s\n",
+            checked.granules,
+            tag_time.as_secs_f64(),
+            checked.granules,
+            model.granularity,
+            checked.bytes >> 20,
+            read.elapsed().as_secs_f64()
+        ));
+        Ok(())
     }
 
     fn dax_pattern(&self, plan: &Planned, dax: &str, transcript: &mut String) -> Result<(), String> {
@@ -317,8 +392,12 @@ impl Guest<'_> {
 
     /// A guest command's output, with the command and its output added to `transcript`.
     fn logged(&self, script: &str, transcript: &mut String) -> Result<String, String> {
+        self.logged_for(script, HELPER_TIMEOUT, transcript)
+    }
+
+    fn logged_for(&self, script: &str, timeout: Duration, transcript: &mut String) -> Result<String, String> {
         transcript.push_str(&format!("$ {script}\n"));
-        let output = self.shell_output(script).map_err(|error| format!("{error:#}"))?;
+        let output = self.shell_output_for(script, timeout).map_err(|error| format!("{error:#}"))?;
         transcript.push_str(&output);
         Ok(output)
     }
@@ -450,7 +529,11 @@ impl Guest<'_> {
 
     /// A helper command's standard output; a non-zero exit is an error quoting its stderr.
     fn shell_output(&self, script: &str) -> anyhow::Result<String> {
-        let output = self.exec(script, HELPER_TIMEOUT)?;
+        self.shell_output_for(script, HELPER_TIMEOUT)
+    }
+
+    fn shell_output_for(&self, script: &str, timeout: Duration) -> anyhow::Result<String> {
+        let output = self.exec(script, timeout)?;
         if output.exit_code != Some(0) {
             bail!("`{script}` in the guest exited {}: {}", control::exit_code_of(&output), String::from_utf8_lossy(&output.stderr).trim());
         }

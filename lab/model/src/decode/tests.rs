@@ -153,6 +153,16 @@ fn a_region_starts_at_the_next_multiple_of_256_mib_times_ways() {
 }
 
 #[test]
+fn a_region_placed_where_linux_put_it_decodes_from_there() {
+    let topology = Shape::flat(2, 2, 8 * 1024).topology();
+    let region = region(&topology).placed_at(0x4_9000_0000).unwrap();
+    let first = region.decode(0x4_9000_0000 + 8 * 1024).unwrap();
+    assert_eq!((first.position, first.dpa), (1, 0));
+    assert_eq!(region.encode(&first.device, 0).unwrap(), 0x4_9000_0000 + 8 * 1024);
+    assert!(region.clone().placed_at(0x4_9000_1000).is_none(), "off the 256 MiB unit");
+}
+
+#[test]
 fn granules_cover_the_region_once() {
     let topology = Shape::flat(2, 1, 16 * 1024).topology();
     let region = region(&topology);
