@@ -83,6 +83,8 @@ pub enum NoRegion {
     WaysNotEncodable { level: &'static str, ways: usize },
     #[error("{level} needs granularity {granularity} (G × the ways above), above the decoder maximum {max}", granularity = ByteSize(*.granularity), max = ByteSize(MAX_DECODER_GRANULARITY))]
     GranularityNotEncodable { level: &'static str, granularity: u64 },
+    #[error("an interleaved window fixes the region's granularity at its own, {}, not {}", ByteSize(*.window), ByteSize(*.granularity))]
+    GranularityFixed { window: u64, granularity: u64 },
     #[error("the members have neither all volatile nor all persistent capacity (dynamic capacity regions are not modelled)")]
     MixedModes,
     #[error("`{device}` has {} of {mode:?} capacity, below the {} decoder unit", ByteSize(*.capacity), ByteSize(DECODER_UNIT))]
@@ -251,7 +253,7 @@ impl<'t> Region<'t> {
     pub fn with_members(host: &'t Host, window_index: usize, window_base: u64, members: &[&str]) -> Result<Region<'t>, NoRegion> {
         let window = &host.windows[window_index];
         let placements = member_placements(host, members)?;
-        let levels = check_levels(window, &placements)?;
+        let levels = check_levels(window, &placements, region_granularity(window))?;
         let slots = target_slots(&levels, &placements)?;
         let mode = region_mode(&placements)?;
         let ways = placements.len();
@@ -259,6 +261,22 @@ impl<'t> Region<'t> {
         let room = (window_base + window.size).saturating_sub(base);
         let size = region_size(&placements, mode, room)?;
         Ok(Region { host, window_index, base, size, granularity: region_granularity(window), mode, levels, members: placements, slots })
+    }
+
+    /// The same region at another granularity G: what `cxl create-region -g` may choose below a
+    /// one-way window (any encodable G, `interleave_granularity_store` in
+    /// `drivers/cxl/core/region.c`); an interleaved window fixes G at its own.
+    pub fn with_granularity(self, granularity: u64) -> Result<Region<'t>, NoRegion> {
+        let window = &self.host.windows[self.window_index];
+        if window.targets.len() > 1 && granularity != window.granularity {
+            return Err(NoRegion::GranularityFixed { window: window.granularity, granularity });
+        }
+        if !granularity.is_power_of_two() || !(ONE_WAY_GRANULARITY..=MAX_DECODER_GRANULARITY).contains(&granularity) {
+            return Err(NoRegion::GranularityNotEncodable { level: "the region", granularity });
+        }
+        let levels = check_levels(window, &self.members, granularity)?;
+        let slots = target_slots(&levels, &self.members)?;
+        Ok(Region { granularity, levels, slots, ..self })
     }
 
     /// The same region at `base`, where the guest's Linux put it (its `resource`): Linux aligns
@@ -469,7 +487,7 @@ fn member_placements<'t>(host: &'t Host, members: &[&str]) -> Result<Vec<DeviceP
 
 /// The levels' ways and granularities, checking that every position sits where the decoders
 /// above it send it and that each decoder can encode its ways and granularity.
-fn check_levels(window: &FixedWindow, placements: &[DevicePlacement<'_>]) -> Result<Vec<Level>, NoRegion> {
+fn check_levels(window: &FixedWindow, placements: &[DevicePlacement<'_>], granularity: u64) -> Result<Vec<Level>, NoRegion> {
     let window_ways = window.targets.len();
     for (position, placement) in placements.iter().enumerate() {
         let expected = &window.targets[position % window_ways];
@@ -490,7 +508,6 @@ fn check_levels(window: &FixedWindow, placements: &[DevicePlacement<'_>]) -> Res
         let detail = format!("{below_switch} of {} members are below a switch", placements.len());
         return Err(NoRegion::Uneven { level: "switch", detail });
     }
-    let granularity = region_granularity(window);
     let mut levels = vec![
         Level { name: "window", ways: window_ways, granularity },
         Level { name: "host bridge", ways: host_bridge_ways, granularity: granularity * window_ways as u64 },

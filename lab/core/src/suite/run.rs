@@ -301,10 +301,10 @@ impl Guest<'_> {
         used.and(removed.map(drop))
     }
 
-    /// Creates the planned region at the model's granularity (the window's: a one-way window's
-    /// root decoder shows 256, which the plan uses), has the guest write a tag at the start of
-    /// every granule, checks each in the backing files where the model puts it, and takes the
-    /// region away again.
+    /// Creates the planned region at the window's own granularity (below a one-way window the
+    /// plan's 256 would make 16 times the granules of a 4k window for the same check), has the
+    /// guest write a tag at the start of every granule, checks each in the backing files where
+    /// the model puts it, and takes the region away again.
     fn decode_in(&self, plan: &Planned, transcript: &mut String) -> Result<(), String> {
         let members: Vec<&str> = plan
             .serials
@@ -312,7 +312,10 @@ impl Guest<'_> {
             .map(|serial| self.host.devices().into_iter().find(|placement| placement.device.serial == *serial).map(|placement| placement.device.id.as_str()))
             .collect::<Option<_>>()
             .ok_or_else(|| format!("a member of the plan ({:?}) is no device of host `{}`", plan.serials, self.host.name))?;
-        let model = Region::with_members(self.host, plan.decoder, 0, &members).map_err(|reason| format!("the model has no region over these devices: {reason}"))?;
+        let window_granularity = self.host.windows[plan.decoder].granularity;
+        let model = Region::with_members(self.host, plan.decoder, 0, &members)
+            .and_then(|region| region.with_granularity(window_granularity))
+            .map_err(|reason| format!("the model has no region over these devices: {reason}"))?;
         if model.size != plan.size {
             return Err(format!("the plan's region has {} bytes, the model's {}", plan.size, model.size));
         }

@@ -133,6 +133,27 @@ fn a_granularity_the_host_bridge_cannot_encode_has_no_region() {
 }
 
 #[test]
+fn below_a_one_way_window_the_region_is_at_256_unless_another_granularity_is_chosen() {
+    // One host bridge, 2 root ports with a 2-port switch each: a one-way 4k window.
+    let topology = Shape { switch_ports: 2, ..Shape::flat(1, 2, 4096) }.topology();
+    let region = region(&topology);
+    assert_eq!(region.granularity, ONE_WAY_GRANULARITY);
+    assert_eq!(region.locate(0x105).unwrap(), (1, 0x5));
+    let at_4k = region.with_granularity(4096).unwrap();
+    let levels: Vec<(usize, u64)> = at_4k.levels.iter().map(|level| (level.ways, level.granularity)).collect();
+    assert_eq!(levels, [(1, 4096), (2, 4096), (2, 8192)]);
+    assert_eq!(at_4k.locate(0x1005).unwrap(), (1, 0x5));
+    assert_eq!(at_4k.with_granularity(100).unwrap_err(), NoRegion::GranularityNotEncodable { level: "the region", granularity: 100 });
+}
+
+#[test]
+fn an_interleaved_window_fixes_the_region_granularity() {
+    let topology = Shape::flat(2, 1, 4096).topology();
+    assert_eq!(region(&topology).with_granularity(256).unwrap_err(), NoRegion::GranularityFixed { window: 4096, granularity: 256 });
+    assert_eq!(region(&topology).with_granularity(4096).unwrap().granularity, 4096);
+}
+
+#[test]
 fn members_out_of_position_are_refused_with_the_position() {
     let topology = Shape::flat(2, 2, 256).topology();
     let host = &topology.hosts[0];
