@@ -71,13 +71,19 @@ pub enum Requirement {
     RegionCommit,
     /// The host has a device with persistent capacity (`@pmem_id@`, `@pmem_serial@`).
     Pmem,
-    /// The host has a device with dynamic capacity.
+    /// The host has a device with dynamic capacity (`@dcd_id@`, `@dcd_serial@`).
     DynamicCapacity,
+    /// The guest kernel takes dynamic capacity: the device has a `dynamic_ram_a` partition.
+    DynamicCapacityKernel,
 }
 
 impl Requirement {
-    const NAMES: [(&'static str, Requirement); 3] =
-        [("region-commit", Requirement::RegionCommit), ("pmem", Requirement::Pmem), ("dynamic-capacity", Requirement::DynamicCapacity)];
+    const NAMES: [(&'static str, Requirement); 4] = [
+        ("region-commit", Requirement::RegionCommit),
+        ("pmem", Requirement::Pmem),
+        ("dynamic-capacity", Requirement::DynamicCapacity),
+        ("dynamic-capacity-kernel", Requirement::DynamicCapacityKernel),
+    ];
 }
 
 impl Check {
