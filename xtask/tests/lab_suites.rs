@@ -7,6 +7,9 @@
 //!   with another size) fails topology with a readable diff and keeps the evidence, and the lab
 //!   stays up.
 //!
+//! - a profile whose QEMU cannot start (an unknown raw option) still gets its reports: each suite
+//!   is one JUnit error, with QEMU's argv and its own output (the refusal) kept as evidence.
+//!
 //! Needs root, QEMU, the Debian archive for a cold cache and junitparser (skipped with the reason
 //! outside CI).
 
@@ -30,7 +33,9 @@ for suite in JUnitXml.fromfile(sys.argv[1]):
     for case in suite:
         status, message = "passed", ""
         for result in case.result:
-            if isinstance(result, (Failure, Error)):
+            if isinstance(result, Error):
+                status, message = "error", result.message or ""
+            elif isinstance(result, Failure):
                 status, message = "failed", result.message or ""
             elif isinstance(result, Skipped):
                 status, message = "skipped", result.message or ""
@@ -97,4 +102,35 @@ fn lab_run_reports_passes_skips_and_a_readable_diff() {
     }
     assert!(lab.lab_json().is_some(), "`lab run` took down a lab it did not boot");
     lab.answers_then_down();
+}
+
+#[test]
+fn a_boot_that_fails_still_reports_each_suite_as_an_error() {
+    if !require(&[Prerequisite::Tool(JUNITPARSER)]) {
+        return;
+    }
+    let Some(lab) = Sandbox::for_guests("suites-boot") else { return };
+    let seed = std::fs::read_to_string(sandbox::workspace().join("profiles/seed.yaml")).unwrap();
+    let profile = lab.root.join("no-qemu.yaml");
+    std::fs::write(&profile, seed.replace("name: seed", "name: no-qemu") + "qemu_extra: [\"-no-such-option\"]\n").unwrap();
+    let out = lab.root.join("no-qemu-out");
+    let run = lab.run(&["run", "--profile", profile.to_str().unwrap(), "--suite", "smoke,topology", "--out", out.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(1), "a boot that failed must fail the run: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(lab.lab_json().is_none(), "a lab that did not boot is left behind");
+
+    let cases = junit_cases(&out.join("junit.xml"));
+    assert_eq!(cases.len(), 2, "{cases:?}");
+    for case in &cases {
+        assert_eq!((case["case"].as_str(), case["status"].as_str()), (Some("the lab boots"), Some("error")), "{case}");
+        assert!(case["message"].as_str().unwrap().starts_with("the lab did not boot: QEMU of `host0` exited"), "{case}");
+    }
+    for suite in ["smoke", "topology"] {
+        let evidence = out.join(format!("{suite}-host0"));
+        let qemu_log = std::fs::read_to_string(evidence.join("qemu.log")).unwrap();
+        assert!(qemu_log.contains("-no-such-option: invalid option"), "{qemu_log}");
+        assert!(std::fs::read_to_string(evidence.join("qemu-argv.txt")).unwrap().contains("-no-such-option"));
+    }
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["suites"][0]["steps"][0]["status"], "error");
+    assert_eq!(results["booted"], false);
 }
