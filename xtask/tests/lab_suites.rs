@@ -10,6 +10,9 @@
 //! - a profile whose QEMU cannot start (an unknown raw option) still gets its reports: each suite
 //!   is one JUnit error, with QEMU's argv and its own output (the refusal) kept as evidence.
 //!
+//! - Ctrl-C (SIGINT) once the first step passed: the run stops, the steps not run are errors,
+//!   the reports are written and the lab the run booted is down.
+//!
 //! Needs root, QEMU, the Debian archive for a cold cache and junitparser (skipped with the reason
 //! outside CI).
 
@@ -133,4 +136,31 @@ fn a_boot_that_fails_still_reports_each_suite_as_an_error() {
     let results: Value = serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["suites"][0]["steps"][0]["status"], "error");
     assert_eq!(results["booted"], false);
+}
+
+#[test]
+fn ctrl_c_writes_the_results_so_far_and_takes_the_booted_lab_down() {
+    if !require(&[Prerequisite::Tool(JUNITPARSER)]) {
+        return;
+    }
+    let Some(lab) = Sandbox::for_guests("suites-int") else { return };
+    let out = lab.root.join("interrupted");
+    let mut run = lab.spawn("run", &["run", "--profile", "seed", "--suite", "smoke,topology", "--out", out.to_str().unwrap()]);
+    lab.wait_while_running(&mut run, "run", "a first step passed", std::time::Duration::from_secs(600), || {
+        lab.output_of("run").contains("Passed smoke").then_some(())
+    });
+    // SAFETY: kill has no memory effects; the pid is our child's.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{}", lab.output_of("run"));
+    assert!(lab.lab_json().is_none(), "the lab the interrupted run booted is still up");
+    lab.assert_none_left(std::time::Duration::from_secs(30), "after an interrupted `lab run`");
+
+    let cases = junit_cases(&out.join("junit.xml"));
+    assert!(cases.iter().any(|case| case["status"] == "passed"), "{cases:?}");
+    let errors: Vec<&Value> = cases.iter().filter(|case| case["status"] == "error").collect();
+    assert!(!errors.is_empty() && cases_of(&cases, "topology").iter().all(|case| case["status"] == "error"), "{cases:?}");
+    for case in errors {
+        assert!(case["message"].as_str().unwrap().contains("interrupted (SIGINT)"), "{case}");
+    }
 }
