@@ -62,6 +62,8 @@ pub enum Check {
     /// and read back, a RAM region onlined as a new NUMA node. One result per window; a window
     /// that holds none skips with the model's reason.
     Regions,
+    /// ndctl's own CXL suite against `cxl_test`: one result per test of it.
+    NdctlCxl,
 }
 
 /// What a suite or step needs of the lab; unmet, it skips with the reason.
@@ -87,7 +89,8 @@ impl Requirement {
 }
 
 impl Check {
-    const NAMES: [(&'static str, Check); 3] = [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions)];
+    const NAMES: [(&'static str, Check); 4] =
+        [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions), ("ndctl-cxl", Check::NdctlCxl)];
 }
 
 /// A suite file that cannot be used: `file:line:column: message`.
@@ -250,7 +253,7 @@ steps:
     fn errors_name_file_line_and_column() {
         let unknown_check = SMOKE.replace("check: topology", "check: topolgy");
         let error = parse("suites/smoke.yaml", "smoke", &unknown_check).unwrap_err();
-        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions)");
+        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions, ndctl-cxl)");
 
         let two_kinds = SMOKE.replace("    timeout: 30\n", "    qmp: query-status\n");
         let error = parse("s.yaml", "s", &two_kinds).unwrap_err();

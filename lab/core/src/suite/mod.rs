@@ -6,6 +6,7 @@
 //! - [`topology`] the guest's `cxl list` against the model's expected view, field by field;
 //! - [`region`] the `regions` check's guest commands and readers; [`guest_tool`] the lab's
 //!   guest program (`lab/guest`), built on the host and copied in;
+//! - [`ndctl`] ndctl's own CXL suite (`meson test`) and its per-test log;
 //! - [`kernel`] kernel log problems (WARN, BUG, oops) and whether the kernel can commit a region;
 //! - [`outcome`] the results model; [`report`] JUnit XML and JSON.
 //!
@@ -14,6 +15,7 @@
 pub mod format;
 pub mod guest_tool;
 pub mod kernel;
+pub mod ndctl;
 pub mod outcome;
 pub mod region;
 pub mod report;

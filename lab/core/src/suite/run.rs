@@ -23,11 +23,14 @@ use crate::sys::runner::CommandRunner;
 use crate::suite::format::{self, Action, Check, GuestCommand, Requirement, Suite};
 use crate::suite::guest_tool;
 use crate::suite::kernel;
+use crate::suite::ndctl;
 use crate::suite::region::{self, Planned};
 use crate::suite::outcome::{Outcome, RunResult, StepResult, SuiteResult};
 use crate::suite::report::{self, ReportFiles};
 use crate::suite::topology;
 
+/// How long ndctl's CXL suite may run (about 5 minutes under TCG on two cores).
+const NDCTL_SUITE_TIMEOUT: Duration = Duration::from_secs(2400);
 const NO_DCD_DEVICE: &str = "the profile gives this host no device with dynamic capacity";
 /// How much of a step's output the results keep.
 const OUTPUT_LIMIT: usize = 64 * 1024;
@@ -223,6 +226,7 @@ impl Guest<'_> {
             let results = match unmet.clone().or_else(|| self.unmet(&step.requires)) {
                 Some(reason) => vec![timed(&step.name, || (Outcome::Skipped(reason), String::new()))],
                 None if step.action == Action::Check(Check::Regions) => self.regions(&step.name),
+                None if step.action == Action::Check(Check::NdctlCxl) => self.ndctl_cxl(&step.name),
                 None => vec![timed(&step.name, || self.act(&step.action))],
             };
             for result in results {
@@ -332,6 +336,7 @@ impl Guest<'_> {
             Action::Check(Check::Topology) => self.topology_step(),
             Action::Check(Check::KernelLog) => self.kernel_log_since(0),
             Action::Check(Check::Regions) => unreachable!("the regions check gives one result per window"),
+            Action::Check(Check::NdctlCxl) => unreachable!("the ndctl-cxl check gives one result per test"),
         }
     }
 
@@ -350,6 +355,34 @@ impl Guest<'_> {
             })
         });
         windows.collect()
+    }
+
+    /// ndctl's CXL suite in the guest: one result per test of meson's log, or one skip with what
+    /// the guest lacks (the source stack's ndctl tests and `cxl_test`, udev).
+    fn ndctl_cxl(&self, name: &str) -> Vec<StepResult> {
+        let unmet = match self.shell_output(ndctl::NEEDS_SCRIPT) {
+            Ok(output) => ndctl::unmet(&output),
+            Err(error) => Some(format!("cannot ask the guest what it has: {error:#}")),
+        };
+        if let Some(reason) = unmet {
+            return vec![timed(name, || (Outcome::Skipped(reason), String::new()))];
+        }
+        let started = Instant::now();
+        let log = self.exec(ndctl::RUN_SCRIPT, NDCTL_SUITE_TIMEOUT).map_err(|error| format!("{error:#}")).and_then(|output| {
+            ndctl::parse_testlog(&String::from_utf8_lossy(&output.stdout))
+        });
+        match log {
+            Ok(tests) => tests
+                .into_iter()
+                .map(|test| StepResult {
+                    name: format!("{name}: {}", test.name),
+                    outcome: test.outcome,
+                    duration: Duration::from_secs_f64(test.seconds),
+                    output: clip(test.output),
+                })
+                .collect(),
+            Err(error) => vec![StepResult { name: name.to_owned(), outcome: Outcome::Failed(error), duration: started.elapsed(), output: String::new() }],
+        }
     }
 
     /// Creates the planned region, checks it, puts a pattern through a DAX device on it, and
