@@ -44,7 +44,7 @@ pub fn parse_testlog(text: &str) -> Result<Vec<TestResult>, String> {
         let outcome = match result {
             "OK" | "EXPECTEDFAIL" => Outcome::Passed,
             "SKIP" => Outcome::Skipped(format!("ndctl's test skipped itself: {}", last_line(&output))),
-            _ => Outcome::Failed(format!("meson: {result} (exit code {}): {}", test["returncode"], last_line(&output))),
+            _ => Outcome::Failed(format!("meson: {result} (exit code {}): {}", test["returncode"], failure_line(&output))),
         };
         results.push(TestResult { name, outcome, seconds: test["duration"].as_f64().unwrap_or(0.0), output });
     }
@@ -52,6 +52,12 @@ pub fn parse_testlog(text: &str) -> Result<Vec<TestResult>, String> {
         return Err("meson's testlog.json lists no test: the suite did not run".to_owned());
     }
     Ok(results)
+}
+
+/// Where ndctl's script says it failed (`test/cxl-topology.sh: failed at line 183`), else its
+/// last line.
+fn failure_line(output: &str) -> &str {
+    output.lines().rev().find(|line| line.contains("failed at line")).unwrap_or_else(|| last_line(output))
 }
 
 fn last_line(output: &str) -> &str {
@@ -64,14 +70,14 @@ mod tests {
 
     #[test]
     fn each_meson_test_is_one_result() {
-        let log = r#"{"name": "ndctl:cxl / cxl-topology.sh", "stdout": "+ cxl enable-port\nerror: port1 not enabled\n", "result": "FAIL", "returncode": 1, "duration": 12.3}
+        let log = r#"{"name": "ndctl:cxl / cxl-topology.sh", "stdout": "+ cxl enable-port\ntest/cxl-topology.sh: failed at line 183\n+ exit 1\n", "result": "FAIL", "returncode": 1, "duration": 12.3}
 {"name": "ndctl:cxl / cxl-region-sysfs.sh", "stdout": "ok\n", "result": "OK", "returncode": 0, "duration": 20.1}
 {"name": "ndctl:cxl / cxl-security.sh", "stdout": "no security support\n", "result": "SKIP", "returncode": 77, "duration": 0.5}
 "#;
         let results = parse_testlog(log).unwrap();
         assert_eq!(results.len(), 3);
         assert_eq!(results[0].name, "cxl-topology.sh");
-        assert_eq!(results[0].outcome, Outcome::Failed("meson: FAIL (exit code 1): error: port1 not enabled".to_owned()));
+        assert_eq!(results[0].outcome, Outcome::Failed("meson: FAIL (exit code 1): test/cxl-topology.sh: failed at line 183".to_owned()));
         assert_eq!((results[1].outcome.clone(), results[1].seconds), (Outcome::Passed, 20.1));
         assert_eq!(results[2].outcome, Outcome::Skipped("ndctl's test skipped itself: no security support".to_owned()));
         assert!(parse_testlog("").unwrap_err().contains("no test"));
