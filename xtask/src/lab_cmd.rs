@@ -229,8 +229,8 @@ fn run_suites(context: &LabContext, options: &RunOptions) -> anyhow::Result<Exit
         let counts = suite.counts();
         let verdict = if suite.passed() { "passed" } else { "FAILED" };
         context.shell.out(format_args!(
-            "{}/{}: {verdict}: {} passed, {} failed, {} skipped ({:.2} s)",
-            suite.suite, suite.host, counts.passed, counts.failed, counts.skipped, suite.duration.as_secs_f64()
+            "{}/{}: {verdict}: {} passed, {} failed, {} skipped, {} errors ({:.2} s)",
+            suite.suite, suite.host, counts.passed, counts.failed, counts.skipped, counts.errors, suite.duration.as_secs_f64()
         ));
         for evidence in &suite.evidence {
             context.shell.out(format_args!("  evidence: {}", evidence.display()));
@@ -242,7 +242,15 @@ fn run_suites(context: &LabContext, options: &RunOptions) -> anyhow::Result<Exit
     let counts = report.result.counts();
     context.shell.status(
         "Timing",
-        format!("boot {:.1} s, suites {:.2} s ({} passed, {} failed, {} skipped)", report.boot_time.as_secs_f64(), report.suites_time.as_secs_f64(), counts.passed, counts.failed, counts.skipped),
+        format!(
+            "boot {:.1} s, suites {:.2} s ({} passed, {} failed, {} skipped, {} errors)",
+            report.boot_time.as_secs_f64(),
+            report.suites_time.as_secs_f64(),
+            counts.passed,
+            counts.failed,
+            counts.skipped,
+            counts.errors
+        ),
     );
     context.shell.status("Reports", format!("{} {}", report.files.junit.display(), report.files.json.display()));
     Ok(if report.result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

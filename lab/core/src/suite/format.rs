@@ -66,6 +66,8 @@ pub enum Check {
     /// start of every granule, each read back on the host from the backing file at the offset
     /// the model predicts. One result per window, as `Regions`.
     Decode,
+    /// ndctl's own CXL suite against `cxl_test`: one result per test of it.
+    NdctlCxl,
 }
 
 /// What a suite or step needs of the lab; unmet, it skips with the reason.
@@ -75,18 +77,24 @@ pub enum Requirement {
     RegionCommit,
     /// The host has a device with persistent capacity (`@pmem_id@`, `@pmem_serial@`).
     Pmem,
-    /// The host has a device with dynamic capacity.
+    /// The host has a device with dynamic capacity (`@dcd_id@`, `@dcd_serial@`).
     DynamicCapacity,
+    /// The guest kernel takes dynamic capacity: the device has a `dynamic_ram_a` partition.
+    DynamicCapacityKernel,
 }
 
 impl Requirement {
-    const NAMES: [(&'static str, Requirement); 3] =
-        [("region-commit", Requirement::RegionCommit), ("pmem", Requirement::Pmem), ("dynamic-capacity", Requirement::DynamicCapacity)];
+    const NAMES: [(&'static str, Requirement); 4] = [
+        ("region-commit", Requirement::RegionCommit),
+        ("pmem", Requirement::Pmem),
+        ("dynamic-capacity", Requirement::DynamicCapacity),
+        ("dynamic-capacity-kernel", Requirement::DynamicCapacityKernel),
+    ];
 }
 
 impl Check {
-    const NAMES: [(&'static str, Check); 4] =
-        [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions), ("decode", Check::Decode)];
+    const NAMES: [(&'static str, Check); 5] =
+        [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions), ("decode", Check::Decode), ("ndctl-cxl", Check::NdctlCxl)];
 }
 
 /// A suite file that cannot be used: `file:line:column: message`.
@@ -249,7 +257,7 @@ steps:
     fn errors_name_file_line_and_column() {
         let unknown_check = SMOKE.replace("check: topology", "check: topolgy");
         let error = parse("suites/smoke.yaml", "smoke", &unknown_check).unwrap_err();
-        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions, decode)");
+        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions, decode, ndctl-cxl)");
 
         let two_kinds = SMOKE.replace("    timeout: 30\n", "    qmp: query-status\n");
         let error = parse("s.yaml", "s", &two_kinds).unwrap_err();

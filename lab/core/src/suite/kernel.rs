@@ -39,6 +39,34 @@ pub fn stack_config(kernel: &Path, modules_dir: &Path, release: &str) -> Option<
     Some(format!("{option}\nrelease {release}\n"))
 }
 
+/// Prints the sysfs entries of the memdev with serial `serial` (`memdev memN`, then one name a
+/// line) and the kernel release: a kernel with dynamic capacity support gives such a device a
+/// `dynamic_ram_a` partition beside `ram` and `pmem`.
+pub fn dynamic_capacity_script(serial: u64) -> String {
+    format!(
+        "for m in /sys/bus/cxl/devices/mem*; do \
+           [ -r $m/serial ] && [ $(($(cat $m/serial))) -eq {serial} ] && {{ echo \"memdev ${{m##*/}}\"; ls $m; }}; \
+         done; echo \"release $(uname -r)\""
+    )
+}
+
+/// Why the guest kernel cannot take dynamic capacity, from [`dynamic_capacity_script`]'s
+/// output; `None` when it can.
+pub fn dynamic_capacity_unsupported(script_output: &str, serial: u64) -> Option<String> {
+    let release = script_output.lines().find_map(|line| line.strip_prefix("release ")).unwrap_or("?");
+    let Some(memdev) = script_output.lines().find_map(|line| line.strip_prefix("memdev ")) else {
+        return Some(format!("the guest kernel {release} shows no memdev with serial {serial}: cannot tell whether it supports dynamic capacity"));
+    };
+    if script_output.lines().any(|line| line.trim() == "dynamic_ram_a") {
+        return None;
+    }
+    Some(format!(
+        "the guest kernel {release} has no dynamic capacity (DCD) support: {memdev} (serial {serial}) has no dynamic_ram_a partition in sysfs; \
+         its CXL driver knows only ram and pmem partitions and reads no dynamic capacity event log (as Linux 7.3 on both stacks), \
+         so capacity added through QMP would never reach the guest"
+    ))
+}
+
 /// The kernel log lines that mean the kernel went wrong: WARN, BUG, oops, panic.
 pub fn problems(log: &str) -> Vec<String> {
     const MARKS: [&str; 6] = ["WARNING:", "BUG:", "kernel BUG at", "Oops:", "Kernel panic", "general protection fault"];
@@ -64,6 +92,17 @@ mod tests {
         assert!(debian.starts_with("the guest kernel 7.3.4+deb13-amd64 is built without CONFIG_CXL_REGION_INVALIDATION_TEST=y"), "{debian}");
         let unknown = region_commit_unsupported("no kernel config\nrelease 6.1\n").unwrap();
         assert!(unknown.contains("no readable configuration"), "{unknown}");
+    }
+
+    #[test]
+    fn dynamic_capacity_needs_a_dynamic_partition() {
+        // What Linux 7.3.4 shows for the dcd profile's device: no partition at all.
+        let without = "memdev mem0\ndev\ndriver\nfirmware_version\npayload_max\npmem\nram\nserial\nrelease 7.3.4-lab\n";
+        let reason = dynamic_capacity_unsupported(without, 99).unwrap();
+        assert!(reason.starts_with("the guest kernel 7.3.4-lab has no dynamic capacity (DCD) support: mem0 (serial 99) has no dynamic_ram_a"), "{reason}");
+        assert_eq!(dynamic_capacity_unsupported(&without.replace("pmem\n", "dynamic_ram_a\npmem\n"), 99), None);
+        assert!(dynamic_capacity_unsupported("release 7.3\n", 99).unwrap().contains("no memdev with serial 99"));
+        assert!(dynamic_capacity_script(99).contains("-eq 99"));
     }
 
     #[test]

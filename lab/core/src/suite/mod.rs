@@ -8,6 +8,7 @@
 //!   at the offset the model predicts;
 //! - [`region`] the `regions` check's guest commands and readers; [`guest_tool`] the lab's
 //!   guest program (`lab/guest`), built on the host and copied in;
+//! - [`ndctl`] ndctl's own CXL suite (`meson test`) and its per-test log;
 //! - [`kernel`] kernel log problems (WARN, BUG, oops) and whether the kernel can commit a region;
 //! - [`outcome`] the results model; [`report`] JUnit XML and JSON.
 //!
@@ -17,6 +18,7 @@ pub mod decode;
 pub mod format;
 pub mod guest_tool;
 pub mod kernel;
+pub mod ndctl;
 pub mod outcome;
 pub mod region;
 pub mod report;

@@ -12,6 +12,8 @@ pub enum Outcome {
     Passed,
     Failed(String),
     Skipped(String),
+    /// The step could not be run at all: the lab did not boot, or the run was interrupted.
+    Error(String),
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,11 +62,12 @@ pub struct Counts {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    pub errors: usize,
 }
 
 impl SuiteResult {
     pub fn passed(&self) -> bool {
-        self.steps.iter().all(|step| !matches!(step.outcome, Outcome::Failed(_)))
+        self.steps.iter().all(|step| !matches!(step.outcome, Outcome::Failed(_) | Outcome::Error(_)))
     }
 
     pub fn counts(&self) -> Counts {
@@ -74,6 +77,7 @@ impl SuiteResult {
                 Outcome::Passed => counts.passed += 1,
                 Outcome::Failed(_) => counts.failed += 1,
                 Outcome::Skipped(_) => counts.skipped += 1,
+                Outcome::Error(_) => counts.errors += 1,
             }
         }
         counts
@@ -90,6 +94,7 @@ impl RunResult {
             passed: total.passed + counts.passed,
             failed: total.failed + counts.failed,
             skipped: total.skipped + counts.skipped,
+            errors: total.errors + counts.errors,
         })
     }
 }

@@ -41,8 +41,9 @@ fn junit_suite(result: &RunResult, suite: &SuiteResult) -> TestSuite {
     for step in &suite.steps {
         let mut status = match &step.outcome {
             Outcome::Passed => TestCaseStatus::success(),
-            Outcome::Failed(reason) => {
-                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            Outcome::Failed(reason) | Outcome::Error(reason) => {
+                let kind = if matches!(step.outcome, Outcome::Error(_)) { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let mut status = TestCaseStatus::non_success(kind);
                 status.set_message(reason.lines().next().unwrap_or_default()).set_description(reason.as_str());
                 status
             }
@@ -52,7 +53,7 @@ fn junit_suite(result: &RunResult, suite: &SuiteResult) -> TestSuite {
                 status
             }
         };
-        if let (Outcome::Failed(_), false) = (&step.outcome, suite.evidence.is_empty()) {
+        if matches!(step.outcome, Outcome::Failed(_) | Outcome::Error(_)) && !suite.evidence.is_empty() {
             let evidence: Vec<String> = suite.evidence.iter().map(|path| path.display().to_string()).collect();
             status.set_type(format!("evidence: {}", evidence.join(" ")));
         }
@@ -98,5 +99,23 @@ mod tests {
         let json: serde_json::Value = serde_json::to_value(&result).unwrap();
         assert_eq!(json["suites"][0]["steps"][1]["status"], "skipped");
         assert_eq!(json["suites"][0]["steps"][2]["reason"], "memdev serial 100: pmem_size: expected 1, guest 2");
+    }
+
+    #[test]
+    fn a_boot_that_failed_is_an_error_with_its_evidence() {
+        let suite = SuiteResult {
+            suite: "smoke".to_owned(),
+            host: "host0".to_owned(),
+            steps: vec![step("the lab boots", Outcome::Error("the lab did not boot: QEMU exited 1".to_owned()))],
+            duration: Duration::from_secs(1),
+            evidence: vec![PathBuf::from("out/smoke-host0/qemu.log")],
+        };
+        let result = RunResult { profile: "seed".into(), stack: "distro".into(), kernel_release: String::new(), booted: false, lost: Vec::new(), suites: vec![suite] };
+        assert!(!result.passed());
+        assert_eq!(result.counts().errors, 1);
+        let xml = junit(&result).to_string().unwrap();
+        assert!(xml.contains(r#"errors="1" failures="0""#), "{xml}");
+        assert!(xml.contains(r#"<error message="the lab did not boot: QEMU exited 1" type="evidence: out/smoke-host0/qemu.log">"#), "{xml}");
+        assert_eq!(serde_json::to_value(&result).unwrap()["suites"][0]["steps"][0]["status"], "error");
     }
 }

@@ -20,20 +20,27 @@ use crate::model::expect::{expected_view, ExpectedHost, ExpectedView, RegionPlan
 use crate::model::topology::{Host, Topology};
 use crate::profile::Profile;
 use crate::stack::{BootStack, StackKind};
+use crate::sys::process::{pending_stop_signal, stop_signals};
 use crate::sys::runner::CommandRunner;
 use crate::suite::format::{self, Action, Check, GuestCommand, Requirement, Suite};
 use crate::suite::decode;
 use crate::suite::guest_tool;
 use crate::suite::kernel;
+use crate::suite::ndctl;
 use crate::suite::region::{self, Planned};
 use crate::suite::outcome::{Outcome, RunResult, StepResult, SuiteResult};
 use crate::suite::report::{self, ReportFiles};
 use crate::suite::topology;
 
+/// How long ndctl's CXL suite may run (about 5 minutes under TCG on two cores).
+const NDCTL_SUITE_TIMEOUT: Duration = Duration::from_secs(2400);
+const NO_DCD_DEVICE: &str = "the profile gives this host no device with dynamic capacity";
 /// How much of a step's output the results keep.
 const OUTPUT_LIMIT: usize = 64 * 1024;
-/// Waits for the end of boot (`degraded` counts: its exit code is ignored), then for udev's queue.
-const SETTLE_SCRIPT: &str = "systemctl is-system-running --wait >/dev/null 2>&1; udevadm settle --timeout=120";
+/// Waits for the end of boot (`degraded` counts: its exit code is ignored), then for udev's queue,
+/// on a guest booted with systemd (a full boot). A lean boot has neither systemd nor udev (its
+/// init loads the CXL drivers before the guest agent starts): asking costs 0.3–0.5 s under TCG.
+const SETTLE_SCRIPT: &str = "if [ -d /run/systemd/system ]; then systemctl is-system-running --wait >/dev/null 2>&1; udevadm settle --timeout=120; fi";
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long the runner's own guest commands (dmesg, cxl list, the kernel config) may take.
 const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -76,49 +83,109 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
         None => expected_view(&profile.topology),
     };
     let boot_started = Instant::now();
-    let (state, booted) = reuse_or_boot(context, options, &profile)?;
+    let (state, booted) = match reuse(context, options, &profile)? {
+        Some(state) => (state, false),
+        None => match boot(context, options) {
+            Ok(state) => (state, true),
+            Err(error) => return boot_failed(context, options, &profile, &suites, &error, boot_started.elapsed()),
+        },
+    };
     let boot_time = boot_started.elapsed();
+    // Ctrl-C from here on stops the run between steps, and the lab it booted is still taken down
+    // and the results so far written (`lab up` holds these signals already once it launched).
+    stop_signals().thread_block().context("blocking stop signals while the suites run")?;
     let suites_started = Instant::now();
     let results = run_suites(context, &state, &view, &profile.topology, &suites, options);
     let suites_time = suites_started.elapsed();
     let lost = lost_machines(&state);
-    if booted && lost.is_empty() {
-        control::down(context)?;
-    } else if booted {
+    // The reports first: a lab that will not come down must not cost the results.
+    let reported = results.map_err(|error| if lost.is_empty() { error } else { error.context(lost.join("; ")) }).and_then(|suites| {
+        let result = RunResult {
+            profile: state.plan.profile.clone(),
+            stack: state.plan.boot_stack.stack.to_string(),
+            kernel_release: state.plan.boot_stack.kernel_release.clone(),
+            booted,
+            suites,
+            lost: lost.clone(),
+        };
+        let files = report::write(&options.out, &result)?;
+        Ok(RunReport { result, files, boot_time, suites_time })
+    });
+    if booted {
         // What is left of a lab that lost a machine goes too; its logs stay in its run directory.
-        let _ = control::down(context);
+        if let Err(error) = control::down(context) {
+            context.shell.warn(format!("the lab this run booted did not come down: {error:#}"));
+        }
     }
-    let suites = match results {
-        Err(error) if !lost.is_empty() => return Err(error.context(lost.join("; "))),
-        results => results?,
-    };
-    let result = RunResult {
-        profile: state.plan.profile.clone(),
-        stack: state.plan.boot_stack.stack.to_string(),
-        kernel_release: state.plan.boot_stack.kernel_release.clone(),
-        booted,
-        suites,
-        lost,
-    };
-    let files = report::write(&options.out, &result)?;
-    Ok(RunReport { result, files, boot_time, suites_time })
+    reported
 }
 
-/// The lab that is up on this profile and stack, or a new one (`true`: this run booted it).
-fn reuse_or_boot(context: &LabContext, options: &RunOptions, profile: &Profile) -> anyhow::Result<(LabState, bool)> {
-    if let Some(state) = context.files.read_live_state()? {
-        let plan = &state.plan;
-        if same_file(&plan.profile_path, &profile.path) && plan.boot_stack.stack == options.stack {
-            context.shell.status("Reusing", format!("lab `{}` (profile `{}`, {} stack)", plan.lab, plan.profile, plan.boot_stack.stack));
-            return Ok((state, false));
-        }
-        bail!(
-            "lab `{}` runs profile `{}` on the {} stack, not `{}` on the {} stack: `cargo xtask lab --lab {} down` first, or run on another lab (`--lab NAME`)",
-            plan.lab, plan.profile, plan.boot_stack.stack, options.profile, options.stack, plan.lab
-        );
+/// The lab that is up on this profile and stack, if one is; one up on anything else is refused.
+fn reuse(context: &LabContext, options: &RunOptions, profile: &Profile) -> anyhow::Result<Option<LabState>> {
+    let Some(state) = context.files.read_live_state()? else { return Ok(None) };
+    let plan = &state.plan;
+    if same_file(&plan.profile_path, &profile.path) && plan.boot_stack.stack == options.stack {
+        context.shell.status("Reusing", format!("lab `{}` (profile `{}`, {} stack)", plan.lab, plan.profile, plan.boot_stack.stack));
+        return Ok(Some(state));
     }
+    bail!(
+        "lab `{}` runs profile `{}` on the {} stack, not `{}` on the {} stack: `cargo xtask lab --lab {} down` first, or run on another lab (`--lab NAME`)",
+        plan.lab, plan.profile, plan.boot_stack.stack, options.profile, options.stack, plan.lab
+    );
+}
+
+fn boot(context: &LabContext, options: &RunOptions) -> anyhow::Result<LabState> {
     let boot = UpOptions { profile: options.profile.clone(), stack: options.stack, detach: true, ..options.boot.clone() };
-    Ok((up::up(context, &boot)?.state, true))
+    Ok(up::up(context, &boot)?.state)
+}
+
+/// The lab did not come up (QEMU did not start, the guest agent never answered): every suite on
+/// every host is an error with the boot's evidence, and the reports are written all the same.
+fn boot_failed(context: &LabContext, options: &RunOptions, profile: &Profile, suites: &[Suite], error: &anyhow::Error, took: Duration) -> anyhow::Result<RunReport> {
+    let reason = format!("the lab did not boot: {error:#}");
+    context.shell.warn(&reason);
+    let mut results = Vec::new();
+    for host in &profile.topology.hosts {
+        for suite in suites {
+            let evidence = boot_evidence(context, &host.name, &reason, &options.out.join(format!("{}-{}", suite.name, host.name)));
+            let step = StepResult { name: "the lab boots".to_owned(), outcome: Outcome::Error(reason.clone()), duration: took, output: String::new() };
+            results.push(SuiteResult { suite: suite.name.clone(), host: host.name.clone(), steps: vec![step], duration: took, evidence });
+        }
+    }
+    let result = RunResult { profile: profile.topology.name.clone(), stack: options.stack.to_string(), kernel_release: String::new(), booted: false, lost: Vec::new(), suites: results };
+    let files = report::write(&options.out, &result)?;
+    Ok(RunReport { result, files, boot_time: took, suites_time: Duration::ZERO })
+}
+
+/// What a failed boot left in the host's run directory (the serial log, QEMU's argv and its own
+/// output, stderr included), the supervisor's log and the error, copied into `dir`.
+fn boot_evidence(context: &LabContext, host: &str, reason: &str, dir: &Path) -> Vec<PathBuf> {
+    let run_dir = context.files.run_dir(host);
+    let copies = [
+        ("serial.log", run_dir.serial_log()),
+        ("qemu-argv.txt", run_dir.argv_file()),
+        ("qemu.log", run_dir.qemu_log()),
+        ("supervisor.log", context.files.supervisor_log()),
+    ];
+    let mut kept = Vec::new();
+    if let Err(error) = fs_err::create_dir_all(dir) {
+        context.shell.warn(format!("keeping the evidence in {}: {error}", dir.display()));
+        return kept;
+    }
+    let mut missing = Vec::new();
+    for (name, source) in copies {
+        match fs_err::copy(&source, dir.join(name)) {
+            Ok(_) => kept.push(dir.join(name)),
+            Err(error) => missing.push(format!("{name}: {error}")),
+        }
+    }
+    if fs_err::write(dir.join("error.txt"), format!("{reason}\n")).is_ok() {
+        kept.push(dir.join("error.txt"));
+    }
+    if !missing.is_empty() && fs_err::write(dir.join("missing.txt"), missing.join("\n") + "\n").is_ok() {
+        kept.push(dir.join("missing.txt"));
+    }
+    kept
 }
 
 /// The machines whose QEMU is gone, each with where its serial console's log is.
@@ -143,8 +210,21 @@ fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topol
         let Some(host) = topology.hosts.iter().find(|host| host.name == machine.host) else {
             bail!("the lab's machine `{}` is no host of profile `{}`", machine.host, topology.name);
         };
-        let guest = Guest { context, machine, stack: &state.plan.boot_stack, expected, host, move_tag: options.move_tag, region_commit: OnceCell::new(), guest_tool: OnceCell::new(), log_seen: Cell::new(0) };
-        guest.settle()?;
+        let guest = Guest {
+            context,
+            machine,
+            stack: &state.plan.boot_stack,
+            expected,
+            host,
+            move_tag: options.move_tag,
+            region_commit: OnceCell::new(),
+            dynamic_capacity_kernel: OnceCell::new(),
+            guest_tool: OnceCell::new(),
+            log_seen: Cell::new(0),
+        };
+        if pending_stop_signal().is_none() {
+            guest.settle()?;
+        }
         for suite in suites {
             results.push(guest.run_suite(suite, state, &options.out));
         }
@@ -164,6 +244,8 @@ struct Guest<'a> {
     move_tag: Option<u64>,
     /// Why a region cannot be committed here (`None`: it can), asked of the guest once.
     region_commit: OnceCell<Option<String>>,
+    /// Why the guest kernel cannot take dynamic capacity (`None`: it can), asked once.
+    dynamic_capacity_kernel: OnceCell<Option<String>>,
     /// Whether the lab's guest program is in the guest, installed at most once.
     guest_tool: OnceCell<Result<(), String>>,
     /// How many lines of the kernel log earlier suites (or the boot) own.
@@ -177,10 +259,17 @@ impl Guest<'_> {
         let unmet = self.unmet(&suite.requires);
         let mut steps = Vec::new();
         for step in &suite.steps {
+            if let Some(signal) = pending_stop_signal() {
+                let result = timed(&step.name, || (Outcome::Error(format!("not run: the run was interrupted ({signal})")), String::new()));
+                self.show(&suite.name, &result);
+                steps.push(result);
+                continue;
+            }
             let results = match unmet.clone().or_else(|| self.unmet(&step.requires)) {
                 Some(reason) => vec![timed(&step.name, || (Outcome::Skipped(reason), String::new()))],
                 None if step.action == Action::Check(Check::Regions) => self.per_window(&step.name, Self::region_in),
                 None if step.action == Action::Check(Check::Decode) => self.per_window(&step.name, Self::decode_in),
+                None if step.action == Action::Check(Check::NdctlCxl) => self.ndctl_cxl(&step.name),
                 None => vec![timed(&step.name, || self.act(&step.action))],
             };
             for result in results {
@@ -188,11 +277,13 @@ impl Guest<'_> {
                 steps.push(result);
             }
         }
-        let kernel_step = timed("no kernel WARN, BUG or oops while the suite ran", || self.kernel_log_since(log_seen));
-        self.show(&suite.name, &kernel_step);
-        steps.push(kernel_step);
+        if pending_stop_signal().is_none() {
+            let kernel_step = timed("no kernel WARN, BUG or oops while the suite ran", || self.kernel_log_since(log_seen));
+            self.show(&suite.name, &kernel_step);
+            steps.push(kernel_step);
+        }
         let mut result = SuiteResult { suite: suite.name.clone(), host: self.machine.host.clone(), steps, duration: started.elapsed(), evidence: Vec::new() };
-        if !result.passed() {
+        if !result.passed() && pending_stop_signal().is_none() {
             result.evidence = self.keep_evidence(state, &out.join(format!("{}-{}", suite.name, self.machine.host)));
         }
         result
@@ -214,6 +305,7 @@ impl Guest<'_> {
             Outcome::Passed => ("Passed", String::new()),
             Outcome::Failed(reason) => ("Failed", format!(": {reason}")),
             Outcome::Skipped(reason) => ("Skipped", format!(": {reason}")),
+            Outcome::Error(reason) => ("Error", format!(": {reason}")),
         };
         let took = step.duration.as_secs_f64();
         self.context.shell.status(verb, format!("{suite}/{}: {} ({took:.2} s){reason}", self.machine.host, step.name));
@@ -224,9 +316,22 @@ impl Guest<'_> {
         requires.iter().find_map(|requirement| match requirement {
             Requirement::RegionCommit => self.region_commit.get_or_init(|| self.ask_region_commit()).clone(),
             Requirement::Pmem => self.pmem_device().is_none().then(|| "the profile gives this host no device with persistent capacity".to_owned()),
-            Requirement::DynamicCapacity => (!self.expected.memdevs.iter().any(|memdev| memdev.dynamic_capacity_regions > 0))
-                .then(|| "the profile gives this host no device with dynamic capacity".to_owned()),
+            Requirement::DynamicCapacity => self.dcd_device().is_none().then(|| NO_DCD_DEVICE.to_owned()),
+            Requirement::DynamicCapacityKernel => self.dynamic_capacity_kernel.get_or_init(|| self.ask_dynamic_capacity_kernel()).clone(),
         })
+    }
+
+    /// From the guest's sysfs: no kernel configuration option tells.
+    fn ask_dynamic_capacity_kernel(&self) -> Option<String> {
+        let Some(serial) = self.dcd_device().map(|memdev| memdev.serial) else { return Some(NO_DCD_DEVICE.to_owned()) };
+        match self.shell_output(&kernel::dynamic_capacity_script(serial)) {
+            Ok(output) => kernel::dynamic_capacity_unsupported(&output, serial),
+            Err(error) => Some(format!("cannot read the guest's sysfs: {error:#}")),
+        }
+    }
+
+    fn dcd_device(&self) -> Option<&crate::model::expect::ExpectedMemdev> {
+        self.expected.memdevs.iter().find(|memdev| memdev.dynamic_capacity_regions > 0)
     }
 
     /// From the kernel's configuration the lab's stack keeps beside it, else the guest's.
@@ -244,12 +349,17 @@ impl Guest<'_> {
         self.expected.memdevs.iter().find(|memdev| memdev.pmem_size > 0)
     }
 
-    /// `@name@` in a step's text, from the model: `@pmem_id@`, `@pmem_serial@`, `@host@`.
+    /// `@name@` in a step's text, from the model: `@pmem_id@`, `@pmem_serial@`, `@dcd_id@`,
+    /// `@dcd_serial@`, `@dcd_region_size@` (one dynamic capacity region's size), `@host@`.
     fn fill(&self, text: &str) -> Result<String, String> {
         let pmem = self.pmem_device();
+        let dcd = self.dcd_device();
         let values = [
             ("@pmem_id@", pmem.map(|memdev| memdev.qemu_id.clone())),
             ("@pmem_serial@", pmem.map(|memdev| memdev.serial.to_string())),
+            ("@dcd_id@", dcd.map(|memdev| memdev.qemu_id.clone())),
+            ("@dcd_serial@", dcd.map(|memdev| memdev.serial.to_string())),
+            ("@dcd_region_size@", dcd.map(|memdev| (memdev.dynamic_capacity_size / memdev.dynamic_capacity_regions).to_string())),
             ("@host@", Some(self.machine.host.clone())),
         ];
         let mut filled = text.to_owned();
@@ -269,6 +379,7 @@ impl Guest<'_> {
             Action::Check(Check::Topology) => self.topology_step(),
             Action::Check(Check::KernelLog) => self.kernel_log_since(0),
             Action::Check(Check::Regions | Check::Decode) => unreachable!("the regions and decode checks give one result per window"),
+            Action::Check(Check::NdctlCxl) => unreachable!("the ndctl-cxl check gives one result per test"),
         }
     }
 
@@ -287,6 +398,34 @@ impl Guest<'_> {
             })
         });
         windows.collect()
+    }
+
+    /// ndctl's CXL suite in the guest: one result per test of meson's log, or one skip with what
+    /// the guest lacks (the source stack's ndctl tests and `cxl_test`, udev).
+    fn ndctl_cxl(&self, name: &str) -> Vec<StepResult> {
+        let unmet = match self.shell_output(ndctl::NEEDS_SCRIPT) {
+            Ok(output) => ndctl::unmet(&output),
+            Err(error) => Some(format!("cannot ask the guest what it has: {error:#}")),
+        };
+        if let Some(reason) = unmet {
+            return vec![timed(name, || (Outcome::Skipped(reason), String::new()))];
+        }
+        let started = Instant::now();
+        let log = self.exec(ndctl::RUN_SCRIPT, NDCTL_SUITE_TIMEOUT).map_err(|error| format!("{error:#}")).and_then(|output| {
+            ndctl::parse_testlog(&String::from_utf8_lossy(&output.stdout))
+        });
+        match log {
+            Ok(tests) => tests
+                .into_iter()
+                .map(|test| StepResult {
+                    name: format!("{name}: {}", test.name),
+                    outcome: test.outcome,
+                    duration: Duration::from_secs_f64(test.seconds),
+                    output: clip(test.output),
+                })
+                .collect(),
+            Err(error) => vec![StepResult { name: name.to_owned(), outcome: Outcome::Failed(error), duration: started.elapsed(), output: String::new() }],
+        }
     }
 
     /// Creates the planned region, checks it, puts a pattern through a DAX device on it, and

@@ -91,9 +91,21 @@ fn host_bridge_port_facts(facts: &mut Facts, port: &Value, uid: u64) {
 fn memdev_facts(facts: &mut Facts, port: &Value, uid: u64) {
     for memdev in keyed(port, "memdevs:") {
         let subject = format!("memdev serial {}", number(memdev, "serial").unwrap_or(0));
-        put(facts, &subject, "ram_size", number(memdev, "ram_size").unwrap_or(0));
+        put(facts, &subject, "ram_size", static_size(number(memdev, "ram_size").unwrap_or(0)));
         put(facts, &subject, "pmem_size", number(memdev, "pmem_size").unwrap_or(0));
         put(facts, &subject, "host_bridge_uid", uid);
+    }
+}
+
+/// A partition size as the model means it. Linux (7.3) shows `ram_size` 1 for a device with no
+/// static partition (a dynamic-capacity-only device): `cxl_ram_size()` reads partition 0 without
+/// checking that there is one, and the unset partition is a RAM one (mode 0) spanning 0..=0. No
+/// real capacity is one byte (it comes in 256 MiB units), so 1 means none.
+fn static_size(size: u64) -> u64 {
+    if size == 1 {
+        0
+    } else {
+        size
     }
 }
 
@@ -206,6 +218,18 @@ mod tests {
     fn the_seed_guest_matches_its_model() {
         let guest = guest_facts(&serde_json::from_str(SEED_LISTING).unwrap(), SEED_GRANULARITY).unwrap();
         assert_eq!(diff(&seed_expected(), &guest), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_device_without_static_capacity_has_no_ram() {
+        // What Linux 7.3.4 printed for the dcd profile's device (both stacks): `ram_size` 1.
+        let listing = r#"[{"bus":"root0","dports":[{"dport":"pci0000:0b","id":11}],
+            "ports:root0":[{"port":"port1","host":"pci0000:0b","dports":[{"dport":"0000:0b:00.0","id":0}],
+              "memdevs:port1":[{"memdev":"mem0","ram_size":1,"ram_qos_class":0,"serial":99,"host":"0000:0c:00.0"}]}]}]"#;
+        let guest = guest_facts(&serde_json::from_str(listing).unwrap(), "").unwrap();
+        assert_eq!(guest[&("memdev serial 99".to_owned(), "ram_size".to_owned())], "0");
+        let expected = expected("dcd");
+        assert_eq!(expected[&("memdev serial 99".to_owned(), "ram_size".to_owned())], "0");
     }
 
     #[test]
