@@ -57,8 +57,8 @@ pub fn create_command(plan: &Planned, names: &BTreeMap<u64, String>) -> Result<S
 
 /// The created region's name when `cxl create-region`'s JSON matches the plan.
 pub fn check_created(plan: &Planned, created: &Value) -> Result<String, String> {
-    let region = created.as_array().and_then(|regions| regions.first()).unwrap_or(created);
-    let name = region.get("region").and_then(Value::as_str).ok_or_else(|| format!("`cxl create-region` printed no region: {created}"))?;
+    let region = created_region(created);
+    let name = created_name(created).ok_or_else(|| format!("`cxl create-region` printed no region: {created}"))?;
     let number = |field: &str| region.get(field).and_then(Value::as_u64);
     let mut wrong = Vec::new();
     for (field, want) in [("size", plan.size), ("interleave_ways", plan.ways as u64), ("interleave_granularity", plan.granularity)] {
@@ -74,6 +74,16 @@ pub fn check_created(plan: &Planned, created: &Value) -> Result<String, String> 
     } else {
         Err(format!("{name} differs from the plan: {}", wrong.join("; ")))
     }
+}
+
+/// The region `cxl create-region` printed (it prints a list of one or the region itself).
+fn created_region(created: &Value) -> &Value {
+    created.as_array().and_then(|regions| regions.first()).unwrap_or(created)
+}
+
+/// The name of the region `cxl create-region` printed, if it printed one.
+pub fn created_name(created: &Value) -> Option<&str> {
+    created_region(created).get("region").and_then(Value::as_str)
 }
 
 /// Sets `nd` to the nvdimm region Linux made of the pmem CXL `region` (the one at its address).

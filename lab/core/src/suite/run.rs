@@ -433,7 +433,7 @@ impl Guest<'_> {
     fn region_in(&self, plan: &Planned, transcript: &mut String) -> Result<(), String> {
         let names = region::memdev_names(&self.guest_json("cxl list -M", transcript)?);
         let created = self.guest_json(&region::create_command(plan, &names)?, transcript)?;
-        let name = region::check_created(plan, &created)?;
+        let name = self.checked_or_removed(plan, &created, transcript)?;
         let dax = self.logged(&region::dax_script(plan.mode, &name), transcript).map(|output| output.trim().to_owned());
         let used = dax.clone().and_then(|dax| self.dax_pattern(plan, &dax, transcript));
         let removed = self.logged(&region::teardown_script(plan.mode, &name, dax.as_deref().ok()), transcript);
@@ -461,13 +461,24 @@ impl Guest<'_> {
         let plan = Planned { granularity: model.granularity, ..plan.clone() };
         let names = region::memdev_names(&self.guest_json("cxl list -M", transcript)?);
         let created = self.guest_json(&region::create_command(&plan, &names)?, transcript)?;
-        let name = region::check_created(&plan, &created)?;
+        let name = self.checked_or_removed(&plan, &created, transcript)?;
         let device = if plan.mode == "pmem" { region::raw_namespace_script(&name) } else { region::dax_script(plan.mode, &name) };
         let device = self.logged(&device, transcript).map(|output| output.trim().to_owned());
         let checked = device.clone().and_then(|device| self.tag_and_check(model, &created, &name, &device, transcript));
         let dax = device.ok().filter(|device| device.starts_with("dax"));
         let removed = self.logged(&region::teardown_script(plan.mode, &name, dax.as_deref()), transcript);
         checked.and(removed.map(drop))
+    }
+
+    /// The created region's name when it is what the plan says; one that differs is taken away
+    /// again (the next window's region or suite needs its decoders) and the difference is the
+    /// error.
+    fn checked_or_removed(&self, plan: &Planned, created: &serde_json::Value, transcript: &mut String) -> Result<String, String> {
+        region::check_created(plan, created).inspect_err(|_| {
+            if let Some(name) = region::created_name(created) {
+                let _ = self.logged(&region::teardown_script(plan.mode, name, None), transcript);
+            }
+        })
     }
 
     fn tag_and_check(&self, model: Region, created: &serde_json::Value, name: &str, device: &str, transcript: &mut String) -> Result<(), String> {
