@@ -97,6 +97,30 @@ impl Check {
         [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions), ("decode", Check::Decode), ("ndctl-cxl", Check::NdctlCxl)];
 }
 
+/// The `@name@` placeholders a step's text may hold, filled from the model when the step runs:
+/// the host's first device with persistent capacity, its dynamic capacity device (and one of
+/// that device's region sizes), the host's name.
+pub const PLACEHOLDERS: [&str; 6] = ["@pmem_id@", "@pmem_serial@", "@dcd_id@", "@dcd_serial@", "@dcd_region_size@", "@host@"];
+
+/// The first `@name@` in `text` that is no placeholder: a typo would reach the guest's shell.
+fn unknown_placeholder(text: &str) -> Option<&str> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find('@') {
+        let start = from + found;
+        let name_length = text[start + 1..].find(|c: char| !(c.is_ascii_lowercase() || c == '_')).unwrap_or(text.len() - start - 1);
+        if name_length > 0 && text[start + 1 + name_length..].starts_with('@') {
+            let token = &text[start..start + name_length + 2];
+            if !PLACEHOLDERS.contains(&token) {
+                return Some(token);
+            }
+            from = start + name_length + 2;
+        } else {
+            from = start + 1;
+        }
+    }
+    None
+}
+
 /// A suite file that cannot be used: `file:line:column: message`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -189,6 +213,11 @@ fn step_from(spec: StepSpec) -> Result<Step, Located> {
     if spec.arguments.is_some() && spec.qmp.is_none() {
         return Err((where_, format!("step `{name}`: `arguments` belong to `qmp` steps")));
     }
+    let arguments_text = spec.arguments.as_ref().map(Value::to_string);
+    let texts = spec.guest.iter().chain(&spec.stdout_contains).chain(&spec.output_lacks).chain(&arguments_text);
+    if let Some(token) = texts.filter_map(|text| unknown_placeholder(text)).next() {
+        return Err((where_, format!("step `{name}`: unknown placeholder `{token}` (known: {})", PLACEHOLDERS.join(", "))));
+    }
     let action = if let Some(script) = spec.guest {
         Action::Guest(GuestCommand {
             script,
@@ -251,6 +280,16 @@ steps:
         assert_eq!(arguments.as_ref().unwrap()["length"], 64);
         assert_eq!(suite.steps[1].requires, [Requirement::Pmem]);
         assert_eq!(suite.steps[2].action, Action::Check(Check::Topology));
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_an_error_at_its_step() {
+        let typo = SMOKE.replace("check: topology", "guest: \"echo @pmem_idd@ user@host\"");
+        let error = parse("s.yaml", "s", &typo).unwrap_err();
+        assert!(error.to_string().starts_with("s.yaml:10:"), "{error}");
+        assert!(error.to_string().contains("unknown placeholder `@pmem_idd@` (known: @pmem_id@, "), "{error}");
+        assert_eq!(unknown_placeholder("cxl list -m @pmem_serial@ && echo \"$@\" a@b.c @host@"), None);
+        assert_eq!(unknown_placeholder("@pmem_id@@bad@"), Some("@bad@"));
     }
 
     #[test]

@@ -349,23 +349,23 @@ impl Guest<'_> {
         self.expected.memdevs.iter().find(|memdev| memdev.pmem_size > 0)
     }
 
-    /// `@name@` in a step's text, from the model: `@pmem_id@`, `@pmem_serial@`, `@dcd_id@`,
-    /// `@dcd_serial@`, `@dcd_region_size@` (one dynamic capacity region's size), `@host@`.
+    /// Each of [`format::PLACEHOLDERS`] in a step's text, from the model.
     fn fill(&self, text: &str) -> Result<String, String> {
         let pmem = self.pmem_device();
         let dcd = self.dcd_device();
-        let values = [
-            ("@pmem_id@", pmem.map(|memdev| memdev.qemu_id.clone())),
-            ("@pmem_serial@", pmem.map(|memdev| memdev.serial.to_string())),
-            ("@dcd_id@", dcd.map(|memdev| memdev.qemu_id.clone())),
-            ("@dcd_serial@", dcd.map(|memdev| memdev.serial.to_string())),
-            ("@dcd_region_size@", dcd.map(|memdev| (memdev.dynamic_capacity_size / memdev.dynamic_capacity_regions).to_string())),
-            ("@host@", Some(self.machine.host.clone())),
-        ];
+        let value = |placeholder: &str| match placeholder {
+            "@pmem_id@" => pmem.map(|memdev| memdev.qemu_id.clone()),
+            "@pmem_serial@" => pmem.map(|memdev| memdev.serial.to_string()),
+            "@dcd_id@" => dcd.map(|memdev| memdev.qemu_id.clone()),
+            "@dcd_serial@" => dcd.map(|memdev| memdev.serial.to_string()),
+            "@dcd_region_size@" => dcd.map(|memdev| (memdev.dynamic_capacity_size / memdev.dynamic_capacity_regions).to_string()),
+            "@host@" => Some(self.machine.host.clone()),
+            _ => None,
+        };
         let mut filled = text.to_owned();
-        for (placeholder, value) in values {
+        for placeholder in format::PLACEHOLDERS {
             if filled.contains(placeholder) {
-                let value = value.ok_or_else(|| format!("{placeholder}: the profile has no such device on this host"))?;
+                let value = value(placeholder).ok_or_else(|| format!("{placeholder}: the profile has no such device on this host"))?;
                 filled = filled.replace(placeholder, &value);
             }
         }
