@@ -60,6 +60,10 @@ enum LabCommand {
         /// Return once the lab is ready and leave it running in the background.
         #[arg(long)]
         detach: bool,
+        /// Start from the saved state of a lean boot of this profile and stack (about a second),
+        /// saving it on the first boot; the disks start from the snapshot's.
+        #[arg(long)]
+        snapshot: bool,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -84,6 +88,10 @@ enum LabCommand {
         /// move this granule's tag into another device's backing file before the host checks.
         #[arg(long, value_name = "GRANULE")]
         move_tag: Option<u64>,
+        /// Boot the lab the run needs instead of starting it from a snapshot (by default a lab the
+        /// run boots is saved once and every suite starts from that snapshot).
+        #[arg(long)]
+        no_snapshot: bool,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -177,9 +185,10 @@ impl LabArgs {
         let lab_context = lab_context(context, &self.lab)?;
         let context = &lab_context;
         match self.command {
-            LabCommand::Up { profile, stack, detach, boot } => run_up(context, &up_options(profile, stack, detach, &boot)),
-            LabCommand::Run { profile, suite, stack, out, expect, move_tag, boot } => {
-                let options = RunOptions { boot: up_options(profile.clone(), stack, true, &boot), profile, stack, suites: suite, out, expect, move_tag };
+            LabCommand::Up { profile, stack, detach, snapshot, boot } => run_up(context, &up_options(profile, stack, detach, snapshot, &boot)),
+            LabCommand::Run { profile, suite, stack, out, expect, move_tag, no_snapshot, boot } => {
+                let boot = up_options(profile.clone(), stack, true, !no_snapshot, &boot);
+                let options = RunOptions { boot, profile, stack, suites: suite, out, expect, move_tag };
                 run_suites(context, &options)
             }
             LabCommand::Matrix { file, profile, stack, suite, jobs, cell_timeout, out, fail_on, emit } => {
@@ -334,7 +343,7 @@ fn run_ssh(context: &LabContext, host: Option<&str>, arguments: &[String]) -> an
 }
 
 fn run_switch(context: &LabContext, profile: &str, boot: &BootArgs) -> anyhow::Result<ExitCode> {
-    let options = up_options(profile.to_owned(), StackKind::Distro, true, boot);
+    let options = up_options(profile.to_owned(), StackKind::Distro, true, false, boot);
     let (down_report, report) = up::switch(context, profile, &options)?;
     context.shell.status("Switched", format!("lab `{}`: `{}` -> `{profile}`", context.files.name, down_report.profile));
     up::print_how_to_reach(context, &report.state, &report.ssh_private_key);
@@ -376,11 +385,12 @@ pub fn lab_context(context: &Context, lab_name: &str) -> anyhow::Result<LabConte
     })
 }
 
-fn up_options(profile: String, stack: StackKind, detach: bool, boot: &BootArgs) -> UpOptions {
+fn up_options(profile: String, stack: StackKind, detach: bool, snapshot: bool, boot: &BootArgs) -> UpOptions {
     UpOptions {
         profile,
         stack,
         detach,
+        snapshot,
         fresh_disk: boot.fresh_disk,
         boot_timeout: Duration::from_secs(boot.boot_timeout),
         extra_cmdline: boot.extra_cmdline.clone(),

@@ -8,6 +8,7 @@ pub mod control;
 pub mod lock;
 pub mod plan;
 pub mod secrets;
+pub mod snapshot;
 pub mod state;
 pub mod supervise;
 pub mod up;

@@ -32,6 +32,7 @@ use crate::lab::control::{down, DownReport};
 use crate::lab::lock::{LabLock, LabLockError, SUPERVISOR_ROLE};
 use crate::lab::plan::{accel_request, plan_lab, LabPlan, PlanRequest};
 use crate::lab::secrets::LabSecrets;
+use crate::lab::snapshot::{self, Snapshots};
 use crate::lab::state::{unix_millis, LabState, LaunchPlan};
 use crate::layout::LabLayout;
 use crate::lab::LabContext;
@@ -65,6 +66,9 @@ pub struct UpOptions {
     /// How the guests boot; `None`: as the profile says (`boot:`, lean by default), and for
     /// `lab switch` as the running lab booted.
     pub boot: Option<BootMode>,
+    /// Start from the snapshot of this profile, stack and command line, taking it on the first
+    /// boot ([`crate::lab::snapshot`]); the disks start over from it (or from the base image).
+    pub snapshot: bool,
 }
 
 /// What a successful `lab up` measured, for the user and for the benchmark.
@@ -79,6 +83,9 @@ pub struct UpReport {
     pub boot_to_ready: Duration,
     /// The key `lab ssh` uses.
     pub ssh_private_key: PathBuf,
+    /// Whether every machine now has a snapshot (restored from one, or saved after booting): a
+    /// `lab up --snapshot` of the same lab would restore.
+    pub snapshot_ready: bool,
 }
 
 /// Brings a lab up (or fails with the step, the last lines and the log).
@@ -172,7 +179,7 @@ fn start_lab(
     // Only a full boot runs sshd.
     let ssh_hosts = if boot == BootMode::Full { profile.topology.hosts.len() } else { 0 };
     let ssh_ports = (0..ssh_hosts).map(|_| free_local_port()).collect::<anyhow::Result<Vec<u16>>>()?;
-    let plan = plan_lab(&PlanRequest {
+    let mut plan = plan_lab(&PlanRequest {
         files,
         profile_name,
         profile,
@@ -183,10 +190,15 @@ fn start_lab(
         detach: options.detach,
         extra_cmdline: &options.extra_cmdline,
     })?;
-    prepare_disks(files, &plan, options.fresh_disk)?;
+    let snapshots = if options.snapshot { snapshot::decide(context, &plan, boot)? } else { Snapshots::Off };
+    // A snapshot is of a fresh disk, and a restored machine's disk is the snapshot's.
+    prepare_disks(files, &plan, options.fresh_disk || snapshots != Snapshots::Off)?;
+    if let Snapshots::Restore(found) = &snapshots {
+        snapshot::start_from(&mut plan, found)?;
+    }
     stages.lap("disks and render");
     files.write_launch_plan(&plan.launch)?;
-    launch(context, lock, &plan.launch, &secrets, options, stages)
+    launch(context, lock, &plan.launch, &secrets, options, &snapshots, stages)
 }
 
 /// The accelerator the lab runs with (the KVM probe is cached per host boot), said to the user.
@@ -216,6 +228,7 @@ fn launch(
     plan: &LaunchPlan,
     secrets: &LabSecrets,
     options: &UpOptions,
+    snapshots: &Snapshots,
     mut stages: StageClock,
 ) -> anyhow::Result<UpReport> {
     let files = &context.files;
@@ -240,7 +253,8 @@ fn launch(
     // From here on, an error stops the lab: a half-started lab is worse than none.
     // A detached lab is handed over to its supervisor only once ready: until then the supervisor
     // dies with this process (and stops the lab), so a `lab up` killed during boot leaves nothing.
-    let ready = wait_until_ready_and_configure(&state, &mut supervisor, secrets, options.boot_timeout, &boot_step)
+    let mut snapshot_ready = !matches!(snapshots, Snapshots::Off);
+    let ready = wait_until_ready_and_configure(context, plan, &state, &mut supervisor, secrets, options.boot_timeout, snapshots, &mut snapshot_ready, &boot_step)
         .and_then(|()| if options.detach { hand_over(files, &mut supervisor) } else { Ok(()) });
     if let Err(error) = ready {
         stop_supervisor(files, &mut supervisor);
@@ -252,7 +266,7 @@ fn launch(
     if !options.detach {
         run_attached(context, &state, &mut supervisor, &secrets.ssh_private_key)?;
     }
-    Ok(UpReport { state, stages: stages.stages, tool_time_before_qemu, boot_to_ready, ssh_private_key: secrets.ssh_private_key.clone() })
+    Ok(UpReport { state, stages: stages.stages, tool_time_before_qemu, boot_to_ready, ssh_private_key: secrets.ssh_private_key.clone(), snapshot_ready })
 }
 
 /// Attached: the supervisor is our child in our process group, so Ctrl-C reaches it and it stops
@@ -386,15 +400,27 @@ fn wait_for_state(files: &LabLayout, supervisor: &mut Child) -> anyhow::Result<L
     }
 }
 
-/// Waits for every guest agent, then sets root's password and SSH key through it.
+/// Waits for every guest agent (a restored machine resumed first), saves or finishes a snapshot,
+/// then sets root's password and SSH key through the agent. A snapshot that cannot be saved is a
+/// warning and `snapshot_ready` false: the lab runs as booted.
+#[allow(clippy::too_many_arguments)]
 fn wait_until_ready_and_configure(
+    context: &LabContext,
+    plan: &LaunchPlan,
     state: &LabState,
     supervisor: &mut Child,
     secrets: &LabSecrets,
     timeout: Duration,
+    snapshots: &Snapshots,
+    snapshot_ready: &mut bool,
     progress: &crate::shell::StepProgress,
 ) -> anyhow::Result<()> {
-    for machine in &state.machines {
+    for (index, machine) in state.machines.iter().enumerate() {
+        let planned = plan.machines.iter().find(|planned| planned.host == machine.host).context("a machine the plan does not name")?;
+        if let Snapshots::Restore(_) = snapshots {
+            progress.set_message(format!("loading the snapshot of `{}`", machine.host));
+            snapshot::resume_restored(machine)?;
+        }
         progress.set_message(format!("waiting for the guest agent of `{}`", machine.host));
         let qemu = machine.process();
         // QEMU is the supervisor's child: it is alive while the supervisor and its process run.
@@ -410,6 +436,17 @@ fn wait_until_ready_and_configure(
             Ok(())
         };
         let mut agent = qemu.wait_for_agent(timeout, check_alive)?;
+        match snapshots {
+            Snapshots::Restore(_) => snapshot::finish_restore(machine, &mut agent)?,
+            Snapshots::Take(keys) => {
+                progress.set_message(format!("saving a snapshot of `{}`", machine.host));
+                if let Err(error) = snapshot::take(context, &keys[index], planned, machine, &plan.boot_stack, &mut agent) {
+                    context.shell.warn(format!("no snapshot of `{}`: {error:#}; the lab runs as booted", machine.host));
+                    *snapshot_ready = false;
+                }
+            }
+            Snapshots::Off => {}
+        }
         progress.set_message(format!("setting root's password and SSH key on `{}`", machine.host));
         agent.set_user_password("root", &secrets.root_password).context("setting root's password through the guest agent")?;
         agent

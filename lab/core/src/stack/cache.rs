@@ -61,11 +61,20 @@ pub enum ArtifactKind {
     Qemu,
     /// ndctl built with its tests for the root filesystem (the source stack).
     Ndctl,
+    /// A lean-booted machine's saved state and disk (`lab up --snapshot`).
+    Snapshot,
 }
 
 impl ArtifactKind {
-    pub const ALL: [ArtifactKind; 6] =
-        [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs, ArtifactKind::RootfsTree, ArtifactKind::Qemu, ArtifactKind::Ndctl];
+    pub const ALL: [ArtifactKind; 7] = [
+        ArtifactKind::Kernel,
+        ArtifactKind::Initramfs,
+        ArtifactKind::Rootfs,
+        ArtifactKind::RootfsTree,
+        ArtifactKind::Qemu,
+        ArtifactKind::Ndctl,
+        ArtifactKind::Snapshot,
+    ];
 
     /// The name in directory names, manifests and keys.
     pub fn name(self) -> &'static str {
@@ -76,6 +85,7 @@ impl ArtifactKind {
             ArtifactKind::RootfsTree => "rootfs-tree",
             ArtifactKind::Qemu => "qemu",
             ArtifactKind::Ndctl => "ndctl",
+            ArtifactKind::Snapshot => "snapshot",
         }
     }
 }

@@ -83,10 +83,10 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
         None => expected_view(&profile.topology),
     };
     let boot_started = Instant::now();
-    let (state, booted) = match reuse(context, options, &profile)? {
-        Some(state) => (state, false),
+    let (mut state, booted, restore_each) = match reuse(context, options, &profile)? {
+        Some(state) => (state, false, false),
         None => match boot(context, options) {
-            Ok(state) => (state, true),
+            Ok((state, snapshot_ready)) => (state, true, snapshot_ready),
             Err(error) => return boot_failed(context, options, &profile, &suites, &error, boot_started.elapsed()),
         },
     };
@@ -95,7 +95,11 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
     // and the results so far written (`lab up` holds these signals already once it launched).
     stop_signals().thread_block().context("blocking stop signals while the suites run")?;
     let suites_started = Instant::now();
-    let results = run_suites(context, &state, &view, &profile.topology, &suites, options);
+    let results = if restore_each {
+        run_each_from_snapshot(context, &mut state, &view, &profile.topology, &suites, options)
+    } else {
+        run_suites(context, &state, &view, &profile.topology, &suites, options)
+    };
     let suites_time = suites_started.elapsed();
     let lost = lost_machines(&state);
     // The reports first: a lab that will not come down must not cost the results.
@@ -134,9 +138,26 @@ fn reuse(context: &LabContext, options: &RunOptions, profile: &Profile) -> anyho
     );
 }
 
-fn boot(context: &LabContext, options: &RunOptions) -> anyhow::Result<LabState> {
+/// Boots the lab (from its snapshot, if asked and there is one); true when every machine now has
+/// a snapshot to start the next suite from.
+fn boot(context: &LabContext, options: &RunOptions) -> anyhow::Result<(LabState, bool)> {
     let boot = UpOptions { profile: options.profile.clone(), stack: options.stack, detach: true, ..options.boot.clone() };
-    Ok(up::up(context, &boot)?.state)
+    let report = up::up(context, &boot)?;
+    Ok((report.state, report.snapshot_ready))
+}
+
+/// Boot once, test many: each suite after the first starts on machines restored from the
+/// snapshot the boot saved (or started from), so no suite sees what an earlier one left.
+fn run_each_from_snapshot(context: &LabContext, state: &mut LabState, view: &ExpectedView, topology: &Topology, suites: &[Suite], options: &RunOptions) -> anyhow::Result<Vec<SuiteResult>> {
+    let mut results = Vec::new();
+    for (index, suite) in suites.iter().enumerate() {
+        if index > 0 && pending_stop_signal().is_none() {
+            control::down(context).context("taking the lab down before restoring it for the next suite")?;
+            *state = boot(context, options).with_context(|| format!("restoring the lab for suite `{}`", suite.name))?.0;
+        }
+        results.extend(run_suites(context, state, view, topology, std::slice::from_ref(suite), options)?);
+    }
+    Ok(results)
 }
 
 /// The lab did not come up (QEMU did not start, the guest agent never answered): every suite on

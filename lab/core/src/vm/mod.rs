@@ -9,4 +9,5 @@ pub mod disks;
 pub mod error;
 pub mod machine;
 pub mod qmp;
+pub mod snapshot;
 pub mod supervisor;
