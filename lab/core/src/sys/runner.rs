@@ -5,7 +5,8 @@
 //! printed and the path of the whole log, so nobody has to rerun anything to see what went wrong.
 //!
 //! A command dies with the tool: the kernel sends it SIGKILL when the tool dies, even by SIGKILL
-//! ([`die_with_parent`]), so a killed `lab up` leaves no `mkfs.ext4` or `qemu-img` running. A
+//! ([`die_with_parent`]), so a killed `lab up` leaves no `mkfs.ext4` or `qemu-img` running (a
+//! command with a time limit gets SIGTERM instead, to stop cleanly: [`CommandRunner::run_within`]). A
 //! command that starts a tree of its own (debootstrap) is run in its own namespaces so that the
 //! whole tree goes with it (see `build::rootfs`).
 
@@ -70,10 +71,13 @@ impl CommandRunner {
 
     /// Runs `command` with its output going to the step log, for at most `timeout`; whatever it
     /// exits with is the caller's to judge (a command whose failure is an outcome, not an error).
+    /// The command must stop cleanly on SIGTERM, which ends it at the timeout and also when this
+    /// tool dies (not SIGKILL, as for other commands): a matrix cell's `lab run` then still takes
+    /// down the lab it booted.
     pub fn run_within(&self, step: &str, command: &mut Command, timeout: Duration) -> Result<Ended, RunError> {
         let (log, log_file, shown) = self.open_log(step, command)?;
         let log_error = |source| RunError::Log { step: step.to_owned(), log: log.clone(), source };
-        die_with_parent(command, Signal::SIGKILL);
+        die_with_parent(command, Signal::SIGTERM);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file.try_clone().map_err(log_error)?))
