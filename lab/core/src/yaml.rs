@@ -3,6 +3,16 @@
 
 pub use cxl_lab_model::error::{yaml_error_location as error_location, yaml_error_message as error_message};
 
+/// A YAML file of ours that cannot be used (a suite, a matrix): `file:line:column: message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct FileError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
 /// The stems of the `.yaml` files in `dir`, sorted (`seed` for `seed.yaml`).
 pub fn names_in(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
     let mut names: Vec<String> = fs_err::read_dir(dir)?

@@ -57,14 +57,7 @@ impl Cell {
 }
 
 /// A matrix file that cannot be used: `file:line:column: message`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct MatrixError {
-    pub file: String,
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-}
+pub type MatrixError = crate::yaml::FileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -75,9 +75,7 @@ impl ArtifactLock {
 
     /// The parts whose contents differ between the two, or that only one has.
     pub fn differing_parts(&self, other: &ArtifactLock) -> Vec<String> {
-        let mut parts: Vec<&String> = self.parts.keys().chain(other.parts.keys()).collect();
-        parts.sort();
-        parts.dedup();
+        let parts: std::collections::BTreeSet<&String> = self.parts.keys().chain(other.parts.keys()).collect();
         parts.into_iter().filter(|part| self.parts.get(*part) != other.parts.get(*part)).cloned().collect()
     }
 }

@@ -9,7 +9,7 @@
 //! (kept, and named, when a build fails, for its logs). Where Debian's `diffoscope` is on PATH it
 //! is run on each differing file and the first lines of its report shown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -148,9 +148,7 @@ pub fn compare_caches(one: &Cache, two: &Cache) -> anyhow::Result<Vec<ArtifactVe
 pub fn compare_files(one: &[FileRecord], two: &[FileRecord]) -> Vec<FileDifference> {
     let by_path = |files: &[FileRecord]| files.iter().map(|file| (file.path.clone(), file.clone())).collect::<BTreeMap<_, _>>();
     let (one, two) = (by_path(one), by_path(two));
-    let mut paths: Vec<&String> = one.keys().chain(two.keys()).collect();
-    paths.sort();
-    paths.dedup();
+    let paths: BTreeSet<&String> = one.keys().chain(two.keys()).collect();
     paths
         .into_iter()
         .filter_map(|path| {

@@ -122,14 +122,7 @@ fn unknown_placeholder(text: &str) -> Option<&str> {
 }
 
 /// A suite file that cannot be used: `file:line:column: message`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
-pub struct SuiteError {
-    pub file: String,
-    pub line: u64,
-    pub column: u64,
-    pub message: String,
-}
+pub type SuiteError = crate::yaml::FileError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
