@@ -4,14 +4,16 @@
 # seconds when it holds them), then `lab up --stack source` on seed and the guest check: a region
 # commits, cxl_test loads, ndctl's `cxl` suite runs against it (tests/source_stack.rs); then the
 # lab's own suites on the interleaved profile (regions and the live decode check, every granule in
-# its backing file) and on the dcd profile (dynamic capacity; results in target/suite-results), and
-# the matrix (see the end).
+# its backing file) and on the dcd profile (dynamic capacity; results in target/suite-results), each
+# suite after the first on a machine restored from the snapshot the run saved (tests/lab_snapshot.rs
+# first: a save and a faithful restore), and the matrix (see the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo xtask build all --stack source
 cargo test -p xtask --test source_stack -- --ignored --nocapture
 cargo test -p xtask --test lab_decode -- --ignored --nocapture
+cargo test -p xtask --test lab_snapshot -- --ignored --nocapture
 cargo xtask lab --lab ci-suites run --stack source --profile interleave --suite smoke,topology,region,poison,decode \
     --out target/suite-results/interleave-source
 cargo xtask lab --lab ci-dcd run --stack source --profile dcd --suite smoke,topology,dcd \

@@ -849,7 +849,7 @@ mod tests {
         let tree = CacheKey::of(ArtifactKind::RootfsTree, &serde_json::json!({"suite": "trixie"}));
         assert_eq!(Cache::artifact_name(ArtifactKind::RootfsTree, &tree), "rootfs-tree-e05c98cc5bb2b130362ff9f5afecb62b");
         let names: Vec<&str> = ArtifactKind::ALL.iter().map(|kind| kind.name()).collect();
-        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree", "qemu", "ndctl"]);
+        assert_eq!(names, ["kernel", "initramfs", "rootfs", "rootfs-tree", "qemu", "ndctl", "snapshot"]);
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub const PYTHON_VENV: HostTool = HostTool {
 pub const SOURCE_BUILD_TOOLS: &[HostTool] = &[
     HostTool { program: "git", package: "git", suite: HOST_RELEASE, purpose: "fetches git sources" },
     HostTool { program: "dpkg-source", package: "dpkg-dev", suite: HOST_RELEASE, purpose: "unpacks Debian source packages" },
+    HostTool { program: "patch", package: "patch", suite: HOST_RELEASE, purpose: "applies the lab's patches (images/patches/)" },
     HostTool { program: "xz", package: "xz-utils", suite: HOST_RELEASE, purpose: "unpacks .tar.xz sources" },
     HostTool { program: "gcc", package: "gcc", suite: HOST_RELEASE, purpose: "compiles QEMU" },
     HostTool { program: "make", package: "make", suite: HOST_RELEASE, purpose: "runs QEMU's configure" },

@@ -138,6 +138,9 @@ pub struct SourceQemuRecipe {
     /// The oldest QEMU the lab accepts (`major.minor`): a source that builds an older one fails.
     #[serde(default)]
     pub minimum_version: Option<QemuVersion>,
+    /// The lab's patches, relative to the images directory, applied in order (`patch -p1`).
+    #[serde(default)]
+    pub patches: Vec<PathBuf>,
     pub firmware: FirmwareRecipe,
 }
 
@@ -309,6 +312,21 @@ fn validate_source(path: &Path, recipe: &SourceRecipe) -> Result<(), RecipeError
     }
     if !is_mirror_url(&recipe.archive.mirror) {
         return Err(invalid(problem("archive.mirror", MIRROR_RULE)));
+    }
+    check_patches(path, &recipe.qemu.patches).map_err(invalid)
+}
+
+/// Each patch a file below the recipe's directory, named by a plain relative path.
+fn check_patches(recipe_path: &Path, patches: &[PathBuf]) -> Result<(), Problem> {
+    let images_dir = recipe_path.parent().unwrap_or(Path::new("."));
+    for (index, patch) in patches.iter().enumerate() {
+        let field = format!("qemu.patches[{index}]");
+        if !patch.components().all(|part| matches!(part, std::path::Component::Normal(_))) {
+            return Err((field, format!("`{}` must be a path below the images directory, without `..`", patch.display())));
+        }
+        if !images_dir.join(patch).is_file() {
+            return Err((field, format!("no patch file {}", images_dir.join(patch).display())));
+        }
     }
     Ok(())
 }
@@ -569,6 +587,9 @@ rootfs:
         assert!(error("ref: cxl-2025-06-10", "ref: --upload-pack=x").starts_with("s.yaml: qemu.sources[0].git.ref"));
         assert!(error("packages: [seabios,", "packages: [Seabios,").starts_with("s.yaml: qemu.firmware.packages"));
         assert!(error("stack: source", "stack: distro").starts_with("s.yaml: stack: this is the `source` stack's"));
+        // A patch is a file below the recipe's directory (here `.`, where `s.yaml` would be).
+        assert!(error("- patches/qemu/0001", "- ../patches/qemu/0001").starts_with("s.yaml: qemu.patches[0]: `../patches/qemu/0001"));
+        assert!(parse_source(Path::new("s.yaml"), &loaded.text).unwrap_err().to_string().starts_with("s.yaml: qemu.patches[0]: no patch file patches/qemu/0001"));
         // The distro format refuses the source recipe, naming the unknown field.
         assert!(parse(Path::new("s.yaml"), &loaded.text).unwrap_err().to_string().contains("unknown field"));
     }

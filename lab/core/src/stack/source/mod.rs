@@ -19,6 +19,7 @@
 //! [`Session::pinned`] and fetched with [`Session::fetched`].
 
 pub mod git;
+pub mod patches;
 pub mod resolve;
 pub mod tarball;
 
@@ -28,6 +29,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use serde_json::json;
+
+use self::patches::SourcePatch;
 
 use crate::layout::Layout;
 use crate::qemu::QemuVersion;
@@ -239,7 +242,8 @@ pub fn referenced_artifacts(paths: &Layout) -> anyhow::Result<HashSet<String>> {
         }
     }
     if let (Some(source), Some(firmware)) = (pinned(SourceComponent::Qemu), pinned(SourceComponent::QemuFirmware)) {
-        names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware)));
+        let patches = patches::read(&paths.images_dir(), &recipe.recipe.qemu.patches)?;
+        names.insert(Cache::artifact_name(ArtifactKind::Qemu, &qemu_key(&source, &firmware, &patches)));
     }
     if let Some(source) = pinned(SourceComponent::Ndctl) {
         let ndctl = ndctl_key(&source, &distro::rootfs_tree_key(paths)?);
@@ -274,9 +278,14 @@ fn ndctl_version_tag(source: &Pin) -> String {
     }
 }
 
-/// The QEMU artifact's key: its source, its firmware and how it is configured.
-pub fn qemu_key(source: &Pin, firmware: &Pin) -> CacheKey {
-    CacheKey::of(ArtifactKind::Qemu, &json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS, "programs": qemu_build::PROGRAMS, "paths": qemu_build::RELATIVE_PATHS }))
+/// The QEMU artifact's key: its source, the lab's patches, its firmware and how it is configured
+/// (without patches, the key of a QEMU built before patches existed).
+pub fn qemu_key(source: &Pin, firmware: &Pin, patches: &[SourcePatch]) -> CacheKey {
+    let mut inputs = json!({ "source": source, "firmware": firmware, "configure": qemu_build::CONFIGURE_OPTIONS, "programs": qemu_build::PROGRAMS, "paths": qemu_build::RELATIVE_PATHS });
+    if !patches.is_empty() {
+        inputs["patches"] = json!(patches);
+    }
+    CacheKey::of(ArtifactKind::Qemu, &inputs)
 }
 
 /// One run over the source stack.
@@ -368,13 +377,14 @@ impl<'a> Session<'a> {
         let source = self.pinned(SourceComponent::Qemu)?;
         let firmware = self.pinned(SourceComponent::QemuFirmware)?;
         self.save_lock()?;
-        let key = qemu_key(&source, &firmware);
+        let patches = patches::read(&self.cache.layout.images_dir(), &self.recipe.recipe.qemu.patches)?;
+        let key = qemu_key(&source, &firmware, &patches);
         let artifact = match self.lookup(ArtifactKind::Qemu, &key)? {
             Some(path) => path,
             None => {
                 let Some(_) = self.fetched(SourceComponent::Qemu, &source)? else { return self.qemu() };
                 let Some(firmware_debs) = self.fetched(SourceComponent::QemuFirmware, &firmware)? else { return self.qemu() };
-                self.build_qemu(&source, &firmware_debs, &key)?
+                self.build_qemu(&source, &patches, &firmware_debs, &key)?
             }
         };
         self.hold_artifact(ArtifactKind::Qemu, &key)?;
@@ -384,7 +394,9 @@ impl<'a> Session<'a> {
                 bail!("QEMU {version} built from {source} is older than the {} the recipe asks for (qemu.minimum_version)", minimum.major_minor());
             }
         }
-        self.notes.push(format!("qemu: {version} from {source}, firmware from {firmware}"));
+        let patched = patches.iter().map(|patch| patch.name.as_str()).collect::<Vec<_>>();
+        let patched = if patched.is_empty() { String::new() } else { format!(", patched with {}", patched.join(", ")) };
+        self.notes.push(format!("qemu: {version} from {source}{patched}, firmware from {firmware}"));
         Ok(SourceQemu { binary: qemu_build::binary_path(&artifact), version, firmware_dir: qemu_build::firmware_dir(&artifact), artifact })
     }
 
@@ -493,17 +505,18 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn build_qemu(&mut self, source: &Pin, firmware_debs: &[PathBuf], key: &CacheKey) -> anyhow::Result<PathBuf> {
+    fn build_qemu(&mut self, source: &Pin, patches: &[SourcePatch], firmware_debs: &[PathBuf], key: &CacheKey) -> anyhow::Result<PathBuf> {
         let progress = self.shell.step(&format!("building QEMU from {source}"));
         let started = Instant::now();
         let log = self.runner.log_path("qemu-build");
-        let inputs = json!({ "source": source.to_string(), "configure": qemu_build::CONFIGURE_OPTIONS });
+        let inputs = json!({ "source": source.to_string(), "patches": patches, "configure": qemu_build::CONFIGURE_OPTIONS });
         let (cache, runner) = (&self.cache, &self.runner);
         let mut version = None;
         let path = progress.follow_log(&log, || {
             cache.get_or_build(ArtifactKind::Qemu, key, inputs, |staging| {
                 let tree = staging.join("src");
                 resolve::unpack(cache, runner, source, &tree).with_context(|| format!("unpacking {source}"))?;
+                patches::apply(runner, &tree, patches, &source.to_string())?;
                 version = Some(qemu_build::build(&tree, &staging.join("build"), staging, firmware_debs, runner)?);
                 fs_err::remove_dir_all(&tree)?;
                 Ok(())
