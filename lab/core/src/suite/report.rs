@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::suite::outcome::{Outcome, RunResult, SuiteResult};
+use crate::sys::atomic_file::replace_file;
 
 /// The files a run writes into its output directory.
 pub struct ReportFiles {
@@ -18,9 +19,30 @@ pub struct ReportFiles {
 pub fn write(out: &Path, result: &RunResult) -> anyhow::Result<ReportFiles> {
     fs_err::create_dir_all(out)?;
     let files = ReportFiles { junit: out.join("junit.xml"), json: out.join("results.json") };
-    fs_err::write(&files.junit, junit(result).to_string().context("serializing the JUnit report")?)?;
-    fs_err::write(&files.json, serde_json::to_string_pretty(result)? + "\n")?;
+    // Replaced whole: a reader (a CI job, the matrix) sees the last run's report or this one's.
+    let junit_text = junit(result).to_string().context("serializing the JUnit report")?;
+    replace_file(&files.junit, junit_text.as_bytes()).with_context(|| format!("writing {}", files.junit.display()))?;
+    replace_file(&files.json, (serde_json::to_string_pretty(result)? + "\n").as_bytes()).with_context(|| format!("writing {}", files.json.display()))?;
     Ok(files)
+}
+
+/// Where the evidence of a failed suite on a host goes (`<out>/<suite>-<host>/`).
+pub fn evidence_dir(out: &Path, suite: &str, host: &str) -> PathBuf {
+    out.join(format!("{suite}-{host}"))
+}
+
+/// Removes what an earlier run into `out` kept of these suites on these hosts, so that evidence
+/// in `out` is always this run's.
+pub fn clear_evidence(out: &Path, suites: &[&str], hosts: &[&str]) -> anyhow::Result<()> {
+    for suite in suites {
+        for host in hosts {
+            let dir = evidence_dir(out, suite, host);
+            if dir.exists() {
+                fs_err::remove_dir_all(&dir)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The JUnit report of a run.

@@ -82,6 +82,9 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
         Some(path) => serde_json::from_str(&fs_err::read_to_string(path)?).with_context(|| format!("reading the expected view {}", path.display()))?,
         None => expected_view(&profile.topology),
     };
+    let names: Vec<&str> = suites.iter().map(|suite| suite.name.as_str()).collect();
+    let hosts: Vec<&str> = profile.topology.hosts.iter().map(|host| host.name.as_str()).collect();
+    report::clear_evidence(&options.out, &names, &hosts)?;
     let boot_started = Instant::now();
     let (mut state, booted, restore_each) = match reuse(context, options, &profile)? {
         Some(state) => (state, false, false),
@@ -129,6 +132,12 @@ fn reuse(context: &LabContext, options: &RunOptions, profile: &Profile) -> anyho
     let Some(state) = context.files.read_live_state()? else { return Ok(None) };
     let plan = &state.plan;
     if same_file(&plan.profile_path, &profile.path) && plan.boot_stack.stack == options.stack {
+        if let Some(boot) = options.boot.boot.filter(|boot| *boot != plan.boot) {
+            bail!(
+                "lab `{}` runs profile `{}` with a {} boot, not the {boot} boot asked for: `cargo xtask lab --lab {} down` first, or run on another lab (`--lab NAME`)",
+                plan.lab, plan.profile, plan.boot, plan.lab
+            );
+        }
         context.shell.status("Reusing", format!("lab `{}` (profile `{}`, {} stack)", plan.lab, plan.profile, plan.boot_stack.stack));
         return Ok(Some(state));
     }
@@ -168,7 +177,7 @@ fn boot_failed(context: &LabContext, options: &RunOptions, profile: &Profile, su
     let mut results = Vec::new();
     for host in &profile.topology.hosts {
         for suite in suites {
-            let evidence = boot_evidence(context, &host.name, &reason, &options.out.join(format!("{}-{}", suite.name, host.name)));
+            let evidence = boot_evidence(context, &host.name, &reason, &report::evidence_dir(&options.out, &suite.name, &host.name));
             let step = StepResult { name: "the lab boots".to_owned(), outcome: Outcome::Error(reason.clone()), duration: took, output: String::new() };
             results.push(SuiteResult { suite: suite.name.clone(), host: host.name.clone(), steps: vec![step], duration: took, evidence });
         }
@@ -305,7 +314,7 @@ impl Guest<'_> {
         }
         let mut result = SuiteResult { suite: suite.name.clone(), host: self.machine.host.clone(), steps, duration: started.elapsed(), evidence: Vec::new() };
         if !result.passed() && pending_stop_signal().is_none() {
-            result.evidence = self.keep_evidence(state, &out.join(format!("{}-{}", suite.name, self.machine.host)));
+            result.evidence = self.keep_evidence(state, &report::evidence_dir(out, &suite.name, &self.machine.host));
         }
         result
     }
