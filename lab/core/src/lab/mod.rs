@@ -11,6 +11,7 @@ pub mod secrets;
 pub mod state;
 pub mod supervise;
 pub mod up;
+pub mod virtme;
 
 use std::path::PathBuf;
 use std::time::SystemTime;
