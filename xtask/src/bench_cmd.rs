@@ -211,7 +211,7 @@ fn bench_boot(context: &Context, runs: usize, profile: &str) -> anyhow::Result<E
     lab.run("bench: warm-up lab up", &["up", "--detach", "--boot", "lean", "--profile", profile])?;
     lab.run("bench: warm-up lab down", &["down"])?;
     let stack = distro_stack(context)?;
-    let virtme = VirtmeBoot::prepare(&context.paths, &lab.runner, &stack, profile, &lab.files)?;
+    let virtme = VirtmeBoot::prepare(&context.paths, &context.shell, &lab.runner, &stack, profile, &lab.files)?;
     let virtme_step = "bench: vng cxl list -M";
     let timed_virtme = || -> anyhow::Result<(Duration, String)> {
         let started = Instant::now();

@@ -19,8 +19,10 @@ use anyhow::{bail, Context as _};
 
 use crate::lab::bench::render_scratch_machine;
 use crate::layout::{LabLayout, Layout};
+use crate::shell::Shell;
 use crate::stack::cache::Cache;
-use crate::stack::BootStack;
+use crate::stack::host::{self, PYTHON_VENV, VIRTME_BUSYBOX, VIRTME_CXL, VIRTME_UDEV};
+use crate::stack::{BootStack, StackKind};
 use crate::sys::runner::{quote, CommandRunner};
 
 /// The virtme-ng release `bench boot` installs: one version, so that anyone measures the same.
@@ -84,10 +86,14 @@ pub struct VirtmeBoot {
 }
 
 impl VirtmeBoot {
-    /// Installs virtme-ng if the cache lacks it, lays out the stack's kernel for it and renders
+    /// Makes sure of the host programs virtme-ng needs (installs them as root, else says how),
+    /// installs virtme-ng if the cache lacks it, lays out the stack's kernel for it and renders
     /// the first host of `profile` in scratch files under the lab `files` (its memory backend
     /// files are made there).
-    pub fn prepare(paths: &Layout, runner: &CommandRunner, stack: &BootStack, profile: &str, files: &LabLayout) -> anyhow::Result<VirtmeBoot> {
+    pub fn prepare(paths: &Layout, shell: &Shell, runner: &CommandRunner, stack: &BootStack, profile: &str, files: &LabLayout) -> anyhow::Result<VirtmeBoot> {
+        let recipe = crate::stack::recipe::load(&paths.images_dir(), StackKind::Distro)?;
+        let programs = [PYTHON_VENV.program, VIRTME_BUSYBOX.program, VIRTME_UDEV.program, VIRTME_CXL.program];
+        host::ensure_tools(StackKind::Distro, &programs, &paths.apt_dir(), &recipe.recipe.archive, runner, shell)?;
         let venv = ensure_virtme_ng(paths, runner)?;
         let scratch = files.virtme_boot_dir();
         let kernel = link_kernel_view(&scratch.kernel_view_dir(), stack)?;
