@@ -1,7 +1,7 @@
-//! `cargo xtask bench lab`: times the lab lifecycle on a warm cache and prints a Markdown table
-//! for `docs/BENCHMARKS.md`.
+//! `cargo xtask bench lab` and `bench boot`: time the lab on a warm cache and print Markdown
+//! tables for `docs/BENCHMARKS.md`.
 //!
-//! Each run measures, in this order and in the same process tree:
+//! `bench lab`, each run, in this order and in the same process tree:
 //! - warm `lab up --detach --boot lean` of the seed profile, run as its own process like a user's:
 //!   the tool's own time from the process's start to QEMU's spawn (from `lab.json`), and QEMU's
 //!   spawn to the guest agent's first answer (the command's end, minus nothing: setting the
@@ -11,21 +11,35 @@
 //! - the same kernel and initramfs on the same topology with `cxllab.bare=1` (the initramfs
 //!   prints a marker and powers off): QEMU's spawn to the marker on the serial console;
 //! - `lab switch switch` (a full boot, as the lab was), wall clock, then `lab down`.
+//!
+//! `bench boot`, each run: the lean `lab up` + `cxl list -M` above, and virtme-ng booting the
+//! same kernel on the same QEMU with the profile's CXL machine and running `cxl list -M` in its
+//! guest (`lab::virtme`), wall clock to the command having run, in alternating order; both
+//! listings must show the same memory devices, at least one; then the bare initramfs boot.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use cxl_lab_core::lab::bench::bare_initramfs_boot;
 use cxl_lab_core::lab::state::unix_millis;
-use cxl_lab_core::stack::StackKind;
+use cxl_lab_core::lab::virtme::{memdevs_listed, VirtmeBoot, VIRTME_NG_VERSION};
+use cxl_lab_core::layout::LabLayout;
+use cxl_lab_core::profile::DEFAULT_PROFILE;
+use cxl_lab_core::stack::{BootStack, StackKind};
 use cxl_lab_core::sys::runner::CommandRunner;
+use cxl_lab_core::Shell;
 
 use crate::Context;
 
-/// The lab the benchmark boots; separate from the user's labs.
+/// The labs the benchmarks boot; separate from the user's labs and from each other.
 const BENCH_LAB: &str = "bench";
+const BENCH_BOOT_LAB: &str = "bench-boot";
+
+/// What both sides run first in `bench boot`.
+const FIRST_COMMAND: &str = "cxl list -M";
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -35,15 +49,35 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Lean `lab up` + `cxl list -M` against virtme-ng on the same kernel, QEMU and CXL topology;
+    /// lean boot against the bare initramfs.
+    Boot {
+        /// How many times to run the whole sequence.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The profile whose topology (its first host) both boot.
+        #[arg(long, default_value = DEFAULT_PROFILE)]
+        profile: String,
+    },
 }
 
-struct RunTimes {
-    tool_before_qemu: Duration,
-    lean_boot: Duration,
-    lean_up_and_list: Duration,
-    full_boot: Duration,
-    bare_boot: Duration,
-    switch: Duration,
+impl BenchCommand {
+    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
+        if let BenchCommand::Lab { runs: 0 } | BenchCommand::Boot { runs: 0, .. } = self {
+            bail!("--runs must be at least 1");
+        }
+        match self {
+            BenchCommand::Lab { runs } => bench_lab(context, runs),
+            BenchCommand::Boot { runs, profile } => bench_boot(context, runs, &profile),
+        }
+    }
+}
+
+/// A lab the benchmarks drive as a user does: this tool run as its own process for each command.
+struct BenchLab {
+    program: PathBuf,
+    files: LabLayout,
+    runner: CommandRunner,
 }
 
 /// What one timed `lab up` measured.
@@ -52,79 +86,193 @@ struct UpTimes {
     boot_to_agent: Duration,
     /// `lab up` and then `lab exec -- cxl list -M`, wall clock.
     up_and_list: Duration,
+    /// What `cxl list -M` printed.
+    listing: String,
 }
 
-impl BenchCommand {
-    pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        let BenchCommand::Lab { runs } = self;
-        let files = context.paths.lab(BENCH_LAB);
+impl BenchLab {
+    /// The lab `name`, taken down first if a run before left it up.
+    fn new(context: &Context, name: &str) -> anyhow::Result<BenchLab> {
+        let files = context.paths.lab(name);
         let runner = CommandRunner::new(files.logs_dir().join("bench"));
-        let program = std::env::current_exe()?;
-        let lab = |arguments: &[&str]| {
-            let mut command = Command::new(&program);
-            command.args(["lab", "--lab", BENCH_LAB]).args(arguments);
-            command
-        };
-        if files.read_live_state()?.is_some() {
-            runner.run("bench: down a leftover lab", &mut lab(&["down"]))?;
+        let lab = BenchLab { program: std::env::current_exe()?, files, runner };
+        if lab.files.read_live_state()?.is_some() {
+            lab.run("bench: down a leftover lab", &["down"])?;
         }
-        // Warm the cache (and the accelerator probe) once, untimed; full, so that the disk's
-        // first-boot work (the SSH host key) is done before anything is timed.
-        context.shell.status("Warming", "stack and accelerator probe (first `lab up`)");
-        runner.run("bench: warm-up lab up", &mut lab(&["up", "--detach", "--boot", "full"]))?;
-        runner.run("bench: warm-up lab down", &mut lab(&["down"]))?;
-        let stack = cxl_lab_core::stack::ensure_boot_stack(&context.paths, &context.shell, StackKind::Distro, &Default::default())?;
-
-        let timed_up = |boot: &str| -> anyhow::Result<UpTimes> {
-            let before_up = SystemTime::now();
-            let up_started = Instant::now();
-            runner.run(&format!("bench: lab up --boot {boot}"), &mut lab(&["up", "--detach", "--boot", boot]))?;
-            let up_wall = up_started.elapsed();
-            runner.run(&format!("bench: cxl list -M ({boot})"), &mut lab(&["exec", "--", "cxl", "list", "-M"]))?;
-            let up_and_list = up_started.elapsed();
-            let state = files.read_state_file()?.context("`lab up` left no lab.json")?;
-            let spawned = state.machines.iter().map(|machine| machine.qemu_spawned_at_ms).min().unwrap_or_default();
-            let tool_before_qemu = Duration::from_millis(spawned.saturating_sub(unix_millis(before_up)));
-            Ok(UpTimes { tool_before_qemu, boot_to_agent: up_wall.saturating_sub(tool_before_qemu), up_and_list })
-        };
-
-        let mut results = Vec::new();
-        for run in 1..=runs {
-            context.shell.status("Run", format!("{run} of {runs}"));
-            let lean = timed_up("lean")?;
-            runner.run("bench: lab down (lean)", &mut lab(&["down"]))?;
-            let full = timed_up("full")?;
-
-            let bare_boot = bare_initramfs_boot(&context.paths, &runner, &stack, &files)?;
-
-            let switch_started = Instant::now();
-            runner.run("bench: lab switch", &mut lab(&["switch", "switch"]))?;
-            let switch = switch_started.elapsed();
-            runner.run("bench: lab down", &mut lab(&["down"]))?;
-            context.shell.status(
-                "Measured",
-                format!(
-                    "tool {:.3} s, lean boot to agent {:.1} s (with cxl list {:.1} s), full {:.1} s, bare initramfs {:.1} s, switch {:.1} s",
-                    lean.tool_before_qemu.as_secs_f64(),
-                    lean.boot_to_agent.as_secs_f64(),
-                    lean.up_and_list.as_secs_f64(),
-                    full.boot_to_agent.as_secs_f64(),
-                    bare_boot.as_secs_f64(),
-                    switch.as_secs_f64()
-                ),
-            );
-            results.push(RunTimes {
-                tool_before_qemu: lean.tool_before_qemu,
-                lean_boot: lean.boot_to_agent,
-                lean_up_and_list: lean.up_and_list,
-                full_boot: full.boot_to_agent,
-                bare_boot,
-                switch,
-            });
-        }
-        print_table(&context.shell, &results);
-        Ok(ExitCode::SUCCESS)
+        Ok(lab)
     }
+
+    fn command(&self, arguments: &[&str]) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(["lab", "--lab", &self.files.name]).args(arguments);
+        command
+    }
+
+    fn run(&self, step: &str, arguments: &[&str]) -> anyhow::Result<()> {
+        Ok(self.runner.run(step, &mut self.command(arguments))?)
+    }
+
+    /// `lab up --detach --boot <boot> --profile <profile>`, then `lab exec -- cxl list -M`; the lab
+    /// stays up.
+    fn timed_up(&self, boot: &str, profile: &str) -> anyhow::Result<UpTimes> {
+        let before_up = SystemTime::now();
+        let up_started = Instant::now();
+        self.run(&format!("bench: lab up --boot {boot}"), &["up", "--detach", "--boot", boot, "--profile", profile])?;
+        let up_wall = up_started.elapsed();
+        let listing = self.runner.run_capture(&format!("bench: cxl list -M ({boot})"), &mut self.command(&["exec", "--", "cxl", "list", "-M"]))?;
+        let up_and_list = up_started.elapsed();
+        let state = self.files.read_state_file()?.context("`lab up` left no lab.json")?;
+        let spawned = state.machines.iter().map(|machine| machine.qemu_spawned_at_ms).min().unwrap_or_default();
+        let tool_before_qemu = Duration::from_millis(spawned.saturating_sub(unix_millis(before_up)));
+        Ok(UpTimes { tool_before_qemu, boot_to_agent: up_wall.saturating_sub(tool_before_qemu), up_and_list, listing })
+    }
+}
+
+/// The distro stack the benchmarks boot, from the cache (warmed by a first `lab up`).
+fn distro_stack(context: &Context) -> anyhow::Result<BootStack> {
+    cxl_lab_core::stack::ensure_boot_stack(&context.paths, &context.shell, StackKind::Distro, &Default::default())
+}
+
+struct LabRun {
+    tool_before_qemu: Duration,
+    lean_boot: Duration,
+    lean_up_and_list: Duration,
+    full_boot: Duration,
+    bare_boot: Duration,
+    switch: Duration,
+}
+
+fn bench_lab(context: &Context, runs: usize) -> anyhow::Result<ExitCode> {
+    let lab = BenchLab::new(context, BENCH_LAB)?;
+    // Warm the cache (and the accelerator probe) once, untimed; full, so that the disk's
+    // first-boot work (the SSH host key) is done before anything is timed.
+    context.shell.status("Warming", "stack and accelerator probe (first `lab up`)");
+    lab.run("bench: warm-up lab up", &["up", "--detach", "--boot", "full"])?;
+    lab.run("bench: warm-up lab down", &["down"])?;
+    let stack = distro_stack(context)?;
+
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        context.shell.status("Run", format!("{run} of {runs}"));
+        let lean = lab.timed_up("lean", DEFAULT_PROFILE)?;
+        lab.run("bench: lab down (lean)", &["down"])?;
+        let full = lab.timed_up("full", DEFAULT_PROFILE)?;
+
+        let bare_boot = bare_initramfs_boot(&context.paths, &lab.runner, &stack, DEFAULT_PROFILE, &lab.files)?;
+
+        let switch_started = Instant::now();
+        lab.run("bench: lab switch", &["switch", "switch"])?;
+        let switch = switch_started.elapsed();
+        lab.run("bench: lab down", &["down"])?;
+        context.shell.status(
+            "Measured",
+            format!(
+                "tool {:.3} s, lean boot to agent {:.1} s (with cxl list {:.1} s), full {:.1} s, bare initramfs {:.1} s, switch {:.1} s",
+                lean.tool_before_qemu.as_secs_f64(),
+                lean.boot_to_agent.as_secs_f64(),
+                lean.up_and_list.as_secs_f64(),
+                full.boot_to_agent.as_secs_f64(),
+                bare_boot.as_secs_f64(),
+                switch.as_secs_f64()
+            ),
+        );
+        results.push(LabRun {
+            tool_before_qemu: lean.tool_before_qemu,
+            lean_boot: lean.boot_to_agent,
+            lean_up_and_list: lean.up_and_list,
+            full_boot: full.boot_to_agent,
+            bare_boot,
+            switch,
+        });
+    }
+    let seconds = |pick: fn(&LabRun) -> Duration| -> Vec<f64> { results.iter().map(|times| pick(times).as_secs_f64()).collect() };
+    let table = Table::new(&context.shell);
+    table.row("warm `lab up`: tool's own time before QEMU starts", &seconds(|times| times.tool_before_qemu), 3);
+    table.row("lean `lab up`: QEMU start to guest agent answering (TCG)", &seconds(|times| times.lean_boot), 1);
+    table.row("lean `lab up` + `lab exec -- cxl list -M`, wall", &seconds(|times| times.lean_up_and_list), 1);
+    table.row("full `lab up` (systemd): QEMU start to guest agent answering (TCG)", &seconds(|times| times.full_boot), 1);
+    table.row("same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG)", &seconds(|times| times.bare_boot), 1);
+    table.ratio("ratio lean boot / bare initramfs", &seconds(|times| times.lean_boot), &seconds(|times| times.bare_boot));
+    table.ratio("ratio full boot / bare initramfs", &seconds(|times| times.full_boot), &seconds(|times| times.bare_boot));
+    table.row("`lab switch switch` (down, render, full boot to guest agent)", &seconds(|times| times.switch), 1);
+    Ok(ExitCode::SUCCESS)
+}
+
+struct BootRun {
+    lab_up_and_list: Duration,
+    virtme: Duration,
+    lean_boot: Duration,
+    bare_boot: Duration,
+}
+
+fn bench_boot(context: &Context, runs: usize, profile: &str) -> anyhow::Result<ExitCode> {
+    let lab = BenchLab::new(context, BENCH_BOOT_LAB)?;
+    context.shell.status("Warming", format!("stack, accelerator probe and virtme-ng {VIRTME_NG_VERSION} (untimed)"));
+    lab.run("bench: warm-up lab up", &["up", "--detach", "--boot", "lean", "--profile", profile])?;
+    lab.run("bench: warm-up lab down", &["down"])?;
+    let stack = distro_stack(context)?;
+    let virtme = VirtmeBoot::prepare(&context.paths, &context.shell, &lab.runner, &stack, profile, &lab.files)?;
+    let virtme_step = "bench: vng cxl list -M";
+    let timed_virtme = || -> anyhow::Result<(Duration, String)> {
+        let started = Instant::now();
+        let output = lab.runner.run_capture(virtme_step, &mut virtme.command(FIRST_COMMAND))?;
+        Ok((started.elapsed(), output))
+    };
+    // virtme-ng's first run fills its own cache (the kernel image it boots), untimed.
+    let (_, warm_listing) = timed_virtme()?;
+    if memdevs_listed(&warm_listing) == 0 {
+        bail!("virtme-ng's guest listed no memory device for `{FIRST_COMMAND}`:\n{warm_listing}\n  log: {}", lab.runner.log_path(virtme_step).display());
+    }
+
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        context.shell.status("Run", format!("{run} of {runs}"));
+        // Alternate which goes first, so that neither always meets the other's warm page cache.
+        let (mut lab_side, mut virtme_side) = (None, None);
+        for lab_turn in if run % 2 == 1 { [true, false] } else { [false, true] } {
+            if lab_turn {
+                lab_side = Some(lab.timed_up("lean", profile)?);
+                lab.run("bench: lab down (lean)", &["down"])?;
+            } else {
+                virtme_side = Some(timed_virtme()?);
+            }
+        }
+        let (lean, (virtme_wall, virtme_listing)) = (lab_side.expect("the lab ran"), virtme_side.expect("virtme-ng ran"));
+        let (lab_devices, virtme_devices) = (memdevs_listed(&lean.listing), memdevs_listed(&virtme_listing));
+        if lab_devices == 0 || lab_devices != virtme_devices {
+            bail!(
+                "`{FIRST_COMMAND}` listed {lab_devices} memory devices in the lab and {virtme_devices} in virtme-ng's guest: not like work\n  lab: {}\n  virtme-ng: {}\n  log: {}",
+                lean.listing.trim(),
+                virtme_listing.trim(),
+                lab.runner.log_path(virtme_step).display()
+            );
+        }
+        let bare_boot = bare_initramfs_boot(&context.paths, &lab.runner, &stack, profile, &lab.files)?;
+        context.shell.status(
+            "Measured",
+            format!(
+                "lab up + cxl list {:.1} s, virtme-ng {:.1} s ({lab_devices} memdevs each), lean boot to agent {:.1} s, bare initramfs {:.1} s",
+                lean.up_and_list.as_secs_f64(),
+                virtme_wall.as_secs_f64(),
+                lean.boot_to_agent.as_secs_f64(),
+                bare_boot.as_secs_f64()
+            ),
+        );
+        results.push(BootRun { lab_up_and_list: lean.up_and_list, virtme: virtme_wall, lean_boot: lean.boot_to_agent, bare_boot });
+    }
+    let seconds = |pick: fn(&BootRun) -> Duration| -> Vec<f64> { results.iter().map(|times| pick(times).as_secs_f64()).collect() };
+    let table = Table::new(&context.shell);
+    table.row(&format!("lean `lab up` + `lab exec -- {FIRST_COMMAND}` on `{profile}`, wall"), &seconds(|times| times.lab_up_and_list), 1);
+    table.row(
+        &format!("virtme-ng {VIRTME_NG_VERSION} `vng --run --disable-kvm --exec '{FIRST_COMMAND}'`, same kernel, QEMU and CXL topology, wall"),
+        &seconds(|times| times.virtme),
+        1,
+    );
+    table.ratio("ratio lab / virtme-ng (goal at most 0.8)", &seconds(|times| times.lab_up_and_list), &seconds(|times| times.virtme));
+    table.row("lean `lab up`: QEMU start to guest agent answering (TCG)", &seconds(|times| times.lean_boot), 1);
+    table.row("same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG)", &seconds(|times| times.bare_boot), 1);
+    table.ratio("ratio lean boot / bare initramfs (goal at most 1.5)", &seconds(|times| times.lean_boot), &seconds(|times| times.bare_boot));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -132,26 +280,26 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn print_table(shell: &cxl_lab_core::Shell, results: &[RunTimes]) {
-    let column = |pick: &dyn Fn(&RunTimes) -> Duration| -> (f64, String) {
-        let values: Vec<f64> = results.iter().map(|times| pick(times).as_secs_f64()).collect();
-        let listed = values.iter().map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(" / ");
-        (median(values), listed)
-    };
-    let tool = column(&|times| times.tool_before_qemu);
-    let lean = column(&|times| times.lean_boot);
-    let lean_list = column(&|times| times.lean_up_and_list);
-    let full = column(&|times| times.full_boot);
-    let bare = column(&|times| times.bare_boot);
-    let switch = column(&|times| times.switch);
-    shell.out(format_args!("| measure | median (s) | runs (s) |"));
-    shell.out(format_args!("| --- | --- | --- |"));
-    shell.out(format_args!("| warm `lab up`: tool's own time before QEMU starts | {:.3} | {} |", tool.0, tool.1));
-    shell.out(format_args!("| lean `lab up`: QEMU start to guest agent answering (TCG) | {:.1} | {} |", lean.0, lean.1));
-    shell.out(format_args!("| lean `lab up` + `lab exec -- cxl list -M`, wall | {:.1} | {} |", lean_list.0, lean_list.1));
-    shell.out(format_args!("| full `lab up` (systemd): QEMU start to guest agent answering (TCG) | {:.1} | {} |", full.0, full.1));
-    shell.out(format_args!("| same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG) | {:.1} | {} |", bare.0, bare.1));
-    shell.out(format_args!("| ratio lean boot / bare initramfs | {:.2} | |", lean.0 / bare.0));
-    shell.out(format_args!("| ratio full boot / bare initramfs | {:.2} | |", full.0 / bare.0));
-    shell.out(format_args!("| `lab switch switch` (down, render, full boot to guest agent) | {:.1} | {} |", switch.0, switch.1));
+/// A Markdown table of timings: a measure, its median and each run.
+struct Table<'a> {
+    shell: &'a Shell,
+}
+
+impl<'a> Table<'a> {
+    fn new(shell: &'a Shell) -> Table<'a> {
+        shell.out(format_args!("| measure | median (s) | runs (s) |"));
+        shell.out(format_args!("| --- | --- | --- |"));
+        Table { shell }
+    }
+
+    fn row(&self, measure: &str, seconds: &[f64], decimals: usize) {
+        let listed = seconds.iter().map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(" / ");
+        self.shell.out(format_args!("| {measure} | {:.decimals$} | {listed} |", median(seconds.to_vec())));
+    }
+
+    /// The ratio of the medians, and each run's own ratio.
+    fn ratio(&self, measure: &str, numerators: &[f64], denominators: &[f64]) {
+        let each = numerators.iter().zip(denominators).map(|(numerator, denominator)| format!("{:.2}", numerator / denominator)).collect::<Vec<_>>();
+        self.shell.out(format_args!("| {measure} | {:.2} | {} |", median(numerators.to_vec()) / median(denominators.to_vec()), each.join(" / ")));
+    }
 }

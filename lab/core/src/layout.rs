@@ -127,6 +127,12 @@ impl Layout {
         self.cache.join("debootstrap-debs")
     }
 
+    /// A PyPI tool's private venv (`venvs/<name>-<version>`), made once and kept: not an
+    /// artifact (a venv cannot move), so `cache gc` leaves it.
+    pub fn python_venv_dir(&self, name: &str, version: &str) -> PathBuf {
+        self.cache.join("venvs").join(format!("{name}-{version}"))
+    }
+
     /// What the host QEMU said its version was, keyed by the binary's inode, size and mtime.
     pub fn qemu_probe_file(&self) -> PathBuf {
         self.cache.join("probes/qemu.json")
@@ -230,6 +236,17 @@ impl LabLayout {
     /// Scratch files of the bench's bare-initramfs boot, laid out like a lab of their own.
     pub fn bare_boot_dir(&self) -> LabLayout {
         LabLayout { name: format!("{}-bare", self.name), dir: self.dir.join("bare") }
+    }
+
+    /// Scratch files of the bench's virtme-ng boot, laid out like a lab of their own.
+    pub fn virtme_boot_dir(&self) -> LabLayout {
+        LabLayout { name: format!("{}-virtme", self.name), dir: self.dir.join("virtme") }
+    }
+
+    /// A kernel laid out as virtme-ng finds a kernel's modules: `vmlinuz` beside `lib/modules/`
+    /// (links to the stack's artifacts).
+    pub fn kernel_view_dir(&self) -> PathBuf {
+        self.dir.join("kernel")
     }
 }
 

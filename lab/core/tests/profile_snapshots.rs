@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use cxl_lab_core::model::expect::expected_view;
 use cxl_lab_core::model::validate::id_wellformed;
 use cxl_lab_core::model::{Host, Topology};
+use cxl_lab_core::lab::virtme::cxl_machine_options;
 use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::profile::load_topology;
 use cxl_lab_core::qemu::{Accel, QemuVersion};
@@ -135,6 +136,22 @@ fn every_rendered_id_is_a_qemu_identifier() {
             let missing: Vec<_> = expected.difference(&rendered_ids).collect();
             assert!(missing.is_empty(), "{name}, host {}: ids not rendered as id=: {missing:?}", host.name);
         }
+    }
+}
+
+/// What `bench boot` gives virtme-ng of each profile's lab argv (with a guest, so the disk, shares
+/// and network are there to be left out): the snapshot, and every id of the topology kept.
+#[test]
+fn virtme_options_of_every_profile() {
+    for (name, topology) in shipped_profiles() {
+        let (host, argv) = render_hosts(&topology, QemuVersion::new(10, 0, 2), true).remove(0);
+        let options = cxl_machine_options(&argv).unwrap();
+        let kept: BTreeSet<&str> =
+            options.qemu_opts.iter().flat_map(|option| option.split(',')).filter_map(|property| property.strip_prefix("id=")).collect();
+        let missing: Vec<_> = topology_ids(&topology, host).into_iter().filter(|id| !kept.contains(id)).collect();
+        assert!(missing.is_empty(), "{name}: ids left out of virtme-ng's options: {missing:?}");
+        let text = format!("--cpus {} --memory {}\n{}\n", options.cpus, options.memory, options.qemu_opts.join("\n"));
+        insta::assert_snapshot!(format!("virtme_options_{name}"), text);
     }
 }
 

