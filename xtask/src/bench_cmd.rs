@@ -37,6 +37,7 @@ use crate::Context;
 /// The labs the benchmarks boot; separate from the user's labs and from each other.
 const BENCH_LAB: &str = "bench";
 const BENCH_BOOT_LAB: &str = "bench-boot";
+const BENCH_SNAPSHOT_LAB: &str = "bench-snap";
 
 /// What both sides run first in `bench boot`.
 const FIRST_COMMAND: &str = "cxl list -M";
@@ -59,16 +60,29 @@ pub enum BenchCommand {
         #[arg(long, default_value = DEFAULT_PROFILE)]
         profile: String,
     },
+    /// `lab up --snapshot` restoring a saved lean boot, against the lean boot it saves; each with
+    /// `cxl list -M` (`docs/snapshots.md`).
+    Snapshot {
+        /// How many times to run the whole sequence.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value = DEFAULT_PROFILE)]
+        profile: String,
+        /// The stack whose QEMU saves the CXL devices' state: the source stack's.
+        #[arg(long, default_value = "source", value_parser = crate::stack_kind_parser())]
+        stack: StackKind,
+    },
 }
 
 impl BenchCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        if let BenchCommand::Lab { runs: 0 } | BenchCommand::Boot { runs: 0, .. } = self {
+        if let BenchCommand::Lab { runs: 0 } | BenchCommand::Boot { runs: 0, .. } | BenchCommand::Snapshot { runs: 0, .. } = self {
             bail!("--runs must be at least 1");
         }
         match self {
             BenchCommand::Lab { runs } => bench_lab(context, runs),
             BenchCommand::Boot { runs, profile } => bench_boot(context, runs, &profile),
+            BenchCommand::Snapshot { runs, profile, stack } => bench_snapshot(context, runs, &profile, stack),
         }
     }
 }
@@ -112,14 +126,14 @@ impl BenchLab {
         Ok(self.runner.run(step, &mut self.command(arguments))?)
     }
 
-    /// `lab up --detach --boot <boot> --profile <profile>`, then `lab exec -- cxl list -M`; the lab
-    /// stays up.
-    fn timed_up(&self, boot: &str, profile: &str) -> anyhow::Result<UpTimes> {
+    /// `lab up --detach <arguments>`, then `lab exec -- cxl list -M`; the lab stays up. `what`
+    /// names the runs in the logs.
+    fn timed_up(&self, what: &str, arguments: &[&str]) -> anyhow::Result<UpTimes> {
         let before_up = SystemTime::now();
         let up_started = Instant::now();
-        self.run(&format!("bench: lab up --boot {boot}"), &["up", "--detach", "--boot", boot, "--profile", profile])?;
+        self.run(&format!("bench: lab up ({what})"), &[&["up", "--detach"][..], arguments].concat())?;
         let up_wall = up_started.elapsed();
-        let listing = self.runner.run_capture(&format!("bench: cxl list -M ({boot})"), &mut self.command(&["exec", "--", "cxl", "list", "-M"]))?;
+        let listing = self.runner.run_capture(&format!("bench: cxl list -M ({what})"), &mut self.command(&["exec", "--", "cxl", "list", "-M"]))?;
         let up_and_list = up_started.elapsed();
         let state = self.files.read_state_file()?.context("`lab up` left no lab.json")?;
         let spawned = state.machines.iter().map(|machine| machine.qemu_spawned_at_ms).min().unwrap_or_default();
@@ -154,9 +168,9 @@ fn bench_lab(context: &Context, runs: usize) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for run in 1..=runs {
         context.shell.status("Run", format!("{run} of {runs}"));
-        let lean = lab.timed_up("lean", DEFAULT_PROFILE)?;
+        let lean = lab.timed_up("lean", &["--boot", "lean"])?;
         lab.run("bench: lab down (lean)", &["down"])?;
-        let full = lab.timed_up("full", DEFAULT_PROFILE)?;
+        let full = lab.timed_up("full", &["--boot", "full"])?;
 
         let bare_boot = bare_initramfs_boot(&context.paths, &lab.runner, &stack, DEFAULT_PROFILE, &lab.files)?;
 
@@ -231,7 +245,7 @@ fn bench_boot(context: &Context, runs: usize, profile: &str) -> anyhow::Result<E
         let (mut lab_side, mut virtme_side) = (None, None);
         for lab_turn in if run % 2 == 1 { [true, false] } else { [false, true] } {
             if lab_turn {
-                lab_side = Some(lab.timed_up("lean", profile)?);
+                lab_side = Some(lab.timed_up("lean", &["--boot", "lean", "--profile", profile])?);
                 lab.run("bench: lab down (lean)", &["down"])?;
             } else {
                 virtme_side = Some(timed_virtme()?);
@@ -272,6 +286,47 @@ fn bench_boot(context: &Context, runs: usize, profile: &str) -> anyhow::Result<E
     table.row("lean `lab up`: QEMU start to guest agent answering (TCG)", &seconds(|times| times.lean_boot), 1);
     table.row("same kernel, bare initramfs, same topology: QEMU start to ready marker (TCG)", &seconds(|times| times.bare_boot), 1);
     table.ratio("ratio lean boot / bare initramfs (goal at most 1.5)", &seconds(|times| times.lean_boot), &seconds(|times| times.bare_boot));
+    Ok(ExitCode::SUCCESS)
+}
+
+struct SnapshotRun {
+    restore: UpTimes,
+    boot: UpTimes,
+}
+
+fn bench_snapshot(context: &Context, runs: usize, profile: &str, stack: StackKind) -> anyhow::Result<ExitCode> {
+    let lab = BenchLab::new(context, BENCH_SNAPSHOT_LAB)?;
+    let stack_name = stack.to_string();
+    let lean = ["--boot", "lean", "--profile", profile, "--stack", &stack_name];
+    let up_from_snapshot = [&["up", "--detach"][..], &lean, &["--snapshot"]].concat();
+    let from_snapshot = [&lean[..], &["--snapshot"]].concat();
+    context.shell.status("Warming", "stack, accelerator probe and the snapshot (untimed)");
+    lab.run("bench: warm-up lab up --snapshot", &up_from_snapshot)?;
+    lab.run("bench: warm-up lab down", &["down"])?;
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        context.shell.status("Run", format!("{run} of {runs}"));
+        let restore = lab.timed_up("restored", &from_snapshot)?;
+        let launched = lab.files.read_launch_plan()?;
+        if !launched.machines.iter().all(|machine| machine.argv.iter().any(|word| word == "-incoming")) {
+            bail!("`lab up --snapshot` booted instead of restoring ({stack_name} stack): it says why in {}", lab.runner.log_path("bench: lab up (restored)").display());
+        }
+        lab.run("bench: lab down (restored)", &["down"])?;
+        let boot = lab.timed_up("booted", &lean)?;
+        lab.run("bench: lab down (booted)", &["down"])?;
+        context.shell.status(
+            "Measured",
+            format!("restore to agent {:.2} s (with cxl list {:.2} s), lean boot to agent {:.1} s (with cxl list {:.1} s)", restore.boot_to_agent.as_secs_f64(), restore.up_and_list.as_secs_f64(), boot.boot_to_agent.as_secs_f64(), boot.up_and_list.as_secs_f64()),
+        );
+        results.push(SnapshotRun { restore, boot });
+    }
+    let seconds = |pick: fn(&SnapshotRun) -> Duration| -> Vec<f64> { results.iter().map(|times| pick(times).as_secs_f64()).collect() };
+    let table = Table::new(&context.shell);
+    table.row("`lab up --snapshot` restoring: QEMU start to guest agent answering (goal at most 3 s)", &seconds(|times| times.restore.boot_to_agent), 2);
+    table.row("`lab up --snapshot` restoring + `lab exec -- cxl list -M`, wall", &seconds(|times| times.restore.up_and_list), 2);
+    table.row("lean `lab up` (the boot the snapshot saves): QEMU start to guest agent answering", &seconds(|times| times.boot.boot_to_agent), 1);
+    table.row("lean `lab up` + `lab exec -- cxl list -M`, wall", &seconds(|times| times.boot.up_and_list), 1);
+    table.ratio("ratio restore / lean boot (to the guest agent)", &seconds(|times| times.restore.boot_to_agent), &seconds(|times| times.boot.boot_to_agent));
     Ok(ExitCode::SUCCESS)
 }
 
