@@ -1,7 +1,7 @@
 //! The lean boot end to end, under TCG: `lab up --detach` of the seed profile boots lean (the
 //! default), the guest agent answers, pid 1 is the lean init, `cxl list -M` lists the profile's
-//! memdev (serial and size from the model), root's password was set through the agent
-//! (`chpasswd`), an orphan of a guest command is reaped, a device announced later gets its driver
+//! memdev (serial and size from the model), root stays locked (a lean guest runs nothing that
+//! logs in, so `lab up` sets no password), an orphan of a guest command is reaped, a device announced later gets its driver
 //! (modprobe of its MODALIAS, as udev would), `lab ssh` says that ssh needs the full boot, and
 //! `lab down` leaves none of the lab's processes.
 //!
@@ -25,8 +25,8 @@ fn lean_boot_answers_lists_the_memdevs_reaps_and_goes_down_clean() {
     let exec = |command: &str| lab.run_ok(&["exec", "--", "sh", "-c", command]);
     assert!(exec("cat /proc/1/cmdline").contains("/usr/lib/cxl-lab/lean-init"));
     assert_eq!(sandbox::listed_memdevs(&lab.run_ok(&["exec", "--", "cxl", "list", "-M"])), sandbox::expected_memdevs("seed"));
-    // `lab up` set root's password through the agent (`chpasswd`): usable, no longer locked.
-    assert!(exec("passwd -S root").starts_with("root P "));
+    // No sshd and no getty: `lab up` leaves root as the image has it, locked.
+    assert!(exec("passwd -S root").starts_with("root L "));
 
     // A command's background child outlives it and is reparented to pid 1, which must reap it.
     exec("(sleep 0.3 &) ; true");

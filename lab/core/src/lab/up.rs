@@ -7,7 +7,8 @@
 //! 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
 //! pure: each host's argv and the launch plan); one qcow2 overlay of the base image per host and
 //! the memory backend files; then the supervisor process starts QEMU, and this process waits for
-//! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it,
+//! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it on a
+//! full boot (a lean guest runs nothing that logs in),
 //! and says how to reach the lab.
 //!
 //! Nothing outlives a `lab up` that fails or is killed before the lab is ready: build steps die
@@ -401,7 +402,7 @@ fn wait_for_state(files: &LabLayout, supervisor: &mut Child) -> anyhow::Result<L
 }
 
 /// Waits for every guest agent (a restored machine resumed first), saves or finishes a snapshot,
-/// then sets root's password and SSH key through the agent. A snapshot that cannot be saved is a
+/// then, on a full boot, sets root's password and SSH key through the agent. A snapshot that cannot be saved is a
 /// warning and `snapshot_ready` false: the lab runs as booted.
 #[allow(clippy::too_many_arguments)]
 fn wait_until_ready_and_configure(
@@ -447,11 +448,15 @@ fn wait_until_ready_and_configure(
             }
             Snapshots::Off => {}
         }
-        progress.set_message(format!("setting root's password and SSH key on `{}`", machine.host));
-        agent.set_user_password("root", &secrets.root_password).context("setting root's password through the guest agent")?;
-        agent
-            .add_ssh_authorized_keys("root", std::slice::from_ref(&secrets.ssh_public_key))
-            .context("adding the lab's SSH key through the guest agent")?;
+        // A lean guest runs nothing that logs in (no sshd, no getty): its root stays locked, and
+        // its boot does not wait for `chpasswd`.
+        if plan.boot == BootMode::Full {
+            progress.set_message(format!("setting root's password and SSH key on `{}`", machine.host));
+            agent.set_user_password("root", &secrets.root_password).context("setting root's password through the guest agent")?;
+            agent
+                .add_ssh_authorized_keys("root", std::slice::from_ref(&secrets.ssh_public_key))
+                .context("adding the lab's SSH key through the guest agent")?;
+        }
         // The agent channel takes one client at a time: let go so `lab exec` can connect.
         drop(agent);
     }
