@@ -79,7 +79,11 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
     let suites: Vec<Suite> = options.suites.iter().map(|name| format::load(&context.paths, name)).collect::<anyhow::Result<_>>()?;
     let profile = crate::profile::load(&context.paths, &options.profile)?;
     let view = match &options.expect {
-        Some(path) => serde_json::from_str(&fs_err::read_to_string(path)?).with_context(|| format!("reading the expected view {}", path.display()))?,
+        Some(path) => {
+            let view: ExpectedView = serde_json::from_str(&fs_err::read_to_string(path)?).with_context(|| format!("reading the expected view {}", path.display()))?;
+            check_view_fits(&view, &profile.topology).with_context(|| format!("the expected view {}", path.display()))?;
+            view
+        }
         None => expected_view(&profile.topology),
     };
     let names: Vec<&str> = suites.iter().map(|suite| suite.name.as_str()).collect();
@@ -125,6 +129,22 @@ pub fn run(context: &LabContext, options: &RunOptions) -> anyhow::Result<RunRepo
         }
     }
     reported
+}
+
+/// An expected view given with `--expect` must be of this profile and name each of its hosts, so
+/// that a wrong file is refused before anything boots.
+fn check_view_fits(view: &ExpectedView, topology: &Topology) -> anyhow::Result<()> {
+    if view.profile != topology.name {
+        bail!("it is of profile `{}`, not `{}`", view.profile, topology.name);
+    }
+    let mut listed: Vec<&str> = view.hosts.iter().map(|host| host.host.as_str()).collect();
+    let mut hosts: Vec<&str> = topology.hosts.iter().map(|host| host.name.as_str()).collect();
+    listed.sort_unstable();
+    hosts.sort_unstable();
+    if listed != hosts {
+        bail!("it lists hosts {listed:?}, the profile has {hosts:?}");
+    }
+    Ok(())
 }
 
 /// The lab that is up on this profile and stack, if one is; one up on anything else is refused.
@@ -770,6 +790,18 @@ mod tests {
             stdout_contains: contains.iter().map(|text| text.to_string()).collect(),
             output_lacks: lacks.iter().map(|text| text.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn an_expected_view_of_another_profile_or_other_hosts_is_refused() {
+        let load = |name: &str| crate::profile::load_topology(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../profiles").join(format!("{name}.yaml"))).unwrap();
+        let (seed, shared) = (load("seed"), load("shared"));
+        assert!(check_view_fits(&expected_view(&seed), &seed).is_ok());
+        let other = check_view_fits(&expected_view(&shared), &seed).unwrap_err().to_string();
+        assert_eq!(other, "it is of profile `shared`, not `seed`");
+        let mut fewer = expected_view(&shared);
+        fewer.hosts.pop();
+        assert!(check_view_fits(&fewer, &shared).unwrap_err().to_string().starts_with("it lists hosts [\"host0\"], the profile has"));
     }
 
     #[test]
