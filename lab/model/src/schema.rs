@@ -124,6 +124,9 @@ pub struct MemoryBackendSpec {
     /// May back one device on each of several hosts (multi-headed or shared memory).
     #[serde(default)]
     pub shared: bool,
+    /// The devices that use it as `volatile` memory check every access against the grants of the
+    /// lab's capability service (`docs/capability-lab.md`); default false.
+    pub capabilities: Option<Spanned<bool>>,
 }
 
 /// A CXL host bridge (`pxb-cxl`).

@@ -2,7 +2,7 @@
 //! decode checker all read. Every value here has passed [`crate::validate`]; nothing downstream
 //! re-checks a rule.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::schema::{AccelRequest, BootMode};
 
@@ -24,6 +24,20 @@ pub struct MemoryBackend {
     pub id: String,
     pub size: u64,
     pub shared: bool,
+    /// The devices using it as `volatile` memory are checked by a capability service.
+    pub capabilities: bool,
+}
+
+/// A (host, type-3 device) pair that uses a capability backend, and the requester id the lab
+/// gives it (QEMU's `cap-requester`; `cxl_lab_cap::RequesterId`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityRequester {
+    pub host: String,
+    /// The device's QEMU id.
+    pub device: String,
+    pub serial: u64,
+    /// 1-based, in profile order: hosts in order, each host's devices in [`Host::devices`] order.
+    pub requester: u16,
 }
 
 /// One QEMU machine.
@@ -187,6 +201,36 @@ impl Topology {
         self.backends.iter().find(|backend| backend.id == id)
     }
 
+    /// The backends marked `capabilities: true`, in profile order (each with its size).
+    pub fn capability_backends(&self) -> impl Iterator<Item = &MemoryBackend> {
+        self.backends.iter().filter(|backend| backend.capabilities)
+    }
+
+    /// Every device that uses capability backend `backend` as its `volatile` memory, with its
+    /// host, in profile order; none when `backend` is not a capability backend.
+    pub fn capability_devices<'a>(&'a self, backend: &'a str) -> impl Iterator<Item = (&'a Host, &'a Type3Device)> {
+        let hosts = if self.backend(backend).is_some_and(|used| used.capabilities) { &self.hosts[..] } else { &[] };
+        hosts.iter().flat_map(move |host| {
+            (host.devices().into_iter())
+                .filter(move |placement| placement.device.volatile.as_ref().is_some_and(|used| used.backend == backend))
+                .map(move |placement| (host, placement.device))
+        })
+    }
+
+    /// The requester ids of the devices a capability backend serves: 1, 2, ... in the order of
+    /// [`Topology::capability_devices`]. The validator keeps them within 16 bits.
+    pub fn capability_requesters(&self, backend: &str) -> Vec<CapabilityRequester> {
+        (1..=u16::MAX)
+            .zip(self.capability_devices(backend))
+            .map(|(requester, (host, device))| CapabilityRequester {
+                host: host.name.clone(),
+                device: device.id.clone(),
+                serial: device.serial,
+                requester,
+            })
+            .collect()
+    }
+
     /// The backends one host uses, in the order its devices use them.
     pub fn backends_of(&self, host: &Host) -> Vec<&MemoryBackend> {
         let mut used: Vec<&MemoryBackend> = Vec::new();
@@ -205,5 +249,50 @@ impl Topology {
             }
         }
         used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// host0 uses the capability backend `cap` through its second device, host1 through its only
+    /// one; `plain` is an ordinary backend.
+    const PROFILE: &str = "
+memory_backends:
+  - {id: plain, size: 256M}
+  - {id: cap, size: 512M, shared: true, capabilities: true}
+hosts:
+  - name: host0
+    machine: {memory: 1G, maxmem: 2G}
+    host_bridges:
+      - id: hb
+        bus_nr: 1
+        root_ports:
+          - {id: rp0, port: 0, chassis: 0, slot: 0, type3: {id: d0, serial: 10, volatile: plain}}
+          - {id: rp1, port: 1, chassis: 0, slot: 1, type3: {id: d1, serial: 11, volatile: cap}}
+  - name: host1
+    machine: {memory: 1G, maxmem: 2G}
+    host_bridges:
+      - id: hb
+        bus_nr: 1
+        root_ports:
+          - {id: rp0, port: 0, chassis: 0, slot: 0, type3: {id: e0, serial: 20, volatile: cap}}
+";
+
+    #[test]
+    fn requesters_are_numbered_from_one_in_profile_order() {
+        let topology = crate::parse_profile("t.yaml", PROFILE, "t").unwrap();
+        let backends: Vec<(&str, u64)> = topology.capability_backends().map(|backend| (backend.id.as_str(), backend.size)).collect();
+        assert_eq!(backends, [("cap", 512 << 20)]);
+        let requester = |host: &str, device: &str, serial, requester| CapabilityRequester {
+            host: host.to_owned(),
+            device: device.to_owned(),
+            serial,
+            requester,
+        };
+        assert_eq!(topology.capability_requesters("cap"), [requester("host0", "d1", 11, 1), requester("host1", "e0", 20, 2)]);
+        assert!(topology.capability_requesters("plain").is_empty());
+        assert!(topology.capability_requesters("no-such-backend").is_empty());
     }
 }

@@ -32,6 +32,15 @@ pub const MAX_BACKEND_ID_LEN: usize = 250;
 /// A host's name is its run directory, which holds unix sockets (`run/<host>/qmp.sock`) whose
 /// whole path must stay below 108 bytes: a short name leaves room for the lab directory.
 pub const MAX_HOST_NAME_LEN: usize = 32;
+/// A capability backend's id names the directory of its service's unix sockets
+/// (`run/capability/<id>/device.sock`): this keeps them as long below the lab directory as a
+/// host's (`run/<host>/qmp.sock`).
+pub const MAX_CAPABILITY_BACKEND_ID_LEN: usize = 18;
+/// Requester ids are 16-bit and 0 is nobody: the most devices one capability backend serves.
+pub const MAX_CAPABILITY_REQUESTERS: usize = u16::MAX as usize;
+/// With a capability backend, `run/capability/` holds the services' files beside the hosts' run
+/// directories (`run/<host>/`): no host may have that name.
+pub const CAPABILITY_DIR_NAME: &str = "capability";
 
 /// QEMU's rule for ids (util/id.c `id_wellformed`): a letter, then letters, digits, `-`, `.` and
 /// `_`. Such a name cannot add options to an argument (`,` `=`), split one (whitespace, newline) or
@@ -59,6 +68,13 @@ const HOST_NAME: NameUse = NameUse {
     what: "host name",
     limit: Some((MAX_HOST_NAME_LEN, "it names the directory of the host's unix sockets, whose paths must stay below 108 bytes")),
 };
+const CAPABILITY_BACKEND_ID: NameUse = NameUse {
+    what: "memory backend id",
+    limit: Some((
+        MAX_CAPABILITY_BACKEND_ID_LEN,
+        "with `capabilities: true` it names the directory of its capability service's unix sockets, whose paths must stay below 108 bytes",
+    )),
+};
 /// QEMU's `-name <profile>-<host>`.
 const PROFILE_NAME: NameUse = NameUse { what: "profile name", limit: None };
 
@@ -77,6 +93,18 @@ fn name_problem(name: &str, name_use: &NameUse) -> Option<String> {
     }
     match name_use.limit {
         Some((max, why)) if name.len() > max => Some(format!("{what} is {} bytes, more than {max}: {why}", name.len())),
+        _ => None,
+    }
+}
+
+/// Why capability backend `id` cannot serve `devices` devices, if it cannot. (A profile with more
+/// than 65,535 hosts is beyond the YAML parser's node budget today; the limit holds regardless.)
+fn capability_devices_problem(id: &str, devices: usize) -> Option<String> {
+    match devices {
+        0 => Some(format!("memory backend `{id}` has `capabilities: true` but no type-3 device uses it as `volatile` memory")),
+        _ if devices > MAX_CAPABILITY_REQUESTERS => Some(format!(
+            "memory backend `{id}` has `capabilities: true` and {devices} devices use it; requester ids are 16-bit, so at most {MAX_CAPABILITY_REQUESTERS}"
+        )),
         _ => None,
     }
 }
@@ -164,6 +192,12 @@ impl Validator<'_> {
                 for (index, host) in hosts.value.into_iter().enumerate() {
                     let prefix = format!("hosts[{index}].");
                     self.check_name(&host.name, &format!("{prefix}name"), &HOST_NAME);
+                    if host.name.value == CAPABILITY_DIR_NAME && topology.backends.iter().any(|backend| backend.capabilities) {
+                        let message = format!(
+                            "host name `{CAPABILITY_DIR_NAME}` is taken by the capability services' directory beside the hosts' run directories (the profile has a `capabilities: true` backend)"
+                        );
+                        self.error(&host.name, &format!("{prefix}name"), message);
+                    }
                     if let Some(line) = names.insert(host.name.value.clone(), host.name.referenced.line()) {
                         let message = format!("duplicate host name `{}` (first used at line {line})", host.name.value);
                         self.error(&host.name, &format!("{prefix}name"), message);
@@ -201,7 +235,23 @@ impl Validator<'_> {
                 "a profile needs `machine:` and `host_bridges:` (one host) or `hosts:`".to_owned(),
             ),
         }
+        self.capability_backends(&file.memory_backends, &topology);
         topology
+    }
+
+    /// A capability backend serves at least one device, as its `volatile` memory (where a device
+    /// physical address is the byte offset in the file), and at most as many as requester ids
+    /// can tell apart. The other kinds of use are refused where they are written
+    /// ([`Self::use_backend`]).
+    fn capability_backends(&mut self, specs: &[MemoryBackendSpec], topology: &Topology) {
+        for (index, spec) in specs.iter().enumerate() {
+            let Some(capabilities) = spec.capabilities.as_ref().filter(|capabilities| capabilities.value) else { continue };
+            let field = format!("memory_backends[{index}].capabilities");
+            let devices = topology.capability_devices(&spec.id.value).count();
+            if let Some(message) = capability_devices_problem(&spec.id.value, devices) {
+                self.error(capabilities, &field, message);
+            }
+        }
     }
 
     /// Each word is one kernel parameter: no whitespace to make it two, no control character.
@@ -225,7 +275,8 @@ impl Validator<'_> {
         let mut backends = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
             let id_field = format!("memory_backends[{index}].id");
-            self.check_name(&spec.id, &id_field, &BACKEND_ID);
+            let capabilities = spec.capabilities.as_ref().is_some_and(|capabilities| capabilities.value);
+            self.check_name(&spec.id, &id_field, if capabilities { &CAPABILITY_BACKEND_ID } else { &BACKEND_ID });
             if let Some(line) = seen.insert(&spec.id.value, spec.id.referenced.line()) {
                 let message = format!("duplicate memory backend id `{}` (first used at line {line})", spec.id.value);
                 self.error(&spec.id, &id_field, message);
@@ -233,7 +284,7 @@ impl Validator<'_> {
             if spec.size.value.bytes() == 0 {
                 self.error(&spec.size, &format!("memory_backends[{index}].size"), "size must not be zero".to_owned());
             }
-            backends.push(MemoryBackend { id: spec.id.value.clone(), size: spec.size.value.bytes(), shared: spec.shared });
+            backends.push(MemoryBackend { id: spec.id.value.clone(), size: spec.size.value.bytes(), shared: spec.shared, capabilities });
         }
         backends
     }
@@ -487,13 +538,15 @@ impl Validator<'_> {
             self.error(&spec.serial, &format!("{field}.serial"), message);
         }
         let mut uses = BackendUses { scope, backend_hosts, context, device: &spec.id.value };
-        let volatile = spec.volatile.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.volatile"), true));
-        let persistent =
-            spec.persistent.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.persistent"), true));
-        let lsa = spec.lsa.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.lsa"), false));
+        let volatile =
+            spec.volatile.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.volatile"), BackendRole::Volatile));
+        let persistent = (spec.persistent.as_ref())
+            .and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.persistent"), BackendRole::Persistent));
+        let lsa = spec.lsa.as_ref().and_then(|id| self.use_backend(&mut uses, id, &format!("{field}.lsa"), BackendRole::LabelArea));
         let dynamic_capacity = spec.dynamic_capacity.as_ref().and_then(|dc| {
             let dc_field = format!("{field}.dynamic_capacity");
-            let backend = self.use_backend(&mut uses, &dc.value.backend, &format!("{dc_field}.backend"), false)?;
+            let backend =
+                self.use_backend(&mut uses, &dc.value.backend, &format!("{dc_field}.backend"), BackendRole::DynamicCapacity)?;
             let regions = dc.value.regions.value;
             if regions == 0 || regions > MAX_DC_REGIONS {
                 let message = format!("dynamic capacity has {regions} regions; QEMU supports 1 to {MAX_DC_REGIONS}");
@@ -524,13 +577,13 @@ impl Validator<'_> {
     }
 
     /// Checks one use of a backend: it exists, is used once per host (and by one host unless
-    /// shared), and, for static capacity, is a multiple of 256 MiB.
+    /// shared), for static capacity is a multiple of 256 MiB, and with capabilities is volatile.
     fn use_backend(
         &mut self,
         uses: &mut BackendUses<'_, '_>,
         id: &Spanned<String>,
         field: &str,
-        static_capacity: bool,
+        role: BackendRole,
     ) -> Option<BackendUse> {
         let Some(backend) = uses.context.topology.backend(&id.value) else {
             self.error(id, field, format!("no memory backend `{}` in `memory_backends`", id.value));
@@ -555,6 +608,14 @@ impl Validator<'_> {
                 uses.backend_hosts.insert(id.value.clone(), host_seen);
             }
         }
+        if backend.capabilities && role != BackendRole::Volatile {
+            let message = format!(
+                "memory backend `{}` has `capabilities: true`: only a device's `volatile` memory is capability-checked (grants name device physical addresses, which are byte offsets of the file only there)",
+                id.value
+            );
+            self.error(id, field, message);
+        }
+        let static_capacity = matches!(role, BackendRole::Volatile | BackendRole::Persistent);
         if static_capacity && backend.size % CXL_SIZE_ALIGN != 0 {
             let message =
                 format!("memory backend `{}` is {}, not a multiple of 256 MiB", id.value, ByteSize(backend.size));
@@ -610,6 +671,15 @@ impl Validator<'_> {
     }
 }
 
+/// What a device uses a backend as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BackendRole {
+    Volatile,
+    Persistent,
+    LabelArea,
+    DynamicCapacity,
+}
+
 struct PortContext<'a> {
     topology: &'a Topology,
     host_name: &'a str,
@@ -623,4 +693,21 @@ struct BackendUses<'scope, 'a> {
     backend_hosts: &'scope mut HashMap<String, Seen>,
     context: &'scope PortContext<'a>,
     device: &'scope str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every device needs a requester id of its own, and 0 is nobody.
+    #[test]
+    fn a_capability_backend_serves_one_to_65535_devices() {
+        assert_eq!(capability_devices_problem("m", 1), None);
+        assert_eq!(capability_devices_problem("m", 65_535), None);
+        assert_eq!(
+            capability_devices_problem("m", 65_536).as_deref(),
+            Some("memory backend `m` has `capabilities: true` and 65536 devices use it; requester ids are 16-bit, so at most 65535")
+        );
+        assert!(capability_devices_problem("m", 0).is_some_and(|message| message.contains("no type-3 device")));
+    }
 }

@@ -497,3 +497,92 @@ fn boot_is_lean_unless_the_profile_says_full_and_anything_else_is_refused_where_
     assert!(message.starts_with("bad.yaml:3:7: (yaml): "), "{message}");
     assert!(message.contains("fast") && message.contains("lean") && message.contains("full"), "{message}");
 }
+
+#[test]
+fn rejects_capabilities_on_memory_that_is_not_volatile() {
+    let source = format!(
+        "{MACHINE}memory_backends:
+  - {{id: v, size: 256M, capabilities: true}}
+  - {{id: p, size: 256M, capabilities: true}}
+  - {{id: l, size: 1M, capabilities: true}}
+  - {{id: dc, size: 256M, capabilities: true}}
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports:
+      - {{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: v}}}}
+      - {{id: rp1, port: 1, chassis: 0, slot: 1, type3: {{id: d1, serial: 2, persistent: p, lsa: l}}}}
+      - {{id: rp2, port: 2, chassis: 0, slot: 2, type3: {{id: d2, serial: 3, dynamic_capacity: {{backend: dc, regions: 1}}}}}}
+"
+    );
+    let why = "only a device's `volatile` memory is capability-checked (grants name device physical addresses, which are byte offsets of the file only there)";
+    let unused = "but no type-3 device uses it as `volatile` memory";
+    assert_eq!(
+        errors(&source),
+        format!(
+            "bad.yaml:4:39: memory_backends[1].capabilities: memory backend `p` has `capabilities: true` {unused}\n\
+             bad.yaml:5:37: memory_backends[2].capabilities: memory backend `l` has `capabilities: true` {unused}\n\
+             bad.yaml:6:40: memory_backends[3].capabilities: memory backend `dc` has `capabilities: true` {unused}\n\
+             bad.yaml:12:88: host_bridges[0].root_ports[1].type3.persistent: memory backend `p` has `capabilities: true`: {why}\n\
+             bad.yaml:12:96: host_bridges[0].root_ports[1].type3.lsa: memory backend `l` has `capabilities: true`: {why}\n\
+             bad.yaml:13:104: host_bridges[0].root_ports[2].type3.dynamic_capacity.backend: memory backend `dc` has `capabilities: true`: {why}"
+        )
+    );
+}
+
+#[test]
+fn rejects_a_capability_backend_no_device_uses() {
+    let source = format!("{MACHINE}memory_backends: [{{id: m0, size: 256M, capabilities: true}}]\nhost_bridges: []\n");
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:2:54: memory_backends[0].capabilities: memory backend `m0` has `capabilities: true` but no type-3 device uses it as `volatile` memory"
+    );
+    let off = source.replace("capabilities: true", "capabilities: false");
+    assert!(parse_profile("ok.yaml", &off, "ok").unwrap().capability_backends().next().is_none());
+}
+
+// The third capability rule, at most 65,535 devices per backend (16-bit requester ids, 0 is
+// nobody), is `validate`'s unit test: a profile with 65,536 hosts is beyond the YAML parser's
+// node budget.
+
+#[test]
+fn rejects_capability_backend_ids_too_long_for_its_socket_paths() {
+    let id = "m".repeat(19);
+    let source = format!(
+        "{MACHINE}memory_backends: [{{id: {id}, size: 256M, capabilities: true}}]
+host_bridges:
+  - id: hb0
+    bus_nr: 12
+    root_ports: [{{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: {id}}}}}]
+"
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:2:24: memory_backends[0].id: memory backend id is 19 bytes, more than 18: with `capabilities: true` it names the directory of its capability service's unix sockets, whose paths must stay below 108 bytes"
+    );
+    assert!(parse_profile("ok.yaml", &source.replace(&id, &"m".repeat(18)), "ok").is_ok());
+    assert!(parse_profile("ok.yaml", &source.replace(", capabilities: true", ""), "ok").is_ok());
+}
+
+#[test]
+fn rejects_a_host_named_like_the_capability_directory() {
+    let host = |name: &str| {
+        format!(
+            "  - name: {name}
+    machine: {{memory: 1G, maxmem: 2G}}
+    host_bridges: [{{id: hb0, bus_nr: 12, root_ports: [{{id: rp0, port: 0, chassis: 0, slot: 0, type3: {{id: d0, serial: 1, volatile: m0}}}}]}}]
+"
+        )
+    };
+    let source = format!(
+        "memory_backends: [{{id: m0, size: 256M, shared: true, capabilities: true}}]\nhosts:\n{}{}",
+        host("host0"),
+        host("capability")
+    );
+    assert_eq!(
+        errors(&source),
+        "bad.yaml:6:11: hosts[1].name: host name `capability` is taken by the capability services' directory beside the hosts' run directories (the profile has a `capabilities: true` backend)"
+    );
+    let without = source.replace(", capabilities: true", "");
+    assert_eq!(parse_profile("ok.yaml", &without, "ok").unwrap().hosts[1].name, "capability");
+}
