@@ -2,13 +2,16 @@
 //! content-addressed cache, and the state of each lab down to one machine's run directory.
 //!
 //! [`Layout`] is the roots and every path below them; [`Layout::lab`] narrows it to one lab
-//! ([`LabLayout`]) and [`LabLayout::run_dir`] to one machine ([`MachineRunDir`]), so a path is
+//! ([`LabLayout`]), [`LabLayout::run_dir`] to one machine ([`MachineRunDir`]) and
+//! [`LabLayout::capability_files`] to one capability service ([`CapabilityFiles`]), so a path is
 //! spelled once and nothing else joins file names onto these roots.
 //!
 //! Every root can be moved with an environment variable, so tests and CI use private directories
 //! and never touch a user's labs.
 
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 /// The directories one invocation of the tool works with, and everything below them.
 #[derive(Clone, Debug)]
@@ -208,6 +211,24 @@ impl LabLayout {
         MachineRunDir::new(self.dir.join("run").join(host))
     }
 
+    /// The capability services' files, a directory per `capabilities: true` memory backend,
+    /// beside the hosts' run directories (the profile rules keep a host from being named
+    /// `capability`).
+    pub fn capability_dir(&self) -> PathBuf {
+        self.dir.join("run").join("capability")
+    }
+
+    /// The files of the capability service of memory backend `backend`.
+    pub fn capability_files(&self, backend: &str) -> CapabilityFiles {
+        CapabilityFiles::new(&self.capability_dir(), backend)
+    }
+
+    /// The root secret of the capability service of memory backend `backend` (0600, in the
+    /// secrets directory).
+    pub fn capability_secret(&self, backend: &str) -> PathBuf {
+        self.secrets_dir().join(format!("capability-{backend}.key"))
+    }
+
     /// Where this lab's memory backend files live (shared by its hosts).
     pub fn memory_dir(&self) -> PathBuf {
         self.dir.join("memory")
@@ -291,11 +312,64 @@ impl MachineRunDir {
     }
 }
 
+/// The files of one memory backend's capability service, `<capability_dir>/<backend>/`: its two
+/// unix sockets, the grant table its devices map and its log.
+///
+/// The renderer names the device socket and the grant table in the argv (`cap-service`,
+/// `cap-grants`); the lab supervisor starts the service on them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityFiles {
+    pub dir: PathBuf,
+}
+
+impl CapabilityFiles {
+    /// `backend` is a memory backend id: a QEMU identifier, which cannot leave `capability_dir`.
+    pub fn new(capability_dir: &Path, backend: &str) -> CapabilityFiles {
+        CapabilityFiles { dir: capability_dir.join(backend) }
+    }
+
+    /// The socket QEMU's devices present tokens on (`cap-service`).
+    pub fn device_socket(&self) -> PathBuf {
+        self.dir.join("device.sock")
+    }
+
+    /// The socket of the lab's owner (`lab cap mint|revoke|grants`).
+    pub fn owner_socket(&self) -> PathBuf {
+        self.dir.join("owner.sock")
+    }
+
+    /// The grant table the service publishes and the devices map read-only (`cap-grants`).
+    pub fn grant_table(&self) -> PathBuf {
+        self.dir.join("grants.table")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("service.log")
+    }
+}
+
 /// A path as given (`x.yaml`, `dir/x`), or a name (`x`) as `<dir>/x.yaml`.
 fn named_yaml(dir: &Path, name_or_path: &str) -> PathBuf {
     if name_or_path.ends_with(".yaml") || name_or_path.contains('/') {
         PathBuf::from(name_or_path)
     } else {
         dir.join(format!("{name_or_path}.yaml"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_capability_service_has_a_directory_beside_the_hosts_and_a_secret_with_the_labs() {
+        let lab = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
+        assert_eq!(lab.capability_dir(), Path::new("/labs/t/run/capability"));
+        let files = lab.capability_files("mem");
+        assert_eq!(files.device_socket(), Path::new("/labs/t/run/capability/mem/device.sock"));
+        assert_eq!(files.owner_socket(), Path::new("/labs/t/run/capability/mem/owner.sock"));
+        assert_eq!(files.grant_table(), Path::new("/labs/t/run/capability/mem/grants.table"));
+        assert_eq!(files.log(), Path::new("/labs/t/run/capability/mem/service.log"));
+        assert_eq!(lab.capability_secret("mem"), Path::new("/labs/t/secrets/capability-mem.key"));
     }
 }

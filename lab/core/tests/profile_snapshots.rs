@@ -1,5 +1,6 @@
-//! Snapshots of what every shipped profile becomes: the QEMU argv (with and without a guest, and
-//! for a pre-8.1 QEMU), the expected guest view and the tree. Review changes with
+//! Snapshots of what every shipped profile becomes: the QEMU argv (with and without a guest, for
+//! a pre-8.1 QEMU, and for a QEMU with the lab's capability device), the expected guest view and
+//! the tree. Review changes with
 //! `cargo insta review`; a changed argv is a changed lab.
 
 use std::collections::BTreeSet;
@@ -38,15 +39,8 @@ fn shipped_profiles() -> Vec<(String, Topology)> {
 
 /// Fixed inputs so snapshots do not depend on the machine.
 fn inputs(host: &str, version: QemuVersion, boot: bool) -> RenderInputs {
-    RenderInputs {
-        qemu_binary: PathBuf::from("qemu-system-x86_64"),
-        qemu_version: version,
-        qemu_data_dir: None,
-        run_dir: MachineRunDir::new(format!("/lab/run/{host}")),
-        memory_dir: PathBuf::from("/lab/memory"),
-        accel: Accel::Tcg,
-        paused: false,
-        boot: boot.then(|| BootMedia {
+    let run_dir = MachineRunDir::new(format!("/lab/run/{host}"));
+    let boot = boot.then(|| BootMedia {
             kernel: PathBuf::from("/cache/kernel/vmlinuz"),
             initrd: Some(PathBuf::from("/cache/kernel/initrd.img")),
             rootfs_overlay: PathBuf::from(format!("/lab/run/{host}/rootfs.qcow2")),
@@ -56,23 +50,31 @@ fn inputs(host: &str, version: QemuVersion, boot: bool) -> RenderInputs {
             // The full boot (systemd); the lean boot's command line is `lab::plan`'s test.
             init: None,
             extra_cmdline: vec!["quiet".to_owned()],
-        }),
-    }
+        });
+    RenderInputs::new(Path::new("qemu-system-x86_64"), version, None, run_dir, Path::new("/lab/memory"), Accel::Tcg, boot)
 }
 
 /// Each host's argv.
 fn render_hosts(topology: &Topology, version: QemuVersion, boot: bool) -> Vec<(&Host, Vec<String>)> {
+    render_hosts_with(topology, |host| inputs(host, version, boot))
+}
+
+/// Each host's argv, from the inputs `inputs` gives for the host's name.
+fn render_hosts_with(topology: &Topology, inputs: impl Fn(&str) -> RenderInputs) -> Vec<(&Host, Vec<String>)> {
     let templates = workspace().join("templates");
     let mut rendered = Vec::new();
     for (index, host) in topology.hosts.iter().enumerate() {
-        let argv = render_with_templates(&templates, topology, index, &inputs(&host.name, version, boot)).unwrap().argv;
+        let argv = render_with_templates(&templates, topology, index, &inputs(&host.name)).unwrap().argv;
         rendered.push((host, argv));
     }
     rendered
 }
 
 fn argv_text(topology: &Topology, version: QemuVersion, boot: bool) -> String {
-    let hosts = render_hosts(topology, version, boot);
+    hosts_text(render_hosts(topology, version, boot))
+}
+
+fn hosts_text(hosts: Vec<(&Host, Vec<String>)>) -> String {
     hosts.into_iter().map(|(host, argv)| format!("# host {}\n{}\n", host.name, argv.join("\n"))).collect()
 }
 
@@ -152,6 +154,23 @@ fn virtme_options_of_every_profile() {
         assert!(missing.is_empty(), "{name}: ids left out of virtme-ng's options: {missing:?}");
         let text = format!("--cpus {} --memory {}\n{}\n", options.cpus, options.memory, options.qemu_opts.join("\n"));
         insta::assert_snapshot!(format!("virtme_options_{name}"), text);
+    }
+}
+
+/// With a QEMU that has the lab's capability device, each device on the shared profile's
+/// capability backend names the service's socket and grant table and its requester id (host0's 1,
+/// host1's 2); every other profile renders the same argv as without it.
+#[test]
+fn capability_properties_only_where_a_backend_asks_for_them() {
+    let version = QemuVersion::new(10, 2, 2);
+    let with_capability_device = |host: &str| RenderInputs { capability_dir: Some(PathBuf::from("/lab/run/capability")), ..inputs(host, version, false) };
+    for (name, topology) in shipped_profiles() {
+        let checked = hosts_text(render_hosts_with(&topology, with_capability_device));
+        if name == "shared" {
+            insta::assert_snapshot!("capability_argv_shared", checked);
+        } else {
+            assert_eq!(checked, argv_text(&topology, version, false), "{name}");
+        }
     }
 }
 

@@ -43,14 +43,8 @@ fn qemu_starts_every_shipped_profile_paused() {
             let run_dir = MachineRunDir::new(lab.path().join("run").join(&host.name));
             prepare_backend_files(&backend_files(&topology, host, &memory_dir).unwrap()).unwrap();
             let inputs = RenderInputs {
-                qemu_binary: PathBuf::from(&qemu),
-                qemu_version: version,
-                qemu_data_dir: None,
-                run_dir: run_dir.clone(),
-                memory_dir: memory_dir.clone(),
-                accel: Accel::Tcg,
                 paused: true,
-                boot: None,
+                ..RenderInputs::new(Path::new(&qemu), version, None, run_dir.clone(), &memory_dir, Accel::Tcg, None)
             };
             let argv = render_with_templates(&workspace().join("templates"), &topology, index, &inputs).unwrap().argv;
             let name = format!("{}/{}", topology.name, host.name);

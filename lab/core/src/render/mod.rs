@@ -4,9 +4,12 @@
 //! The template prints one argument per line; the renderer splits lines into the argv vector, so no
 //! shell ever parses it. The memory backends are files under the lab's memory directory with
 //! share=on; QMP and the guest agent are unix sockets in the machine's private run directory.
+//! A type-3 device on a `capabilities: true` backend names its capability service's socket and
+//! grant table and its requester id, when the QEMU has the lab's capability device.
 
 pub mod picture;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -15,7 +18,7 @@ use cxl_lab_model::{ByteSize, Host, Topology};
 use minijinja::{context, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::layout::MachineRunDir;
+use crate::layout::{CapabilityFiles, MachineRunDir};
 use crate::profile::Profile;
 use crate::qemu::{features, Accel, BackendFile, QemuVersion, AGENT_PORT_NAME, KVM_CPU_MODEL};
 
@@ -40,6 +43,11 @@ pub struct RenderInputs {
     pub paused: bool,
     /// What the guest boots; `None` renders a machine with no guest (for validation runs).
     pub boot: Option<BootMedia>,
+    /// The lab's capability directory ([`crate::layout::LabLayout::capability_dir`]) when the
+    /// QEMU has the lab's capability device: each type-3 device on a `capabilities: true` backend
+    /// then gets `cap-service`, `cap-grants` and `cap-requester`. `None` (what
+    /// [`RenderInputs::new`] gives): stock QEMU, whose devices run unchecked.
+    pub capability_dir: Option<PathBuf>,
 }
 
 impl RenderInputs {
@@ -57,7 +65,17 @@ impl RenderInputs {
         boot: Option<BootMedia>,
     ) -> RenderInputs {
         let qemu_data_dir = qemu_data_dir.map(Path::to_path_buf);
-        RenderInputs { qemu_binary: qemu_binary.to_path_buf(), qemu_version, qemu_data_dir, run_dir, memory_dir: memory_dir.to_path_buf(), accel, paused: false, boot }
+        RenderInputs {
+            qemu_binary: qemu_binary.to_path_buf(),
+            qemu_version,
+            qemu_data_dir,
+            run_dir,
+            memory_dir: memory_dir.to_path_buf(),
+            accel,
+            paused: false,
+            boot,
+            capability_dir: None,
+        }
     }
 }
 
@@ -115,6 +133,17 @@ struct BackendView {
     path: PathBuf,
 }
 
+/// What a capability-checked type-3 device adds to its `-device` (the lab's QEMU patch).
+#[derive(Serialize)]
+struct CapabilityView {
+    /// `cap-service`: the service's socket for devices.
+    service: PathBuf,
+    /// `cap-grants`: the grant table the device maps.
+    grants: PathBuf,
+    /// `cap-requester`: this device's requester id.
+    requester: u16,
+}
+
 /// What `profile validate` and `profile render` say about a profile with `qemu_extra`: those
 /// arguments reach QEMU as written, checked by no rule, on the word of the profile's author.
 pub fn unchecked_arguments_note(topology: &Topology) -> Option<String> {
@@ -158,6 +187,10 @@ pub fn render_with_templates(
         .zip(backend_files(topology, host, &inputs.memory_dir)?)
         .map(|(backend, file)| BackendView { id: backend.id.clone(), size: file.size, path: file.path })
         .collect();
+    let capability_devices = match &inputs.capability_dir {
+        Some(capability_dir) => capability_views(topology, host, capability_dir)?,
+        None => BTreeMap::new(),
+    };
     let cmdline = match &inputs.boot {
         Some(boot) => Some(render_cmdline(&environment, topology, host, boot)?),
         None => None,
@@ -185,6 +218,7 @@ pub fn render_with_templates(
                 agent_port => AGENT_PORT_NAME,
                 paused => inputs.paused,
                 boot => &inputs.boot,
+                capability_devices => capability_devices,
                 cmdline => cmdline,
                 qemu_extra => &topology.qemu_extra,
             })
@@ -193,16 +227,37 @@ pub fn render_with_templates(
     Ok(RenderedMachine { argv: split_argv(&text) })
 }
 
+/// The capability properties of each of `host`'s devices on a capability backend, by device id.
+fn capability_views(topology: &Topology, host: &Host, capability_dir: &Path) -> anyhow::Result<BTreeMap<String, CapabilityView>> {
+    let mut views = BTreeMap::new();
+    for backend in topology.capability_backends() {
+        if !names_a_file(&backend.id) {
+            bail!("memory backend id `{}` cannot name a directory in {}", backend.id.escape_debug(), capability_dir.display());
+        }
+        let files = CapabilityFiles::new(capability_dir, &backend.id);
+        for requester in topology.capability_requesters(&backend.id).into_iter().filter(|requester| requester.host == host.name) {
+            let view = CapabilityView { service: files.device_socket(), grants: files.grant_table(), requester: requester.requester };
+            views.insert(requester.device, view);
+        }
+    }
+    Ok(views)
+}
+
 /// The file backing memory backend `id` in a lab's memory directory; an id that is not a QEMU
 /// identifier of at most [`MAX_BACKEND_ID_LEN`] bytes (which could leave the directory) is an error.
 ///
 /// The validator refuses such ids already; this checks again because a `Topology` can be built
 /// without it, and these paths are created and sized ([`crate::vm::backing`]).
 pub fn backend_file(memory_dir: &Path, backend_id: &str) -> anyhow::Result<PathBuf> {
-    if !id_wellformed(backend_id) || backend_id.len() > MAX_BACKEND_ID_LEN {
+    if !names_a_file(backend_id) {
         bail!("memory backend id `{}` cannot name a file in {}", backend_id.escape_debug(), memory_dir.display());
     }
     Ok(memory_dir.join(format!("{backend_id}.raw")))
+}
+
+/// Whether a backend id can name a file or directory inside a lab directory, and no further.
+fn names_a_file(backend_id: &str) -> bool {
+    id_wellformed(backend_id) && backend_id.len() <= MAX_BACKEND_ID_LEN
 }
 
 /// The file and size of every memory backend `host` uses, in `memory_dir`: what the argv names
