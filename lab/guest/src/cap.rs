@@ -29,11 +29,7 @@ pub fn present(memdev: &str, token_file: &str) -> Result<String, Failure> {
         )
         .into());
     }
-    let path = if memdev.contains('/') {
-        memdev.to_owned()
-    } else {
-        format!("/dev/cxl/{memdev}")
-    };
+    let path = memdev_path(memdev);
     let output = mailbox::send_raw(&path, PRESENT_OPCODE, &token, VerdictReply::LEN).map_err(|error| match error {
         MailboxError::ReturnCode { code: UNSUPPORTED, .. } => {
             format!("{error}: the device has no Present Capability command (stock QEMU, or a device without cap-service)")
@@ -46,6 +42,42 @@ pub fn present(memdev: &str, token_file: &str) -> Result<String, Failure> {
         Verdict::Granted => Ok(reply.to_string()),
         _ => Err(Failure::Refused(reply.to_string())),
     }
+}
+
+/// The character device of `memdev` (`mem0`), or `memdev` itself when it is a path.
+fn memdev_path(memdev: &str) -> String {
+    if memdev.contains('/') {
+        memdev.to_owned()
+    } else {
+        format!("/dev/cxl/{memdev}")
+    }
+}
+
+/// `mailbox`: any mailbox command through the raw interface, its output payload as hex (to
+/// check the raw path with a command a stock device knows, such as Identify, 0x4000).
+pub fn raw_command(
+    memdev: &str,
+    opcode: &str,
+    output_bytes: &str,
+    input_file: Option<&str>,
+) -> Result<String, Failure> {
+    let opcode = parse_number(opcode)
+        .and_then(|opcode| u16::try_from(opcode).ok())
+        .ok_or_else(|| format!("`{opcode}` is not a 16-bit opcode"))?;
+    let output_bytes = parse_number(output_bytes)
+        .ok_or_else(|| format!("`{output_bytes}` is not a byte count"))?;
+    let input = match input_file {
+        Some(file) => std::fs::read(file).map_err(|error| format!("{file}: {error}"))?,
+        None => Vec::new(),
+    };
+    let output = mailbox::send_raw(&memdev_path(memdev), opcode, &input, output_bytes as usize)
+        .map_err(|error| error.to_string())?;
+    let hex: Vec<String> = output.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(format!(
+        "opcode {opcode:#06x}: {} bytes out: {}",
+        output.len(),
+        hex.join(" ")
+    ))
 }
 
 /// `cap attenuate`: the token in `input` with the caveats of `options` appended in their order,

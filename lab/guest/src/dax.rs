@@ -4,12 +4,13 @@
 //! access, and a denied one reads all-ones).
 
 use std::ffi::CString;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use crate::Failure;
 
-/// A device DAX mapping's offset and length must be multiples of its alignment: 2 MiB, the
-/// default of a region's DAX device and of a devdax namespace.
-pub const DAX_ALIGNMENT: u64 = 2 << 20;
+/// The alignment of a device DAX mapping when sysfs does not tell (a regular file standing in
+/// for one): 2 MiB, the default of a region's DAX device and of a devdax namespace.
+const DEFAULT_ALIGNMENT: u64 = 2 << 20;
 
 /// What a denied read returns, word by word.
 const ALL_ONES: u64 = u64::MAX;
@@ -66,6 +67,25 @@ pub fn with_mapping<T>(
     }
 }
 
+/// The size of `device` and the alignment its mappings need: a device DAX character device's
+/// from sysfs (`/sys/dev/char/MAJOR:MINOR/{size,align}`), a regular file's length and 2 MiB.
+fn geometry(device: &str) -> Result<(u64, u64), String> {
+    let metadata = std::fs::metadata(device).map_err(|error| format!("{device}: {error}"))?;
+    if !metadata.file_type().is_char_device() {
+        return Ok((metadata.len(), DEFAULT_ALIGNMENT));
+    }
+    let (major, minor) = (libc::major(metadata.rdev()), libc::minor(metadata.rdev()));
+    let attribute = |name: &str| -> Result<u64, String> {
+        let path = format!("/sys/dev/char/{major}:{minor}/{name}");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| format!("{device}: {path}: {error} (not a device DAX device?)"))?;
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{path}: `{}` is not a number", text.trim()))
+    };
+    Ok((attribute("size")?, attribute("align")?))
+}
+
 /// Runs `work` on the words of `length` bytes at `offset` of `device`, through a mapping of the
 /// aligned chunks that cover them. `work` gets the words and the device index of the first.
 fn with_range<T>(
@@ -77,11 +97,14 @@ fn with_range<T>(
     if !offset.is_multiple_of(8) || !length.is_multiple_of(8) || length == 0 {
         return Err(format!("offset {offset:#x} and length {length:#x} must be multiples of 8 bytes, the length not 0").into());
     }
-    let end = offset
-        .checked_add(length)
-        .ok_or_else(|| format!("offset {offset:#x} + length {length:#x} overflows"))?;
-    let map_start = offset / DAX_ALIGNMENT * DAX_ALIGNMENT;
-    let map_end = end.div_ceil(DAX_ALIGNMENT) * DAX_ALIGNMENT;
+    let (size, alignment) = geometry(device)?;
+    // Beyond the end the mapping would succeed and the first access kill us with SIGBUS.
+    let end = offset.checked_add(length).filter(|end| *end <= size);
+    let end = end.ok_or_else(|| {
+        format!("{length:#x} bytes at {offset:#x} end beyond {device}'s {size:#x} bytes")
+    })?;
+    let map_start = offset / alignment * alignment;
+    let map_end = end.div_ceil(alignment) * alignment;
     with_mapping(
         device,
         map_start,
@@ -168,7 +191,7 @@ mod tests {
     fn device(name: &str) -> std::path::PathBuf {
         let file =
             std::env::temp_dir().join(format!("cxl-lab-guest-{name}-{}", std::process::id()));
-        std::fs::write(&file, vec![0u8; 2 * DAX_ALIGNMENT as usize]).unwrap();
+        std::fs::write(&file, vec![0u8; 2 * DEFAULT_ALIGNMENT as usize]).unwrap();
         file
     }
 
@@ -177,7 +200,7 @@ mod tests {
         let file = device("seeded");
         let path = file.to_str().unwrap();
         // Crosses the first 2 MiB boundary, so two chunks are mapped.
-        let offset = DAX_ALIGNMENT - 0x1000;
+        let offset = DEFAULT_ALIGNMENT - 0x1000;
         assert_eq!(
             write(path, offset, 0x2000, 7).unwrap(),
             format!("wrote 8192 bytes at {offset:#x} seed 0x7")
@@ -241,6 +264,13 @@ mod tests {
         let written = read(path, 0x1000, 0x1000, None).unwrap();
         assert_ne!(zeros, written);
         assert!(zeros.ends_with("first_word=0x0000000000000000"), "{zeros}");
+        let Err(Failure::Error(beyond)) = read(path, 2 * DEFAULT_ALIGNMENT - 8, 16, None) else {
+            panic!("a range past the end was read")
+        };
+        assert!(
+            beyond.ends_with(&format!("end beyond {path}'s 0x400000 bytes")),
+            "{beyond}"
+        );
         let Err(Failure::Error(unaligned)) = read(path, 4, 8, None) else {
             panic!("an unaligned offset was read")
         };

@@ -14,8 +14,8 @@
 //!
 //! `cxl-lab-guest dax write DEVICE OFFSET LEN SEED` and
 //! `cxl-lab-guest dax read DEVICE OFFSET LEN [--expect-seed SEED]`: one volatile 8-byte access per
-//! word of `LEN` bytes at `OFFSET` of a device DAX character device (both multiples of 8; the
-//! aligned 2 MiB chunks around them are mapped shared). `write` fills the range with the word
+//! word of `LEN` bytes at `OFFSET` of a device DAX character device (both multiples of 8, inside
+//! the device's size; the chunks of its alignment around them, from sysfs, are mapped shared). `write` fills the range with the word
 //! pattern mixed with `SEED` (word `i` of the device always gets the same value for a seed, so a
 //! read of part of the range checks too). `read` prints
 //! `read LEN bytes at OFFSET blake3=<hex> first_word=0x...`, and with `--expect-seed` adds
@@ -45,6 +45,10 @@
 //! `cxl_overflow` lines: records the device's 8-entry log dropped). Run it once before the
 //! accesses to enable tracing.
 //!
+//! `cxl-lab-guest mailbox MEMDEV OPCODE OUTPUT_BYTES [INPUT_FILE]`: any mailbox command through
+//! the same raw interface (input payload from the file, if any), printing the output payload as
+//! hex: `opcode 0x4000: 67 bytes out: 42 57 ...` (Identify, to check the raw path on any device).
+//!
 //! Numbers may be written in hex with `0x`. Exit codes: 0 success, 1 error (message on stderr),
 //! 3 the device refused a token (the verdict on stdout), 4 `dax read` found other bytes.
 
@@ -62,7 +66,7 @@ use dax::{with_mapping, word};
 const USAGE: &str = "usage: cxl-lab-guest pattern DEVICE BYTES | tag DEVICE LABEL BASE GRANULARITY COUNT \
 | dax write DEVICE OFFSET LEN SEED | dax read DEVICE OFFSET LEN [--expect-seed SEED] \
 | cap present MEMDEV TOKEN_FILE | cap attenuate IN OUT [--range START+LEN] [--rights r|rw|w] [--holder N] [--not-after-ms MS | --expires-in-ms MS] \
-| cap flip-bit IN OUT BIT | cap events [--since-handle H]";
+| cap flip-bit IN OUT BIT | cap events [--since-handle H] | mailbox MEMDEV OPCODE OUTPUT_BYTES [INPUT_FILE]";
 
 /// How a command ended other than with its success line; each has its exit code.
 #[derive(Debug)]
@@ -120,6 +124,12 @@ fn main() -> ExitCode {
         ["cap", "present", memdev, token_file] => cap::present(memdev, token_file),
         ["cap", "attenuate", input, output, options @ ..] => cap::attenuate(input, output, options),
         ["cap", "flip-bit", input, output, bit] => cap::flip_bit(input, output, bit),
+        ["mailbox", memdev, opcode, output_bytes] => {
+            cap::raw_command(memdev, opcode, output_bytes, None)
+        }
+        ["mailbox", memdev, opcode, output_bytes, input_file] => {
+            cap::raw_command(memdev, opcode, output_bytes, Some(input_file))
+        }
         ["cap", "events"] => cap::events(None),
         ["cap", "events", "--since-handle", handle] => cap::events(Some(handle)),
         _ => Err(USAGE.to_owned().into()),
