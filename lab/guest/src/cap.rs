@@ -150,17 +150,22 @@ fn describe(caveat: &Caveat) -> String {
 }
 
 /// `cap flip-bit`: a copy of `input` with bit `bit` (bit `bit % 8` of byte `bit / 8`) flipped.
+/// A negative `bit` counts from the end (`-1` is the last bit: in the tag, so the token still
+/// decodes and only the device can tell it is forged).
 pub fn flip_bit(input: &str, output: &str, bit: &str) -> Result<String, Failure> {
-    let bit = parse_number(bit).ok_or_else(|| format!("`{bit}` is not a bit number"))?;
     let mut bytes = std::fs::read(input).map_err(|error| format!("{input}: {error}"))?;
-    let byte = usize::try_from(bit / 8)
-        .ok()
-        .filter(|byte| *byte < bytes.len())
-        .ok_or_else(|| format!("{input}: bit {bit} is beyond its {} bytes", bytes.len()))?;
-    bytes[byte] ^= 1 << (bit % 8);
+    let bits = bytes.len() as u64 * 8;
+    let index = match bit.strip_prefix('-') {
+        Some(from_end) => parse_number(from_end).and_then(|from_end| bits.checked_sub(from_end)),
+        None => parse_number(bit).filter(|index| *index < bits),
+    };
+    let index = index
+        .ok_or_else(|| format!("{input}: `{bit}` is not a bit of its {} bytes", bytes.len()))?;
+    let byte = (index / 8) as usize;
+    bytes[byte] ^= 1 << (index % 8);
     write_beside(output, &bytes)?;
     Ok(format!(
-        "{output}: {input} with bit {bit} (byte {byte}) flipped"
+        "{output}: {input} with bit {index} (byte {byte}) flipped"
     ))
 }
 
@@ -384,12 +389,23 @@ mod tests {
             .map(|(index, (a, b))| (index, a ^ b))
             .collect();
         assert_eq!(differences, [(1, 0b10)]);
-        assert!(flip_bit(
-            narrowed,
-            flipped.to_str().unwrap(),
-            &(original.len() * 8).to_string()
-        )
-        .is_err());
+        for beyond in [
+            (original.len() * 8).to_string(),
+            format!("-{}", original.len() * 8 + 1),
+            "x".into(),
+        ] {
+            assert!(
+                flip_bit(narrowed, flipped.to_str().unwrap(), &beyond).is_err(),
+                "{beyond}"
+            );
+        }
+        flip_bit(narrowed, flipped.to_str().unwrap(), "-1").unwrap();
+        let tag_flipped = std::fs::read(&flipped).unwrap();
+        assert_eq!(tag_flipped.last().unwrap() ^ original.last().unwrap(), 0x80);
+        assert!(
+            Token::decode(&tag_flipped).is_ok(),
+            "a flipped tag bit still decodes"
+        );
 
         let Err(Failure::Error(not_a_token)) = attenuate(narrowed, narrowed, &["--garbage", "1"])
         else {

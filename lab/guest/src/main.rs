@@ -35,7 +35,9 @@
 //! renamed). `--expires-in-ms` counts from the guest's clock; the device decides by the host's.
 //!
 //! `cxl-lab-guest cap flip-bit IN OUT BIT`: a copy of `IN` with bit `BIT % 8` of byte `BIT / 8`
-//! flipped: a forged token.
+//! flipped: a forged token. A negative `BIT` counts from the end: `-1` flips the tag's last bit,
+//! so the token still decodes and only the device can tell (`bad-tag`; a bit elsewhere may make
+//! it `malformed`).
 //!
 //! `cxl-lab-guest cap events [--since-handle H]`: mounts tracefs if it is not, enables the
 //! `cxl_generic_event` and `cxl_overflow` trace events if they are not, and prints one line per
