@@ -208,6 +208,13 @@ pub fn events(since_handle: Option<&str>) -> Result<String, Failure> {
     let trace_path = format!("{TRACEFS}/trace");
     let trace =
         std::fs::read_to_string(&trace_path).map_err(|error| format!("{trace_path}: {error}"))?;
+    summarize_trace(&trace, since_handle).map_err(|error| format!("{trace_path} {error}").into())
+}
+
+/// The lines `cap events` prints for the text of a trace: one per denial with a handle above
+/// `since_handle`, then the counts. A denial record that does not parse is an error naming its
+/// line.
+fn summarize_trace(trace: &str, since_handle: Option<u64>) -> Result<String, String> {
     let mut lines = Vec::new();
     let mut overflows = 0;
     for (number, line) in trace.lines().enumerate() {
@@ -219,22 +226,13 @@ pub fn events(since_handle: Option<&str>) -> Result<String, Failure> {
         };
         let denial = parsed.map_err(|error| {
             format!(
-                "{trace_path} line {}: a denial record whose data does not parse: {error}: {line}",
+                "line {}: a denial record whose data does not parse: {error}: {line}",
                 number + 1
             )
         })?;
-        if since_handle.is_some_and(|since| u64::from(denial.handle) <= since) {
-            continue;
+        if since_handle.is_none_or(|since| u64::from(denial.handle) > since) {
+            lines.push(denial.to_string());
         }
-        let event = denial.event;
-        let access = match event.access {
-            cxl_lab_cap::AccessKind::Read => "read",
-            cxl_lab_cap::AccessKind::Write => "write",
-        };
-        lines.push(format!(
-            "denial memdev={} dpa={:#x} length={} access={access} requester={} denials={} handle={:#x}",
-            denial.memdev, event.dpa, event.length, event.requester.0, event.denials, denial.handle
-        ));
     }
     lines.push(format!(
         "denials events={} overflow_records={overflows}",
@@ -420,6 +418,63 @@ mod tests {
         };
         assert!(garbage.contains("not a token"), "{garbage}");
         std::fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[test]
+    fn a_trace_summary_lists_denials_after_the_handle_and_counts_overflows() {
+        let denial = |handle: u16, dpa: u64, denials: u64| {
+            let event = cxl_lab_guest::capability::DenialEvent {
+                dpa,
+                length: 8,
+                access: cxl_lab_cap::AccessKind::Read,
+                requester: RequesterId(2),
+                denials,
+            };
+            let hex: Vec<String> = event
+                .encode()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            format!(
+                "  cxl-lab-guest-99 [000] ..... 5.0: cxl_generic_event: memdev=mem0 host=0000:0d:00.0 serial=200 \
+                 log=Informational : time=1 uuid={} len=128 flags='' handle={handle:x} related_handle=0 \
+                 maint_op_class=0 maint_op_sub_class=0 ld_id=0 head_id=0 : {}",
+                cxl_lab_guest::capability::DENIAL_EVENT_UUID,
+                hex.join(" ")
+            )
+        };
+        let overflow =
+            "  irq/40-84 [000] ..... 6.0: cxl_overflow: memdev=mem0 host=0000:0d:00.0 serial=200: \
+                        log=Informational : 2 records from 1 to 2";
+        let trace = [
+            "# tracer: nop",
+            &denial(1, 0x1000, 1),
+            &denial(2, 0x2008, 2),
+            overflow,
+            &denial(0x11, 0x3000, 3),
+        ]
+        .join("\n");
+        assert_eq!(
+            summarize_trace(&trace, None).unwrap(),
+            "denial memdev=mem0 dpa=0x1000 length=8 access=read requester=2 denials=1 handle=0x1\n\
+             denial memdev=mem0 dpa=0x2008 length=8 access=read requester=2 denials=2 handle=0x2\n\
+             denial memdev=mem0 dpa=0x3000 length=8 access=read requester=2 denials=3 handle=0x11\n\
+             denials events=3 overflow_records=1"
+        );
+        assert_eq!(
+            summarize_trace(&trace, Some(2)).unwrap(),
+            "denial memdev=mem0 dpa=0x3000 length=8 access=read requester=2 denials=3 handle=0x11\n\
+             denials events=1 overflow_records=1"
+        );
+        let broken = format!(
+            "{trace}\n{}",
+            denial(0x12, 0, 4).replace(" 00 00 02 00", " 07 00 02 00")
+        );
+        let error = summarize_trace(&broken, None).unwrap_err();
+        assert!(
+            error.starts_with("line 6: a denial record whose data does not parse"),
+            "{error}"
+        );
     }
 
     use std::os::unix::fs::PermissionsExt;

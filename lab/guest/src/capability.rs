@@ -358,6 +358,23 @@ impl TracedDenial {
     }
 }
 
+impl std::fmt::Display for TracedDenial {
+    /// `denial memdev=mem0 dpa=0x2000 length=8 access=read requester=2 denials=1 handle=0x1`:
+    /// the line `cxl-lab-guest cap events` prints.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let event = &self.event;
+        let access = match event.access {
+            AccessKind::Read => "read",
+            AccessKind::Write => "write",
+        };
+        write!(
+            formatter,
+            "denial memdev={} dpa={:#x} length={} access={access} requester={} denials={} handle={:#x}",
+            self.memdev, event.dpa, event.length, event.requester.0, event.denials, self.handle
+        )
+    }
+}
+
 /// The value of `name=value` among space-separated fields.
 fn field<'line>(fields: &'line str, name: &str) -> Option<&'line str> {
     fields
@@ -526,16 +543,22 @@ mod tests {
         ));
     }
 
-    /// A trace line as `CXL_EVT_TP_printk` and `__print_hex` (16-byte `%*ph` groups joined by a
-    /// space) format it.
+    /// A `cxl_generic_event` line as Linux 7.3 printed it in a lab guest (`cxl_test`'s
+    /// `event_trigger`, `/sys/kernel/tracing/trace`), verbatim.
+    const REAL_GENERIC_LINE: &str = "              sh-141     [000] .....   395.843040: cxl_generic_event: \
+memdev=mem11 host=cxl_mem.0 serial=1 log=Fatal : time=0 uuid=abcdefeb-ba11-ba5e-a55a-a55aa5a55aa5 len=128 \
+flags='HARDWARE_REPLACEMENT_NEEDED' handle=1 related_handle=b6a5 maint_op_class=0 maint_op_sub_class=0 ld_id=0 \
+head_id=0 : de ad be ef 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+    const REAL_DATA: &str = "de ad be ef 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+
+    /// [`REAL_GENERIC_LINE`] with another uuid, handle 0x1a and other data (as `__print_hex`
+    /// writes it: two-digit hex separated by spaces).
     fn trace_line(uuid: &str, data: &[u8]) -> String {
         let hex: Vec<String> = data.iter().map(|byte| format!("{byte:02x}")).collect();
-        format!(
-            "     kworker/0:2-57      [000] ..... 123.456789: cxl_generic_event: memdev=mem0 host=0000:0d:00.0 \
-             serial=0 log=Informational : time=1760000000000000000 uuid={uuid} len=128 flags='' handle=1a \
-             related_handle=0 maint_op_class=0 maint_op_sub_class=0 ld_id=0 head_id=0 : {}",
-            hex.join(" ")
-        )
+        REAL_GENERIC_LINE
+            .replace("abcdefeb-ba11-ba5e-a55a-a55aa5a55aa5", uuid)
+            .replace(" handle=1 ", " handle=1a ")
+            .replace(REAL_DATA, &hex.join(" "))
     }
 
     #[test]
@@ -547,7 +570,7 @@ mod tests {
         assert_eq!(
             traced,
             TracedDenial {
-                memdev: "mem0".into(),
+                memdev: "mem11".into(),
                 handle: 0x1a,
                 event: write_denial()
             }
@@ -561,6 +584,7 @@ mod tests {
             &write_denial().encode(),
         );
         assert!(TracedDenial::parse_line(&other_uuid).is_none());
+        assert!(TracedDenial::parse_line(REAL_GENERIC_LINE).is_none());
         let media = "kworker/1:1-40 [001] ..... 9.1: cxl_general_media: memdev=mem0 host=0000:0d:00.0 serial=0 \
                      log=Informational : time=0 uuid=fbcd0a77-c260-417f-85a9-088b1621eba6 len=128 flags='' handle=1 \
                      related_handle=0 maint_op_class=0 maint_op_sub_class=0 ld_id=0 head_id=0 : dpa=1000 ...";
