@@ -1,5 +1,12 @@
 //! What the lab's guest program and the host agree on: the tag the `decode` suite writes at the
-//! start of every granule of a region, so that the host finds each one in a backing file.
+//! start of every granule of a region, so that the host finds each one in a backing file; and the
+//! capability device's protocol ([`capability`]: the Present Capability command, its verdict, the
+//! denial event), which the host's capability service encodes and the guest parses.
+//!
+//! [`mailbox`] sends a raw mailbox command from the guest (Linux's `CXL_MEM_SEND_COMMAND`).
+
+pub mod capability;
+pub mod mailbox;
 
 /// Bytes of a tag: the start of a granule (the smallest granularity is 256 bytes).
 pub const TAG_BYTES: usize = 64;
