@@ -11,6 +11,7 @@ use cxl_lab_core::lab::state::DEFAULT_LAB;
 use cxl_lab_core::model::BootMode;
 use cxl_lab_core::stack::StackKind;
 use cxl_lab_core::lab::up::{UpOptions, UpReport, DEFAULT_BOOT_TIMEOUT};
+use cxl_lab_core::lab::capability as lab_capability;
 use cxl_lab_core::lab::{control, process_start_time, supervise, up, LabContext, SupervisorLauncher};
 use cxl_lab_core::matrix::plan::{self as matrix_plan, MatrixRequest};
 use cxl_lab_core::matrix::run::{self as matrix_run, CellLauncher};
@@ -175,6 +176,12 @@ enum LabCommand {
     },
     /// Stop the lab: guest disks synced, QEMU ended, sockets and state removed.
     Down,
+    /// The lab owner's side of a capability-checked backend (`docs/capability-lab.md`): mint
+    /// root tokens, revoke them, list what the devices were granted.
+    Cap {
+        #[command(subcommand)]
+        command: CapCommand,
+    },
     /// The process that owns a lab's QEMUs (started by `lab up`).
     #[command(hide = true)]
     Supervise,
@@ -214,11 +221,77 @@ impl LabArgs {
             }
             LabCommand::Switch { profile, boot } => run_switch(context, &profile, &boot),
             LabCommand::Down => run_down(context),
+            LabCommand::Cap { command } => command.run(context),
             LabCommand::Supervise => {
                 supervise::run_supervisor(&context.paths, &context.shell, &context.files.name)?;
                 Ok(ExitCode::SUCCESS)
             }
         }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum CapCommand {
+    /// Mint a root token of the backend: its bytes to --out, its hex on stdout.
+    Mint {
+        /// The capability backend (needed when the lab has several).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Device addresses (DPA = offset in the backend) as START+LENGTH; default all of it.
+        #[arg(long)]
+        range: Option<String>,
+        /// r, w or rw.
+        #[arg(long, default_value = "rw")]
+        rights: String,
+        /// Bind it to one requester: a host (`host0`), `host/device`, or a requester id.
+        #[arg(long)]
+        holder: Option<String>,
+        /// Expire it after this long (`30s`, `5m`).
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Write the token's bytes here (what guests present).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a token (a file of its bytes): it and every token narrowed from it stop working,
+    /// and the devices' grants of them go at once.
+    Revoke {
+        #[arg(long)]
+        backend: Option<String>,
+        token: PathBuf,
+    },
+    /// The grants the backend's devices hold: requester, range, rights, expiry, token.
+    Grants {
+        #[arg(long)]
+        backend: Option<String>,
+    },
+}
+
+impl CapCommand {
+    fn run(self, context: &LabContext) -> anyhow::Result<ExitCode> {
+        match self {
+            CapCommand::Mint { backend, range, rights, holder, expires_in, out } => {
+                let request = lab_capability::MintRequest { range, rights: Some(rights), holder, expires_in };
+                let minted = lab_capability::mint(context, backend.as_deref(), &request)?;
+                if let Some(out) = &out {
+                    std::fs::write(out, &minted.bytes).with_context(|| format!("writing {}", out.display()))?;
+                }
+                context.shell.status("Minted", format!("token {} of epoch {} of `{}`, {} bytes{}", minted.token_id, minted.epoch, minted.backend, minted.bytes.len(), out.map(|out| format!(", in {}", out.display())).unwrap_or_default()));
+                context.shell.out(minted.bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>());
+            }
+            CapCommand::Revoke { backend, token } => {
+                let bytes = std::fs::read(&token).with_context(|| format!("reading the token {}", token.display()))?;
+                context.shell.status("Revoked", lab_capability::revoke(context, backend.as_deref(), &bytes)?);
+            }
+            CapCommand::Grants { backend } => {
+                let (backend, epoch, grants) = lab_capability::grants(context, backend.as_deref())?;
+                context.shell.out(format_args!("backend `{backend}`, key epoch {epoch}: {} grants", grants.len()));
+                for grant in grants {
+                    context.shell.out(format_args!("  {grant}"));
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
     }
 }
 

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str], &str)] = &[
     ("lab", &["suite", "matrix"], "a suite drives a lab; a lab knows nothing of suites"),
     ("suite", &["matrix"], "a matrix runs suites; a suite knows nothing of matrices"),
-    ("vm", &["render", "profile", "stack", "lab", "model", "suite", "matrix"], "vm runs machines and knows nothing of profiles, stacks or labs"),
+    ("vm", &["render", "profile", "stack", "lab", "model", "suite", "matrix", "capability"], "vm runs machines and knows nothing of profiles, stacks or labs"),
+    ("capability", &["render", "stack", "vm", "lab", "profile", "suite", "matrix"], "the capability service checks tokens and knows nothing of machines or labs"),
     ("stack", &["render", "vm", "lab", "profile", "model", "suite", "matrix"], "the stack builds artifacts; it takes the QEMU version from `qemu`, not from `render`"),
     ("render", &["stack", "vm", "lab", "suite", "matrix"], "render maps a topology to an argv and runs nothing"),
     ("qemu", &["render", "stack", "vm", "lab", "profile", "suite", "matrix"], "qemu says what a QEMU version is and has"),

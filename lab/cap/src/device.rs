@@ -325,6 +325,11 @@ impl Device {
         self.write_state().grants.evict_expired(now)
     }
 
+    /// The installed grants of `requester` (what a device service publishes to the device).
+    pub fn installed_grants(&self, requester: RequesterId) -> Vec<InstalledGrant> {
+        self.read_state().grants.grants_of(requester).to_vec()
+    }
+
     /// Number of installed grants.
     pub fn installed_grant_count(&self) -> usize {
         self.read_state().grants.len()

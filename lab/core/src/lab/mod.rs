@@ -4,6 +4,7 @@
 //! supervisor process ([`supervise`]), and one `lab up` at a time holds it ([`lock`]).
 
 pub mod bench;
+pub mod capability;
 pub mod control;
 pub mod lock;
 pub mod plan;

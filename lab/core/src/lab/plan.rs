@@ -72,7 +72,11 @@ pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
         all_backend_files.extend(backend_files(&profile.topology, host, &memory_dir)?);
         let run_dir = files.run_dir(&host.name);
         let boot = boot_media(stack, request.boot, &overlay, &files.data_dir(), ssh_port, request.extra_cmdline);
-        let inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, stack.qemu_data_dir.as_deref(), run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
+        let mut inputs = RenderInputs::new(&stack.qemu_binary, stack.qemu_version, stack.qemu_data_dir.as_deref(), run_dir.clone(), &memory_dir, request.accel.accel, Some(boot));
+        // TEMP until the probe lands
+        if stack.stack == crate::stack::StackKind::Source {
+            inputs.capability_dir = Some(files.capability_dir());
+        }
         let argv = render_machine(profile, host_index, &inputs)?.argv;
         machines.push(PlannedMachine { host: host.name.clone(), argv, run_dir: run_dir.dir, overlay, ssh_port });
     }
@@ -86,6 +90,21 @@ pub fn plan_lab(request: &PlanRequest<'_>) -> anyhow::Result<LabPlan> {
         detached: request.detach,
         boot: request.boot,
         machines,
+        capabilities: if stack.stack == crate::stack::StackKind::Source {
+            profile
+                .topology
+                .capability_backends()
+                .map(|backend| crate::capability::ServiceConfig {
+                    backend: backend.id.clone(),
+                    capacity_bytes: backend.size,
+                    files: files.capability_files(&backend.id),
+                    secret: files.capability_secret(&backend.id),
+                    requesters: profile.topology.capability_requesters(&backend.id),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     Ok(LabPlan { launch, backend_files: all_backend_files })
 }

@@ -64,6 +64,9 @@ pub struct LaunchPlan {
     #[serde(default = "full_boot")]
     pub boot: BootMode,
     pub machines: Vec<PlannedMachine>,
+    /// TEMP
+    #[serde(default)]
+    pub capabilities: Vec<crate::capability::ServiceConfig>,
 }
 
 fn full_boot() -> BootMode {

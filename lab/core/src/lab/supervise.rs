@@ -4,7 +4,8 @@
 //! A detached lab must outlive the `lab up` command yet still die with an owner, so `lab up`
 //! re-executes the tool as this supervisor in a new session. The supervisor holds the lab's lock
 //! it inherited from `lab up` ([`crate::lab::lock`]) for as long as it runs, starts every machine
-//! of the launch plan (each QEMU dies with it through the parent-death signal), writes `lab.json`,
+//! of the launch plan (each QEMU dies with it through the parent-death signal) after the capability
+//! services of its `capabilities: true` backends (threads of this process), writes `lab.json`,
 //! then sleeps in `sigwait` until one of:
 //! - SIGTERM, SIGINT or SIGHUP (`lab down`, Ctrl-C on an attached `lab up`, a closed terminal, and
 //!   the kernel's parent-death signal when `lab up` dies before the lab is ready): it kills its
@@ -23,6 +24,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::capability::RunningService;
 use crate::lab::lock::{LabLock, SUPERVISOR_ROLE};
 use crate::lab::state::{unix_millis, LabState, MachineState};
 use crate::layout::{Layout, MachineRunDir};
@@ -42,6 +44,13 @@ pub fn run_supervisor(paths: &Layout, shell: &Shell, lab_name: &str) -> anyhow::
     let started_at = SystemTime::now();
     shell.err(format_args!("supervisor {} of lab `{lab_name}`: starting {} machine(s)", std::process::id(), plan.machines.len()));
 
+    // The capability services first: a capability-checked device maps its service's grant table
+    // when QEMU starts. Declared before the machines, they are dropped (sockets removed) after.
+    let _services = plan
+        .capabilities
+        .iter()
+        .map(|config| RunningService::start(config).with_context(|| format!("starting the capability service of `{}`", config.backend)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // Machines are dropped (killed, reaped, sockets removed) on every way out of this function.
     let mut machines: Vec<RunningMachine> = Vec::new();
     let mut machine_states = Vec::new();

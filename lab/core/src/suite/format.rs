@@ -19,6 +19,9 @@ pub struct Suite {
     pub description: String,
     /// What the whole suite needs; unmet, every step skips with the reason.
     pub requires: Vec<Requirement>,
+    /// Kernel warnings the suite causes on purpose: a WARN whose message holds one of these is
+    /// not a problem of the kernel-log check (the raw mailbox command's "raw command path used").
+    pub kernel_log_allows: Vec<String>,
     pub steps: Vec<Step>,
 }
 
@@ -68,6 +71,9 @@ pub enum Check {
     Decode,
     /// ndctl's own CXL suite against `cxl_test`: one result per test of it.
     NdctlCxl,
+    /// Two hosts share a capability-checked backend and tokens decide who touches what
+    /// (`docs/capability-lab.md`): one result per claim, driven from the backend's first host.
+    Capability,
 }
 
 /// What a suite or step needs of the lab; unmet, it skips with the reason.
@@ -81,20 +87,30 @@ pub enum Requirement {
     DynamicCapacity,
     /// The guest kernel takes dynamic capacity: the device has a `dynamic_ram_a` partition.
     DynamicCapacityKernel,
+    /// The host's devices are capability-checked: a `capabilities: true` backend on a QEMU with
+    /// the lab's capability device, its service running.
+    CapabilityDevice,
 }
 
 impl Requirement {
-    const NAMES: [(&'static str, Requirement); 4] = [
+    const NAMES: [(&'static str, Requirement); 5] = [
         ("region-commit", Requirement::RegionCommit),
         ("pmem", Requirement::Pmem),
         ("dynamic-capacity", Requirement::DynamicCapacity),
         ("dynamic-capacity-kernel", Requirement::DynamicCapacityKernel),
+        ("capability-device", Requirement::CapabilityDevice),
     ];
 }
 
 impl Check {
-    const NAMES: [(&'static str, Check); 5] =
-        [("topology", Check::Topology), ("kernel-log", Check::KernelLog), ("regions", Check::Regions), ("decode", Check::Decode), ("ndctl-cxl", Check::NdctlCxl)];
+    const NAMES: [(&'static str, Check); 6] = [
+        ("topology", Check::Topology),
+        ("kernel-log", Check::KernelLog),
+        ("regions", Check::Regions),
+        ("decode", Check::Decode),
+        ("ndctl-cxl", Check::NdctlCxl),
+        ("capability", Check::Capability),
+    ];
 }
 
 /// The `@name@` placeholders a step's text may hold, filled from the model when the step runs:
@@ -131,6 +147,8 @@ struct SuiteFile {
     description: String,
     #[serde(default)]
     requires: Vec<Spanned<String>>,
+    #[serde(default)]
+    kernel_log_allows: Vec<String>,
     steps: Spanned<Vec<StepSpec>>,
 }
 
@@ -182,6 +200,7 @@ pub fn parse(file: &str, name: &str, text: &str) -> Result<Suite, SuiteError> {
         name: name.to_owned(),
         description: parsed.description,
         requires: requirements(&parsed.requires).map_err(|(at, message)| error_at(at, message))?,
+        kernel_log_allows: parsed.kernel_log_allows,
         steps: steps.collect::<Result<_, _>>()?,
     })
 }
@@ -289,7 +308,7 @@ steps:
     fn errors_name_file_line_and_column() {
         let unknown_check = SMOKE.replace("check: topology", "check: topolgy");
         let error = parse("suites/smoke.yaml", "smoke", &unknown_check).unwrap_err();
-        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions, decode, ndctl-cxl)");
+        assert_eq!(error.to_string(), "suites/smoke.yaml:11:12: unknown check `topolgy` (known: topology, kernel-log, regions, decode, ndctl-cxl, capability)");
 
         let two_kinds = SMOKE.replace("    timeout: 30\n", "    qmp: query-status\n");
         let error = parse("s.yaml", "s", &two_kinds).unwrap_err();

@@ -67,10 +67,19 @@ pub fn dynamic_capacity_unsupported(script_output: &str, serial: u64) -> Option<
     ))
 }
 
-/// The kernel log lines that mean the kernel went wrong: WARN, BUG, oops, panic.
-pub fn problems(log: &str) -> Vec<String> {
+/// The kernel log lines that mean the kernel went wrong: WARN, BUG, oops, panic. A `WARNING:`
+/// line whose message (printed on one of the two lines before it) holds one of `allowed` is no
+/// problem: a warning the suite causes on purpose, such as the raw mailbox command's.
+pub fn problems(log: &str, allowed: &[String]) -> Vec<String> {
     const MARKS: [&str; 6] = ["WARNING:", "BUG:", "kernel BUG at", "Oops:", "Kernel panic", "general protection fault"];
-    log.lines().filter(|line| MARKS.iter().any(|mark| line.contains(mark))).map(|line| line.trim().to_owned()).collect()
+    let lines: Vec<&str> = log.lines().collect();
+    let allowed_warning = |index: usize| {
+        lines[index].contains("WARNING:") && lines[index.saturating_sub(2)..index].iter().any(|before| allowed.iter().any(|message| before.contains(message.as_str())))
+    };
+    (0..lines.len())
+        .filter(|&index| MARKS.iter().any(|mark| lines[index].contains(mark)) && !allowed_warning(index))
+        .map(|index| lines[index].trim().to_owned())
+        .collect()
 }
 
 /// Prints how many lines the kernel log has.
@@ -108,8 +117,18 @@ mod tests {
     #[test]
     fn warn_bug_and_oops_are_problems() {
         let log = "[    1.0] cxl_acpi: probed\n[    2.0] WARNING: CPU: 0 PID: 1 at drivers/cxl/core/region.c:1 x\n[    3.0] BUG: kernel NULL pointer dereference\n[    4.0] Oops: 0002 [#1] SMP\n";
-        assert_eq!(problems(log).len(), 3);
-        assert_eq!(problems("[    1.0] all well\n"), Vec::<String>::new());
+        assert_eq!(problems(log, &[]).len(), 3);
+        assert_eq!(problems("[    1.0] all well\n", &[]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_the_allowed_warning_is_no_problem() {
+        let raw = "[ 9.0] ------------[ cut here ]------------\n[ 9.0] cxl_pci 0000:0d:00.0: raw command path used\n[ 9.0] WARNING: CPU: 0 PID: 300 at drivers/cxl/core/mbox.c:425 cxl_send_cmd+0x1/0x2 [cxl_core]\n";
+        let allowed = ["raw command path used".to_owned()];
+        assert_eq!(problems(raw, &allowed), Vec::<String>::new());
+        assert_eq!(problems(raw, &[]).len(), 1, "not allowed unless the suite says so");
+        let other = format!("{raw}[ 10.0] WARNING: CPU: 0 PID: 1 at drivers/cxl/core/region.c:1 x\n");
+        assert_eq!(problems(&other, &allowed).len(), 1, "another warning after it still counts");
         assert_eq!(log_after_script(0), "dmesg | tail -n +1");
     }
 }

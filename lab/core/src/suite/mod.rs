@@ -9,11 +9,14 @@
 //! - [`region`] the `regions` check's guest commands and readers; [`guest_tool`] the lab's
 //!   guest program (`lab/guest`), built on the host and copied in;
 //! - [`ndctl`] ndctl's own CXL suite (`meson test`) and its per-test log;
+//! - [`capability`] the `capability` check: two hosts, tokens presented to the capability-checked
+//!   device, reads and writes allowed and denied, refusals, revocation;
 //! - [`kernel`] kernel log problems (WARN, BUG, oops) and whether the kernel can commit a region;
 //! - [`outcome`] the results model; [`report`] JUnit XML and JSON.
 //!
 //! Above [`crate::lab`]: a suite drives a lab, a lab knows nothing of suites.
 
+pub mod capability;
 pub mod decode;
 pub mod format;
 pub mod guest_tool;

@@ -23,6 +23,8 @@ use crate::stack::{BootStack, StackKind};
 use crate::sys::process::{pending_stop_signal, stop_signals};
 use crate::sys::runner::CommandRunner;
 use crate::suite::format::{self, Action, Check, GuestCommand, Requirement, Suite};
+use crate::capability::ServiceConfig;
+use crate::suite::capability::{self, CapabilityGuest};
 use crate::suite::decode;
 use crate::suite::guest_tool;
 use crate::suite::kernel;
@@ -254,24 +256,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topology: &Topology, suites: &[Suite], options: &RunOptions) -> anyhow::Result<Vec<SuiteResult>> {
     let mut results = Vec::new();
     for machine in &state.machines {
-        let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
-            bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
-        };
-        let Some(host) = topology.hosts.iter().find(|host| host.name == machine.host) else {
-            bail!("the lab's machine `{}` is no host of profile `{}`", machine.host, topology.name);
-        };
-        let guest = Guest {
-            context,
-            machine,
-            stack: &state.plan.boot_stack,
-            expected,
-            host,
-            move_tag: options.move_tag,
-            region_commit: OnceCell::new(),
-            dynamic_capacity_kernel: OnceCell::new(),
-            guest_tool: OnceCell::new(),
-            log_seen: Cell::new(0),
-        };
+        let guest = Guest::new(context, state, machine, view, topology, options)?;
         if pending_stop_signal().is_none() {
             guest.settle()?;
         }
@@ -285,6 +270,11 @@ fn run_suites(context: &LabContext, state: &LabState, view: &ExpectedView, topol
 /// One machine of the lab, as the suites see it.
 struct Guest<'a> {
     context: &'a LabContext,
+    /// The whole lab: a check that drives several hosts (`capability`) finds the others here.
+    state: &'a LabState,
+    view: &'a ExpectedView,
+    topology: &'a Topology,
+    options: &'a RunOptions,
     machine: &'a MachineState,
     stack: &'a BootStack,
     expected: &'a ExpectedHost,
@@ -302,7 +292,32 @@ struct Guest<'a> {
     log_seen: Cell<usize>,
 }
 
-impl Guest<'_> {
+impl<'a> Guest<'a> {
+    fn new(context: &'a LabContext, state: &'a LabState, machine: &'a MachineState, view: &'a ExpectedView, topology: &'a Topology, options: &'a RunOptions) -> anyhow::Result<Guest<'a>> {
+        let Some(expected) = view.hosts.iter().find(|host| host.host == machine.host) else {
+            bail!("the lab's machine `{}` is no host of the expected view of `{}`", machine.host, view.profile);
+        };
+        let Some(host) = topology.hosts.iter().find(|host| host.name == machine.host) else {
+            bail!("the lab's machine `{}` is no host of profile `{}`", machine.host, topology.name);
+        };
+        Ok(Guest {
+            context,
+            state,
+            view,
+            topology,
+            options,
+            machine,
+            stack: &state.plan.boot_stack,
+            expected,
+            host,
+            move_tag: options.move_tag,
+            region_commit: OnceCell::new(),
+            dynamic_capacity_kernel: OnceCell::new(),
+            guest_tool: OnceCell::new(),
+            log_seen: Cell::new(0),
+        })
+    }
+
     fn run_suite(&self, suite: &Suite, state: &LabState, out: &Path) -> SuiteResult {
         let started = Instant::now();
         let log_seen = self.log_seen.get();
@@ -320,7 +335,8 @@ impl Guest<'_> {
                 None if step.action == Action::Check(Check::Regions) => self.per_window(&step.name, Self::region_in),
                 None if step.action == Action::Check(Check::Decode) => self.per_window(&step.name, Self::decode_in),
                 None if step.action == Action::Check(Check::NdctlCxl) => self.ndctl_cxl(&step.name),
-                None => vec![timed(&step.name, || self.act(&step.action))],
+                None if step.action == Action::Check(Check::Capability) => self.capability(&step.name),
+                None => vec![timed(&step.name, || self.act(&step.action, &suite.kernel_log_allows))],
             };
             for result in results {
                 self.show(&suite.name, &result);
@@ -328,7 +344,7 @@ impl Guest<'_> {
             }
         }
         if pending_stop_signal().is_none() {
-            let kernel_step = timed("no kernel WARN, BUG or oops while the suite ran", || self.kernel_log_since(log_seen));
+            let kernel_step = timed("no kernel WARN, BUG or oops while the suite ran", || self.kernel_log_since(log_seen, &suite.kernel_log_allows));
             self.show(&suite.name, &kernel_step);
             steps.push(kernel_step);
         }
@@ -368,7 +384,47 @@ impl Guest<'_> {
             Requirement::Pmem => self.pmem_device().is_none().then(|| "the profile gives this host no device with persistent capacity".to_owned()),
             Requirement::DynamicCapacity => self.dcd_device().is_none().then(|| NO_DCD_DEVICE.to_owned()),
             Requirement::DynamicCapacityKernel => self.dynamic_capacity_kernel.get_or_init(|| self.ask_dynamic_capacity_kernel()).clone(),
+            Requirement::CapabilityDevice => self.capability_service().is_none().then(|| self.no_capability_device()),
         })
+    }
+
+    /// The capability service of a backend this host's devices use, when the lab runs one.
+    fn capability_service(&self) -> Option<&'a ServiceConfig> {
+        self.state.plan.capabilities.iter().find(|service| service.requesters.iter().any(|known| known.host == self.machine.host))
+    }
+
+    fn no_capability_device(&self) -> String {
+        let wanted = self.topology.capability_backends().into_iter().any(|backend| self.topology.capability_requesters(&backend.id).iter().any(|known| known.host == self.machine.host));
+        let stack = &self.state.plan.boot_stack;
+        if wanted {
+            format!(
+                "QEMU {} ({}) has no capability-checking cxl-type3: stock QEMU; the lab's patch (images/patches/qemu/0002-*) is applied by the source stack",
+                stack.qemu_version,
+                stack.qemu_binary.display()
+            )
+        } else {
+            format!("the profile marks no memory backend of host `{}` `capabilities: true`", self.machine.host)
+        }
+    }
+
+    /// The `capability` check, driven from the backend's first host with the next host that
+    /// shares it; on the other hosts one skip saying where it ran.
+    fn capability(&self, name: &str) -> Vec<StepResult> {
+        let Some(service) = self.capability_service() else {
+            return vec![timed(name, || (Outcome::Skipped(self.no_capability_device()), String::new()))];
+        };
+        let owner = &service.requesters[0].host;
+        if *owner != self.machine.host {
+            return vec![timed(name, || (Outcome::Skipped(format!("run from {owner}, the first host of `{}`: the check drives both hosts", service.backend)), String::new()))];
+        }
+        let peer = service.requesters.iter().find(|known| known.host != *owner).and_then(|known| self.state.machines.iter().find(|machine| machine.host == known.host));
+        let Some(peer) = peer else {
+            return vec![timed(name, || (Outcome::Skipped(format!("`{}` is used by one host only: the check needs two", service.backend)), String::new()))];
+        };
+        match Guest::new(self.context, self.state, peer, self.view, self.topology, self.options) {
+            Ok(peer) => capability::check(name, self, &peer, service, &self.context.files.data_dir()),
+            Err(error) => vec![timed(name, || (Outcome::Error(format!("{error:#}")), String::new()))],
+        }
     }
 
     /// From the guest's sysfs: no kernel configuration option tells.
@@ -422,14 +478,14 @@ impl Guest<'_> {
         Ok(filled)
     }
 
-    fn act(&self, action: &Action) -> (Outcome, String) {
+    fn act(&self, action: &Action, kernel_log_allows: &[String]) -> (Outcome, String) {
         match action {
             Action::Guest(command) => self.guest_step(command),
             Action::Qmp { command, arguments } => self.qmp_step(command, arguments.as_ref()),
             Action::Check(Check::Topology) => self.topology_step(),
-            Action::Check(Check::KernelLog) => self.kernel_log_since(0),
+            Action::Check(Check::KernelLog) => self.kernel_log_since(0, kernel_log_allows),
             Action::Check(Check::Regions | Check::Decode) => unreachable!("the regions and decode checks give one result per window"),
-            Action::Check(Check::NdctlCxl) => unreachable!("the ndctl-cxl check gives one result per test"),
+            Action::Check(Check::NdctlCxl | Check::Capability) => unreachable!("the ndctl-cxl and capability checks give one result per test or claim"),
         }
     }
 
@@ -674,12 +730,12 @@ impl Guest<'_> {
 
     /// Fails on a kernel WARN, BUG or oops after the first `seen` lines of the kernel log.
     /// What it read counts as seen: the next suite starts where this one ended.
-    fn kernel_log_since(&self, seen: usize) -> (Outcome, String) {
+    fn kernel_log_since(&self, seen: usize, allowed: &[String]) -> (Outcome, String) {
         // Only the new lines cross the guest agent: the log with dynamic debug on is large.
         match self.shell_output(&kernel::log_after_script(seen)) {
             Ok(log) => {
                 self.log_seen.set(seen + log.lines().count());
-                let problems = kernel::problems(&log);
+                let problems = kernel::problems(&log, allowed);
                 if problems.is_empty() {
                     (Outcome::Passed, String::new())
                 } else {
@@ -744,6 +800,32 @@ impl Guest<'_> {
     }
 }
 
+impl CapabilityGuest for Guest<'_> {
+    fn host(&self) -> &str {
+        &self.machine.host
+    }
+
+    fn run(&self, script: &str, transcript: &mut String) -> Result<(i32, String), String> {
+        transcript.push_str(&format!("[{}] $ {script}\n", self.machine.host));
+        let output = self.exec(script, HELPER_TIMEOUT).map_err(|error| format!("{error:#}"))?;
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr));
+        transcript.push_str(&stdout);
+        transcript.push_str(&stderr);
+        Ok((output.exit_code.unwrap_or(-1), stdout))
+    }
+
+    fn install_guest_tool(&self) -> Result<(), String> {
+        Guest::install_guest_tool(self)
+    }
+
+    fn region_plan(&self) -> Option<Planned<'_>> {
+        self.expected.root_decoders.iter().find_map(|decoder| match &decoder.region {
+            RegionPlan::Region { mode, memdevs, ways, granularity, size } => Some(Planned { decoder: decoder.index, mode, serials: memdevs, ways: *ways, granularity: *granularity, size: *size }),
+            RegionPlan::None { .. } => None,
+        })
+    }
+}
+
 /// Runs one step's work and times it.
 fn timed(name: &str, work: impl FnOnce() -> (Outcome, String)) -> StepResult {
     let started = Instant::now();
@@ -766,7 +848,7 @@ fn judge(command: &GuestCommand, exit_code: i32, stdout: &str, stderr: &str) -> 
     Outcome::Passed
 }
 
-fn clip(mut text: String) -> String {
+pub(super) fn clip(mut text: String) -> String {
     if text.len() > OUTPUT_LIMIT {
         let mut end = OUTPUT_LIMIT;
         while !text.is_char_boundary(end) {
