@@ -288,3 +288,82 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
     (text.len() % 2 == 0).then_some(())?;
     (0..text.len()).step_by(2).map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::owner;
+    use crate::capability::table::{self, HEADER_BYTES};
+
+    fn requester(host: &str, requester: u16) -> CapabilityRequester {
+        CapabilityRequester { host: host.to_owned(), device: format!("{host}-dev"), serial: 100 + u64::from(requester), requester }
+    }
+
+    /// What a capability-checked device does: the request on `device.sock`, the 32-byte verdict.
+    fn present(config: &ServiceConfig, requester: u16, token: &[u8]) -> VerdictReply {
+        let mut stream = UnixStream::connect(config.files.device_socket()).unwrap();
+        let mut request = REQUEST_MAGIC.to_le_bytes().to_vec();
+        request.extend_from_slice(&REQUEST_VERSION.to_le_bytes());
+        request.extend_from_slice(&requester.to_le_bytes());
+        request.extend_from_slice(&(token.len() as u32).to_le_bytes());
+        request.extend_from_slice(token);
+        stream.write_all(&request).unwrap();
+        let mut reply = [0u8; VerdictReply::LEN];
+        stream.read_exact(&mut reply).unwrap();
+        VerdictReply::parse(&reply).unwrap()
+    }
+
+    /// What the device's check answers from the published table.
+    fn device_allows(config: &ServiceConfig, requester: u16, address: u64, write: bool) -> bool {
+        let bytes = std::fs::read(config.files.grant_table()).unwrap();
+        let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+        table::lookup(&bytes[HEADER_BYTES..HEADER_BYTES + count * table::ENTRY_BYTES], requester, address, 8, write, Timestamp::now().as_millis())
+    }
+
+    fn mint(config: &ServiceConfig, start: u64, length: u64, rights: u8, holder: Option<u16>) -> Vec<u8> {
+        match owner::ask(&config.files.owner_socket(), &OwnerRequest::Mint { start, length, rights, holder, expires_in_ms: None }).unwrap() {
+            OwnerReply::Minted { token, .. } => unhex(&token).unwrap(),
+            reply => panic!("{reply:?}"),
+        }
+    }
+
+    #[test]
+    fn a_presented_token_is_granted_published_and_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServiceConfig {
+            backend: "mem".to_owned(),
+            capacity_bytes: 1 << 20,
+            files: CapabilityFiles { dir: dir.path().join("capability").join("mem") },
+            secret: dir.path().join("secrets").join("capability-mem.key"),
+            requesters: vec![requester("host0", 1), requester("host1", 2)],
+        };
+        let service = RunningService::start(&config).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&config.secret).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!device_allows(&config, 1, 0, false), "nothing is granted before a token is presented");
+
+        let root = mint(&config, 0, 0x2000, 3, None);
+        let reply = present(&config, 1, &root);
+        assert_eq!((reply.verdict, reply.start, reply.length), (Verdict::Granted, 0, 0x2000));
+        assert!(device_allows(&config, 1, 0x1ff8, true), "the grant is in the table when the verdict comes back");
+        assert!(!device_allows(&config, 2, 0, false), "requester 2 presented nothing");
+        assert!(!device_allows(&config, 1, 0x2000, false), "past the token's range");
+
+        let mut forged = root.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert_eq!(present(&config, 2, &forged).verdict, Verdict::BadTag);
+        assert_eq!(present(&config, 9, &root).verdict, Verdict::Refused, "a requester the lab did not give any device");
+        assert_eq!(present(&config, 2, &mint(&config, 0, 0x1000, 1, Some(1))).verdict, Verdict::WrongHolder);
+
+        let Ok(OwnerReply::Grants { grants, .. }) = owner::ask(&config.files.owner_socket(), &OwnerRequest::Grants) else { panic!() };
+        assert_eq!((grants.len(), grants[0].host.as_str(), grants[0].rights.as_str()), (1, "host0", "rw"));
+        assert!(matches!(owner::ask(&config.files.owner_socket(), &OwnerRequest::Revoke { token: hex(&root) }), Ok(OwnerReply::Revoked { .. })));
+        assert!(!device_allows(&config, 1, 0, false), "a revoked token's grant is gone from the table");
+        assert_eq!(present(&config, 1, &root).verdict, Verdict::Revoked);
+        let error = owner::ask(&config.files.owner_socket(), &OwnerRequest::Revoke { token: "zz".to_owned() }).unwrap_err();
+        assert!(format!("{error:#}").contains("not hex"), "{error:#}");
+
+        drop(service);
+        assert!(!config.files.device_socket().exists() && !config.files.owner_socket().exists(), "a stopped service leaves no socket");
+    }
+}

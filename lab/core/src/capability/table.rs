@@ -173,7 +173,8 @@ pub fn lookup(entries: &[u8], requester: u16, start: u64, length: u64, write: bo
     let (mut at, end) = (start, start.saturating_add(length));
     for index in low..count {
         let until = word(index, if write { 24 } else { 16 });
-        if requester_of(index) != requester || word(index, 0) > at || until < now_ms {
+        // 0: never (the device's clock is past 1970, so its `until < now` says the same).
+        if requester_of(index) != requester || word(index, 0) > at || until == 0 || until < now_ms {
             return false;
         }
         if word(index, 8) >= end {

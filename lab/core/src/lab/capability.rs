@@ -139,4 +139,23 @@ mod tests {
         assert_eq!(parse_rights("rw").unwrap(), 3);
         assert!(parse_rights("x").is_err());
     }
+
+    #[test]
+    fn holders_are_named_by_host_device_or_number() {
+        let requester = |host: &str, device: &str, requester: u16| crate::model::topology::CapabilityRequester { host: host.to_owned(), device: device.to_owned(), serial: 0, requester };
+        let service = ServiceConfig {
+            backend: "mem".to_owned(),
+            capacity_bytes: 1 << 28,
+            files: crate::layout::CapabilityFiles { dir: "/nonexistent".into() },
+            secret: "/nonexistent/key".into(),
+            requesters: vec![requester("host0", "a", 1), requester("host0", "b", 2), requester("host1", "c", 3)],
+        };
+        assert_eq!(requester_of(&service, "host1").unwrap(), 3);
+        assert_eq!(requester_of(&service, "host0/b").unwrap(), 2);
+        assert_eq!(requester_of(&service, "2").unwrap(), 2);
+        assert!(requester_of(&service, "host0").unwrap_err().to_string().contains("several devices"));
+        let unknown = requester_of(&service, "host9").unwrap_err().to_string();
+        assert!(unknown.contains("host0/a (1), host0/b (2), host1/c (3)"), "{unknown}");
+        assert!(requester_of(&service, "7").is_err(), "a number no device has");
+    }
 }
