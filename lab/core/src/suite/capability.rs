@@ -202,12 +202,34 @@ const AFTER_GRANT: [&str; 6] = [
     "after the lab's owner revokes, the peer's next read is denied",
 ];
 
+/// On a capability-checked device nothing may touch the memory before a token is presented: the
+/// lab's owner mints `guest` a read-write token of the whole backend, bound to it, and the guest
+/// presents it (the `regions` and `decode` checks on a capability backend, like any client).
+pub(super) fn grant_whole_backend(guest: &dyn CapabilityGuest, service: &ServiceConfig, data_dir: &Path, transcript: &mut String) -> Result<(), String> {
+    let share = data_dir.join(SHARE_DIR);
+    std::fs::create_dir_all(&share).map_err(|error| format!("creating {}: {error}", share.display()))?;
+    guest.install_guest_tool()?;
+    let names = memdev_names(guest, transcript)?;
+    for known in service.requesters.iter().filter(|known| known.host == guest.host()) {
+        let memdev = names.get(&known.serial).cloned().ok_or_else(|| format!("{} shows no memdev with serial {}", guest.host(), known.serial))?;
+        let file = format!("{}-{}.tok", known.host, known.device);
+        mint(service, OwnerRequest::Mint { start: 0, length: service.capacity_bytes, rights: 3, holder: Some(known.requester), expires_in_ms: None }, &share.join(&file), transcript)?;
+        let side = Side { guest, requester: known.requester, memdev, region: String::new(), dax: String::new() };
+        expect_granted(&side, &format!("{GUEST_SHARE}/{SHARE_DIR}/{file}"), transcript)?;
+    }
+    Ok(())
+}
+
+fn memdev_names(guest: &dyn CapabilityGuest, transcript: &mut String) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    let listing = run_ok(guest, "cxl list -M", transcript)?;
+    Ok(region::memdev_names(&serde_json::from_str(&listing).map_err(|error| format!("`cxl list -M` printed no JSON ({error})"))?))
+}
+
 fn set_up_side<'g>(guest: &'g dyn CapabilityGuest, requester: u16, service: &ServiceConfig, transcript: &mut String) -> Result<Side<'g>, String> {
     let serial = service.requesters.iter().find(|known| known.requester == requester).map(|known| known.serial).ok_or("no serial")?;
     let plan = guest.region_plan().ok_or_else(|| format!("the model plans no region for {}", guest.host()))?;
     guest.install_guest_tool()?;
-    let listing = run_ok(guest, "cxl list -M", transcript)?;
-    let names = region::memdev_names(&serde_json::from_str(&listing).map_err(|error| format!("`cxl list -M` printed no JSON ({error})"))?);
+    let names = memdev_names(guest, transcript)?;
     let memdev = names.get(&serial).cloned().ok_or_else(|| format!("{} shows no memdev with serial {serial}", guest.host()))?;
     let created = run_ok(guest, &region::create_command(&plan, &names)?, transcript)?;
     let created: serde_json::Value = serde_json::from_str(&created).map_err(|error| format!("`cxl create-region` printed no JSON ({error})"))?;

@@ -321,6 +321,13 @@ steps:
     }
 
     #[test]
+    fn a_suite_may_allow_the_warnings_it_causes() {
+        let allowing = format!("kernel_log_allows: [\"raw command path used\"]\n{SMOKE}");
+        assert_eq!(parse("s.yaml", "s", &allowing).unwrap().kernel_log_allows, ["raw command path used"]);
+        assert!(parse("s.yaml", "s", SMOKE).unwrap().kernel_log_allows.is_empty());
+    }
+
+    #[test]
     fn the_shipped_suites_parse() {
         let layout = Layout::for_workspace(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
         let names = list(&layout).unwrap();

@@ -67,6 +67,10 @@ pub fn dynamic_capacity_unsupported(script_output: &str, serial: u64) -> Option<
     ))
 }
 
+/// What Linux warns, once per boot, the first time a raw mailbox command is sent
+/// (`CONFIG_CXL_MEM_RAW_COMMANDS`): how a guest presents a token to a capability-checked device.
+pub const RAW_COMMAND_WARNING: &str = "raw command path used";
+
 /// The kernel log lines that mean the kernel went wrong: WARN, BUG, oops, panic. A `WARNING:`
 /// line whose message (the line before it, as `WARN(cond, fmt)` prints them) holds one of `allowed` is no
 /// problem: a warning the suite causes on purpose, such as the raw mailbox command's.
