@@ -44,6 +44,40 @@ pub fn present(memdev: &str, token_file: &str) -> Result<String, Failure> {
     }
 }
 
+/// `cap present-all MEMDEV DIR`: presents every token file of `DIR` in name order and says how
+/// many were granted and how long a present took from the ioctl to the verdict (`bench
+/// capability`'s present-to-granted latency, and how it installs many grants). Any refusal is a
+/// [`Failure::Refused`] naming the file.
+pub fn present_all(memdev: &str, dir: &str) -> Result<String, Failure> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir).map_err(|error| format!("{dir}: {error}"))?.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
+    files.sort();
+    let path = memdev_path(memdev);
+    let mut latencies = Vec::with_capacity(files.len());
+    for file in &files {
+        let token = std::fs::read(file).map_err(|error| format!("{}: {error}", file.display()))?;
+        let started = std::time::Instant::now();
+        let output = mailbox::send_raw(&path, PRESENT_OPCODE, &token, VerdictReply::LEN).map_err(|error| error.to_string())?;
+        latencies.push(started.elapsed());
+        let reply = VerdictReply::parse(&output).map_err(|error| format!("{path}: the device's verdict: {error}"))?;
+        if reply.verdict != Verdict::Granted {
+            return Err(Failure::Refused(format!("{}: {reply}", file.display())));
+        }
+    }
+    if latencies.is_empty() {
+        return Err(format!("{dir}: no token files").into());
+    }
+    latencies.sort();
+    let micros = |index: usize| latencies[index].as_secs_f64() * 1e6;
+    Ok(format!(
+        "granted {} tokens: present to verdict median_us={:.0} min_us={:.0} p90_us={:.0} max_us={:.0}",
+        latencies.len(),
+        micros(latencies.len() / 2),
+        micros(0),
+        micros(latencies.len() * 9 / 10),
+        micros(latencies.len() - 1)
+    ))
+}
+
 /// The character device of `memdev` (`mem0`), or `memdev` itself when it is a path.
 fn memdev_path(memdev: &str) -> String {
     if memdev.contains('/') {

@@ -29,6 +29,11 @@
 //! rights=r expires_ms=0` (exit 0) or `refused bad-tag requester=2` (exit 3, so a suite tells a
 //! refusal from a failure). An ioctl error or a return code other than Success exits 1 naming it.
 //!
+//! `cxl-lab-guest cap present-all MEMDEV DIR`: presents every token file of `DIR` in name order
+//! (exit 3 at the first refusal) and prints how many were granted and the time from the ioctl to
+//! the verdict (median, min, p90, max in µs): how `bench capability` installs many grants and
+//! measures the present-to-granted latency.
+//!
 //! `cxl-lab-guest cap attenuate IN OUT [--range START+LEN] [--rights r|rw|w] [--holder N]
 //! [--not-after-ms MS | --expires-in-ms MS]`: the token in file `IN` with those caveats appended
 //! in the order given (no secret needed), written to `OUT` atomically (0600, written beside and
@@ -67,7 +72,7 @@ use dax::{with_mapping, word};
 
 const USAGE: &str = "usage: cxl-lab-guest pattern DEVICE BYTES | tag DEVICE LABEL BASE GRANULARITY COUNT \
 | dax write DEVICE OFFSET LEN SEED | dax read DEVICE OFFSET LEN [--expect-seed SEED] \
-| cap present MEMDEV TOKEN_FILE | cap attenuate IN OUT [--range START+LEN] [--rights r|rw|w] [--holder N] [--not-after-ms MS | --expires-in-ms MS] \
+| cap present MEMDEV TOKEN_FILE | cap present-all MEMDEV DIR | cap attenuate IN OUT [--range START+LEN] [--rights r|rw|w] [--holder N] [--not-after-ms MS | --expires-in-ms MS] \
 | cap flip-bit IN OUT BIT | cap events [--since-handle H] | mailbox MEMDEV OPCODE OUTPUT_BYTES [INPUT_FILE]";
 
 /// How a command ended other than with its success line; each has its exit code.
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
             )
         })(),
         ["cap", "present", memdev, token_file] => cap::present(memdev, token_file),
+        ["cap", "present-all", memdev, dir] => cap::present_all(memdev, dir),
         ["cap", "attenuate", input, output, options @ ..] => cap::attenuate(input, output, options),
         ["cap", "flip-bit", input, output, bit] => cap::flip_bit(input, output, bit),
         ["mailbox", memdev, opcode, output_bytes] => {
