@@ -38,6 +38,11 @@ use crate::Context;
 const BENCH_LAB: &str = "bench";
 const BENCH_BOOT_LAB: &str = "bench-boot";
 const BENCH_SNAPSHOT_LAB: &str = "bench-snap";
+const BENCH_CAPABILITY_LAB: &str = "bench-cap";
+/// How many grants the capability-checked device holds in each measurement.
+const GRANT_COUNTS: [usize; 4] = [1, 10, 1_000, 10_000];
+/// Bytes read through the DAX device per measurement (2 Mi loads of 8 bytes).
+const READ_BYTES: u64 = 16 << 20;
 
 /// What both sides run first in `bench boot`.
 const FIRST_COMMAND: &str = "cxl list -M";
@@ -60,6 +65,14 @@ pub enum BenchCommand {
         #[arg(long, default_value = DEFAULT_PROFILE)]
         profile: String,
     },
+    /// Guest reads through a capability-checked device against the same device unchecked, the
+    /// present-to-granted latency through the mailbox, and reads with 10, 1,000 and 10,000
+    /// grants installed (`docs/capability-lab.md`; the source stack's QEMU, on `shared`).
+    Capability {
+        /// How many times to read 16 MiB in each configuration.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// `lab up --snapshot` restoring a saved lean boot, against the lean boot it saves; each with
     /// `cxl list -M` (`docs/snapshots.md`).
     Snapshot {
@@ -76,13 +89,14 @@ pub enum BenchCommand {
 
 impl BenchCommand {
     pub fn run(self, context: &Context) -> anyhow::Result<ExitCode> {
-        if let BenchCommand::Lab { runs: 0 } | BenchCommand::Boot { runs: 0, .. } | BenchCommand::Snapshot { runs: 0, .. } = self {
+        if let BenchCommand::Lab { runs: 0 } | BenchCommand::Boot { runs: 0, .. } | BenchCommand::Snapshot { runs: 0, .. } | BenchCommand::Capability { runs: 0 } = self {
             bail!("--runs must be at least 1");
         }
         match self {
             BenchCommand::Lab { runs } => bench_lab(context, runs),
             BenchCommand::Boot { runs, profile } => bench_boot(context, runs, &profile),
             BenchCommand::Snapshot { runs, profile, stack } => bench_snapshot(context, runs, &profile, stack),
+            BenchCommand::Capability { runs } => bench_capability(context, runs),
         }
     }
 }
@@ -328,6 +342,110 @@ fn bench_snapshot(context: &Context, runs: usize, profile: &str, stack: StackKin
     table.row("lean `lab up` + `lab exec -- cxl list -M`, wall", &seconds(|times| times.boot.up_and_list), 1);
     table.ratio("ratio restore / lean boot (to the guest agent)", &seconds(|times| times.restore.boot_to_agent), &seconds(|times| times.boot.boot_to_agent));
     Ok(ExitCode::SUCCESS)
+}
+
+/// One configuration of `bench capability`: reads per second of each run, and the presents'
+/// latency line when tokens were presented.
+struct CapabilityRun {
+    reads_per_second: Vec<f64>,
+    presents: Option<String>,
+}
+
+fn bench_capability(context: &Context, runs: usize) -> anyhow::Result<ExitCode> {
+    let lab = BenchLab::new(context, BENCH_CAPABILITY_LAB)?;
+    let shared = std::fs::read_to_string(context.paths.profile_path("shared"))?;
+    anyhow::ensure!(shared.contains("capabilities: true"), "profiles/shared.yaml marks no backend `capabilities: true`");
+    // The same profile with its backend unchecked: the patched QEMU's device without cap-service.
+    let unchecked = lab.files.dir.join("shared-unchecked.yaml");
+    std::fs::create_dir_all(&lab.files.dir)?;
+    std::fs::write(&unchecked, shared.replace("capabilities: true", "capabilities: false"))?;
+    let unchecked = unchecked.display().to_string();
+    let guest_tool = cxl_lab_core::suite::guest_tool::build(&context.paths, &lab.runner)?;
+
+    context.shell.status("Measuring", "the device unchecked");
+    lab.run("bench: lab up (unchecked)", &["up", "--detach", "--boot", "lean", "--stack", "source", "--profile", &unchecked])?;
+    let dax = lab.dax_device(&guest_tool)?;
+    let baseline = CapabilityRun { reads_per_second: lab.reads(&dax, READ_BYTES, runs)?, presents: None };
+    lab.run("bench: lab down (unchecked)", &["down"])?;
+
+    let mut checked = Vec::new();
+    for grants in GRANT_COUNTS {
+        context.shell.status("Measuring", format!("the device checked, {grants} grant(s) installed"));
+        lab.run(&format!("bench: lab up ({grants} grants)"), &["up", "--detach", "--boot", "lean", "--stack", "source", "--profile", "shared"])?;
+        let dax = lab.dax_device(&guest_tool)?;
+        let length = (READ_BYTES / grants as u64) & !7;
+        let presents = lab.present_grants(grants, length)?;
+        let reads_per_second = lab.reads(&dax, length * grants as u64, runs)?;
+        lab.run(&format!("bench: lab down ({grants} grants)"), &["down"])?;
+        context.shell.status("Measured", format!("{grants} grant(s): {presents}; {:.0} reads/s", median(reads_per_second.clone())));
+        checked.push((grants, CapabilityRun { reads_per_second, presents: Some(presents) }));
+    }
+
+    let table = Table::new(&context.shell);
+    let per_second = |run: &CapabilityRun| run.reads_per_second.clone();
+    table.row("unchecked device: guest 8-byte reads per second (TCG)", &per_second(&baseline), 0);
+    for (grants, run) in &checked {
+        table.row(&format!("capability-checked, {grants} grant(s): reads per second"), &per_second(run), 0);
+        table.ratio(&format!("ratio unchecked / checked with {grants} grant(s) (goal at most 1.05)"), &per_second(&baseline), &per_second(run));
+        let unchecked_ns = 1e9 / median(per_second(&baseline));
+        context.shell.out(format_args!("| check time per read with {grants} grant(s), from the medians (ns) | {:.0} | |", 1e9 / median(per_second(run)) - unchecked_ns));
+    }
+    for (grants, run) in &checked {
+        context.shell.out(format_args!("| presenting {grants} token(s) in the guest | {} | |", run.presents.as_deref().unwrap_or("")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl BenchLab {
+    /// Copies the guest program into host0, makes the RAM region over its device and puts its DAX
+    /// device in devdax mode; returns the DAX device's name.
+    fn dax_device(&self, guest_tool: &std::path::Path) -> anyhow::Result<String> {
+        let tool = cxl_lab_core::suite::region::GUEST_TOOL;
+        self.run("bench: copy the guest program", &["cp", &guest_tool.display().to_string(), &format!("host0:{tool}")])?;
+        let script = format!(
+            "chmod 0755 {tool} && cxl create-region -m -d decoder0.0 -w 1 -t ram mem0 >/dev/null && {} > /tmp/dax && {} >/dev/null && cat /tmp/dax",
+            cxl_lab_core::suite::region::dax_script("ram", "region0"),
+            cxl_lab_core::suite::region::devdax_command("$(cat /tmp/dax)")
+        );
+        Ok(self.runner.run_capture("bench: region and DAX device", &mut self.command(&["exec", "--host", "host0", "--", "sh", "-c", &script]))?.trim().to_owned())
+    }
+
+    /// The owner mints a root token; the host narrows it into `grants` tokens of `length` bytes
+    /// each, side by side from DPA 0, read-only and read-write in turn (so no two neighbours
+    /// merge into one segment of the device's table); host0 presents them all. Returns the
+    /// guest's line with the present-to-verdict latency.
+    fn present_grants(&self, grants: usize, length: u64) -> anyhow::Result<String> {
+        use cxl_lab_cap::{AddressRange, Caveat, Rights, Token};
+        let dir = self.files.data_dir().join("bench-tokens");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let root_file = self.files.data_dir().join("bench-root.tok");
+        self.run("bench: lab cap mint", &["cap", "mint", "--out", &root_file.display().to_string()])?;
+        let root = Token::decode(&std::fs::read(&root_file)?)?;
+        for index in 0..grants {
+            let rights = if index % 2 == 0 { Rights::READ } else { Rights::READ_WRITE };
+            let range = AddressRange::new(index as u64 * length, length)?;
+            let token = if grants == 1 { root.clone() } else { root.attenuate_all(&[Caveat::Range(range), Caveat::Rights(rights)])? };
+            std::fs::write(dir.join(format!("{index:05}.tok")), token.as_bytes())?;
+        }
+        let tool = cxl_lab_core::suite::region::GUEST_TOOL;
+        let line = self.runner.run_capture("bench: present the tokens", &mut self.command(&["exec", "--host", "host0", "--timeout", "3600", "--", tool, "cap", "present-all", "mem0", "/mnt/share/bench-tokens"]))?;
+        Ok(line.trim().to_owned())
+    }
+
+    /// `dax read` of `bytes` from offset 0, `runs` times: the guest's reads per second.
+    fn reads(&self, dax: &str, bytes: u64, runs: usize) -> anyhow::Result<Vec<f64>> {
+        let tool = cxl_lab_core::suite::region::GUEST_TOOL;
+        (0..runs)
+            .map(|run| {
+                let line = self.runner.run_capture(&format!("bench: dax read {run}"), &mut self.command(&["exec", "--host", "host0", "--", tool, "dax", "read", &format!("/dev/{dax}"), "0", &bytes.to_string()]))?;
+                if line.contains("first_word=0xffffffffffffffff") {
+                    bail!("the reads were denied: {}", line.trim());
+                }
+                line.split_whitespace().find_map(|word| word.strip_prefix("reads_per_second=")).and_then(|rate| rate.parse().ok()).with_context(|| format!("`dax read` printed no rate: {}", line.trim()))
+            })
+            .collect()
+    }
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
