@@ -14,10 +14,10 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::lock::LabLock;
-use crate::model::BootMode;
+use crate::model::{BootMode, CapabilityRequester};
 use crate::qemu::Accel;
 use crate::stack::BootStack;
-use crate::layout::{LabLayout, MachineRunDir};
+use crate::layout::{CapabilityFiles, LabLayout, MachineRunDir};
 use crate::sys::process::process_runs_program;
 use crate::vm::machine::MachineProcess;
 use crate::vm::supervisor::remove_runtime_files;
@@ -64,6 +64,26 @@ pub struct LaunchPlan {
     #[serde(default = "full_boot")]
     pub boot: BootMode,
     pub machines: Vec<PlannedMachine>,
+    /// One capability service per `capabilities: true` memory backend, for the supervisor to
+    /// start; empty when the profile has none or the lab's QEMU has no capability device (stock
+    /// QEMU: the devices run unchecked, and a suite that needs the checks skips).
+    #[serde(default)]
+    pub capabilities: Vec<CapabilityBackendPlan>,
+}
+
+/// The capability service of one memory backend, and the devices it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityBackendPlan {
+    /// The memory backend's id.
+    pub backend: String,
+    /// Its size: the devices' DPAs run from 0 to this.
+    pub capacity_bytes: u64,
+    /// Its sockets, grant table and log (the argv names the device socket and the table).
+    pub files: CapabilityFiles,
+    /// Its root secret (0600).
+    pub secret: PathBuf,
+    /// Each (host, device) pair on the backend with its requester id, as the argv gives it.
+    pub requesters: Vec<CapabilityRequester>,
 }
 
 fn full_boot() -> BootMode {
