@@ -209,57 +209,43 @@ mod tests {
         assert!(plan.backend_files.iter().all(|file| file.path.starts_with("/labs/t/memory")), "{:?}", plan.backend_files);
     }
 
-    /// A lean boot runs the lean init and no sshd: no port is asked for or forwarded.
-    #[test]
-    fn a_lean_lab_runs_the_lean_init_and_forwards_no_ssh() {
-        let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
-        let (profile, stack) = (profile("seed"), stack());
+    /// A lean lab of profile `name` in `files`, on a QEMU with or without the capability device,
+    /// asking for `ssh_ports`.
+    fn plan_lean(files: &LabLayout, name: &str, capability_device: bool, ssh_ports: &[u16]) -> anyhow::Result<LabPlan> {
+        let (profile, stack) = (profile(name), stack());
         let accel = AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() };
-        let request = PlanRequest {
-            files: &files,
-            profile_name: "seed",
+        plan_lab(&PlanRequest {
+            files,
+            profile_name: name,
             profile: &profile,
             boot_stack: &stack,
             accel: &accel,
             boot: BootMode::Lean,
-            ssh_ports: &[],
+            ssh_ports,
             detach: true,
             extra_cmdline: &[],
-            capability_device: false,
-        };
-        let plan = plan_lab(&request).unwrap();
+            capability_device,
+        })
+    }
+
+    /// A lean boot runs the lean init and no sshd: no port is asked for or forwarded.
+    #[test]
+    fn a_lean_lab_runs_the_lean_init_and_forwards_no_ssh() {
+        let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
+        let plan = plan_lean(&files, "seed", false, &[]).unwrap();
         assert_eq!(plan.launch.boot, BootMode::Lean);
         let machine = &plan.launch.machines[0];
         assert_eq!(machine.ssh_port, None);
         let append = machine.argv.iter().position(|argument| argument == "-append").unwrap();
         insta::assert_snapshot!(machine.argv[append + 1], @"root=/dev/vda rw console=ttyS0,115200 panic=-1 init=/usr/lib/cxl-lab/lean-init cxl_acpi.dyndbg=+fplm cxl_pci.dyndbg=+fplm cxl_core.dyndbg=+fplm cxl_mem.dyndbg=+fplm cxl_pmem.dyndbg=+fplm cxl_port.dyndbg=+fplm");
         assert!(!machine.argv.iter().any(|argument| argument.contains("hostfwd")), "{:?}", machine.argv);
-        assert!(plan_lab(&PlanRequest { ssh_ports: &[10022], ..request }).is_err());
-    }
-
-    /// The shared profile's lean lab in `files`, on a QEMU with or without the capability device.
-    fn plan_shared(files: &LabLayout, capability_device: bool) -> LabPlan {
-        let (profile, stack) = (profile("shared"), stack());
-        let accel = AccelDecision { accel: Accel::Tcg, reason: "the profile asks for TCG".to_owned() };
-        let request = PlanRequest {
-            files,
-            profile_name: "shared",
-            profile: &profile,
-            boot_stack: &stack,
-            accel: &accel,
-            boot: BootMode::Lean,
-            ssh_ports: &[],
-            detach: true,
-            extra_cmdline: &[],
-            capability_device,
-        };
-        plan_lab(&request).unwrap()
+        assert!(plan_lean(&files, "seed", false, &[10022]).is_err());
     }
 
     #[test]
     fn a_qemu_with_the_capability_device_gets_one_service_per_capability_backend() {
         let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
-        let plan = plan_shared(&files, true).launch;
+        let plan = plan_lean(&files, "shared", true, &[]).unwrap().launch;
         let requester = |host: &str, device: &str, serial, requester| crate::model::CapabilityRequester {
             host: host.to_owned(),
             device: device.to_owned(),
@@ -285,7 +271,7 @@ mod tests {
     #[test]
     fn stock_qemu_runs_the_devices_unchecked_and_says_so() {
         let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
-        let plan = plan_shared(&files, false).launch;
+        let plan = plan_lean(&files, "shared", false, &[]).unwrap().launch;
         assert!(plan.capabilities.is_empty());
         assert!(plan.machines.iter().all(|machine| !machine.argv.iter().any(|argument| argument.contains("cap-"))));
         assert_eq!(
@@ -297,6 +283,15 @@ mod tests {
         let mut written = serde_json::to_value(&plan).unwrap();
         written.as_object_mut().unwrap().remove("capabilities");
         assert!(serde_json::from_value::<LaunchPlan>(written).unwrap().capabilities.is_empty());
+    }
+
+    /// A profile without a capability backend plans the same lab whatever the QEMU has.
+    #[test]
+    fn no_capability_backend_no_difference() {
+        let files = LabLayout { name: "t".to_owned(), dir: PathBuf::from("/labs/t") };
+        let (with, without) = (plan_lean(&files, "seed", true, &[]).unwrap().launch, plan_lean(&files, "seed", false, &[]).unwrap().launch);
+        assert_eq!(with.machines[0].argv, without.machines[0].argv);
+        assert!(with.capabilities.is_empty());
     }
 
     /// The longest socket path of a realistic lab: the default state directory of a CI runner's
