@@ -1,6 +1,7 @@
 //! The VM layer against the real, installed QEMU (TCG, machines created paused with `-S`, no guest
-//! OS): QMP handshake and commands, QEMU's own errors, and that no QEMU outlives its owner. Each
-//! test needs a QEMU (skipped with the reason outside CI when there is none).
+//! OS): QMP handshake and commands, QEMU's own errors, that no QEMU outlives its owner, and what
+//! its devices take. Each test needs a QEMU (skipped with the reason outside CI when there is
+//! none).
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use cxl_lab_core::layout::MachineRunDir;
 use cxl_lab_core::prerequisites::{require, test_qemu, Prerequisite};
 use cxl_lab_core::qemu::Accel;
 use cxl_lab_core::vm::accel::resolve_accel;
+use cxl_lab_core::vm::device_help::{device_properties, has_capability_device};
 use cxl_lab_core::vm::qmp::QmpError;
 use cxl_lab_core::sys::process::{process_runs_program, wait_until_gone};
 use cxl_lab_core::vm::supervisor::{MachineSpec, RunningMachine};
@@ -180,4 +182,20 @@ fn accel_auto_picks_tcg_on_this_host() {
     let cached = resolve_accel(None, false, Path::new(&test_qemu()), probe_dir.path());
     assert_eq!(cached.accel, decision.accel);
     assert!(cached.reason.contains("probed earlier"), "{}", cached.reason);
+}
+
+/// The host's QEMU is Debian's: its `cxl-type3` has the stock properties and not the lab's
+/// capability device, so a capability profile runs unchecked on the distro stack.
+#[test]
+fn the_installed_qemu_has_no_capability_device() {
+    if !require(&[Prerequisite::Qemu]) {
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let runner = cxl_lab_core::sys::runner::CommandRunner::new(logs.path());
+    let stock = Path::new(cxl_lab_core::stack::host::QEMU_PROGRAM);
+    let properties = device_properties(&runner, stock, "cxl-type3").unwrap();
+    assert!(properties.iter().any(|property| property == "volatile-memdev"), "{properties:?}");
+    assert!(!has_capability_device(&runner, stock).unwrap(), "{properties:?}");
+    assert!(device_properties(&runner, stock, "no-such-device").unwrap().is_empty());
 }

@@ -14,6 +14,7 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::lab::lock::LabLock;
+use crate::capability::ServiceConfig;
 use crate::model::BootMode;
 use crate::qemu::Accel;
 use crate::stack::BootStack;
@@ -64,9 +65,11 @@ pub struct LaunchPlan {
     #[serde(default = "full_boot")]
     pub boot: BootMode,
     pub machines: Vec<PlannedMachine>,
-    /// TEMP
+    /// One capability service per `capabilities: true` memory backend, for the supervisor to
+    /// start; empty when the profile has none or the lab's QEMU has no capability device (stock
+    /// QEMU: the devices run unchecked, and a suite that needs the checks skips).
     #[serde(default)]
-    pub capabilities: Vec<crate::capability::ServiceConfig>,
+    pub capabilities: Vec<ServiceConfig>,
 }
 
 fn full_boot() -> BootMode {

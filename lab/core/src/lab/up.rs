@@ -3,8 +3,9 @@
 //! The stages, in order: take the lab's lock ([`crate::lab::lock`]; refuse at once, naming the
 //! holder, if another command has the lab) and remove a dead run's stale state; load the profile;
 //! ensure the stack (QEMU, kernel, root filesystem); the lab's secrets; the accelerator (probed,
-//! cached per host boot); the boot (`--boot`, else the profile's `boot:`); for a full boot a free
-//! 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
+//! cached per host boot); whether the QEMU has the lab's capability device, when the profile has
+//! a capability backend (a warning when not: the devices run unchecked); the boot (`--boot`,
+//! else the profile's `boot:`); for a full boot a free 127.0.0.1 port for SSH per host; the plan ([`crate::lab::plan`],
 //! pure: each host's argv and the launch plan); one qcow2 overlay of the base image per host and
 //! the memory backend files; then the supervisor process starts QEMU, and this process waits for
 //! each guest agent (at most `--boot-timeout`), sets the root password and SSH key through it on a
@@ -31,7 +32,7 @@ use nix::sys::signal::Signal;
 
 use crate::lab::control::{down, DownReport};
 use crate::lab::lock::{LabLock, LabLockError, SUPERVISOR_ROLE};
-use crate::lab::plan::{accel_request, plan_lab, LabPlan, PlanRequest};
+use crate::lab::plan::{accel_request, plan_lab, unchecked_capabilities_note, LabPlan, PlanRequest};
 use crate::lab::secrets::LabSecrets;
 use crate::lab::snapshot::{self, Snapshots};
 use crate::lab::state::{unix_millis, LabState, LaunchPlan};
@@ -44,6 +45,7 @@ use crate::sys::process::{die_with_parent, pending_stop_signal, signal_process, 
 use crate::sys::runner::{tail_of, CommandRunner};
 use crate::vm::accel::{resolve_accel, AccelDecision};
 use crate::vm::backing::prepare_backend_files;
+use crate::vm::device_help::has_capability_device;
 use crate::vm::disks::ensure_overlay;
 use crate::vm::error::SupervisorError;
 
@@ -175,6 +177,7 @@ fn start_lab(
     stages.lap("secrets");
     let accel = decide_accel(context, &profile.topology, &boot_stack)?;
     stages.lap("accel");
+    let capability_device = decide_capability_device(context, &profile.topology, &boot_stack)?;
 
     let boot = options.boot.unwrap_or(profile.topology.boot);
     // Only a full boot runs sshd.
@@ -190,6 +193,7 @@ fn start_lab(
         ssh_ports: &ssh_ports,
         detach: options.detach,
         extra_cmdline: &options.extra_cmdline,
+        capability_device,
     })?;
     let snapshots = if options.snapshot { snapshot::decide(context, &plan, boot)? } else { Snapshots::Off };
     // A snapshot is of a fresh disk, and a restored machine's disk is the snapshot's.
@@ -208,6 +212,19 @@ fn decide_accel(context: &LabContext, topology: &Topology, boot_stack: &BootStac
     let decision = resolve_accel(requested, online_as_ram, &boot_stack.qemu_binary, &context.paths.kvm_probe_dir());
     context.shell.status("Accel", format!("{} ({})", decision.accel, decision.reason));
     Ok(decision)
+}
+
+/// Whether the profile's capability backends are checked: only when it has one is QEMU asked
+/// whether it has the lab's capability device; a QEMU without it (stock) is a warning, and the
+/// devices run unchecked.
+fn decide_capability_device(context: &LabContext, topology: &Topology, boot_stack: &BootStack) -> anyhow::Result<bool> {
+    let Some(unchecked) = unchecked_capabilities_note(topology, boot_stack) else { return Ok(false) };
+    let runner = CommandRunner::new(context.files.logs_dir());
+    let has_device = has_capability_device(&runner, &boot_stack.qemu_binary)?;
+    if !has_device {
+        context.shell.warn(unchecked);
+    }
+    Ok(has_device)
 }
 
 /// The files the plan's machines boot from: each host's overlay and the memory backend files.

@@ -5,6 +5,11 @@ use cxl_lab_model::{Host, Topology};
 
 use super::QemuVersion;
 
+/// The `cxl-type3` property the lab's QEMU patch adds (the capability service's socket): a QEMU
+/// whose `cxl-type3` lists it has the capability-checking device (`vm::device_help`); a version
+/// number cannot tell, since the patch is the lab's own.
+pub const CAPABILITY_DEVICE_PROPERTY: &str = "cap-service";
+
 /// `persistent-memdev` replaced the pmem `memdev` property of cxl-type3 in QEMU 8.1.
 pub fn has_persistent_memdev(version: QemuVersion) -> bool {
     version.at_least(8, 1)

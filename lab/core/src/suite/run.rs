@@ -394,16 +394,10 @@ impl<'a> Guest<'a> {
     }
 
     fn no_capability_device(&self) -> String {
-        let wanted = self.topology.capability_backends().into_iter().any(|backend| self.topology.capability_requesters(&backend.id).iter().any(|known| known.host == self.machine.host));
-        let stack = &self.state.plan.boot_stack;
-        if wanted {
-            format!(
-                "QEMU {} ({}) has no capability-checking cxl-type3: stock QEMU; the lab's patch (images/patches/qemu/0002-*) is applied by the source stack",
-                stack.qemu_version,
-                stack.qemu_binary.display()
-            )
-        } else {
-            format!("the profile marks no memory backend of host `{}` `capabilities: true`", self.machine.host)
+        let uses_one = self.topology.capability_backends().any(|backend| self.topology.capability_requesters(&backend.id).iter().any(|known| known.host == self.machine.host));
+        match crate::lab::plan::unchecked_capabilities_note(self.topology, &self.state.plan.boot_stack) {
+            Some(note) if uses_one => note,
+            _ => format!("the profile marks no memory backend of host `{}` `capabilities: true`", self.machine.host),
         }
     }
 
