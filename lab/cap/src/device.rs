@@ -183,11 +183,20 @@ impl Device {
             });
         }
         let state = self.read_state();
+        let epoch = state.epoch_keys.epoch;
+        // Never wraps: a wrapped counter would hand out ids 0, 1, ... again in this epoch, and a
+        // revocation of the old id would then also hit the new token (and the reverse).
+        let token_id = state
+            .next_token_id
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |next| {
+                next.checked_add(1)
+            })
+            .map_err(|_| MintError::TokenIdsExhausted { epoch })?;
         let identifier = TokenIdentifier {
             algorithm: self.config.mint_algorithm,
             device_id: self.config.device_id,
-            epoch: state.epoch_keys.epoch,
-            token_id: TokenId(state.next_token_id.fetch_add(1, Ordering::Relaxed)),
+            epoch,
+            token_id: TokenId(token_id),
         };
         let token = Token::mint(
             identifier,
@@ -350,5 +359,61 @@ impl std::fmt::Debug for Device {
             .field("config", &self.config)
             .field("epoch", &self.epoch())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::values::AddressRange;
+
+    fn device() -> Device {
+        Device::new(
+            DeviceConfig::new(DeviceId(1), 1 << 20),
+            RootSecret::from_bytes([3; 32]),
+        )
+        .unwrap()
+    }
+
+    fn caveats() -> [Caveat; 1] {
+        [Caveat::Range(AddressRange::new(0, 4096).unwrap())]
+    }
+
+    #[test]
+    fn moving_a_device_moves_no_key_material() {
+        let device = device();
+        let secret_at = device.root_secret.bytes_address();
+        let key_at: *const _ = device.read_state().epoch_keys.key(Algorithm::KeyedBlake3);
+        let moved = std::hint::black_box(Box::new(device));
+        assert_eq!(moved.root_secret.bytes_address(), secret_at);
+        let key_now: *const _ = moved.read_state().epoch_keys.key(Algorithm::KeyedBlake3);
+        assert_eq!(key_now, key_at);
+    }
+
+    #[test]
+    fn token_ids_never_wrap_within_an_epoch() {
+        let device = device();
+        // 2^64 mints cannot run in a test; start the counter at its last id instead.
+        device
+            .write_state()
+            .next_token_id
+            .store(u64::MAX - 1, Ordering::Relaxed);
+        let last = device.mint(&caveats()).unwrap();
+        assert_eq!(last.identifier().token_id, TokenId(u64::MAX - 1));
+        // A wrapped counter would mint id 0, then 1 again, and the revocation of the first
+        // token of the epoch would hit that new one too.
+        assert_eq!(
+            device
+                .mint(&caveats())
+                .map(|token| token.identifier().token_id),
+            Err(MintError::TokenIdsExhausted { epoch: Epoch(1) })
+        );
+        assert_eq!(
+            device.revoke_token(Epoch(1), TokenId(u64::MAX - 1)),
+            Ok(Revocation::Denied { evicted_grants: 0 })
+        );
+        assert_eq!(device.bump_epoch(), Ok(Epoch(2)));
+        let fresh = device.mint(&caveats()).unwrap();
+        assert_eq!(fresh.identifier().token_id, TokenId(1));
     }
 }

@@ -76,6 +76,10 @@ pub enum MintError {
         limit: u8,
         following: usize,
     },
+    /// Every token id of the epoch is used up (the counter never wraps, since a reused id
+    /// would make one revocation hit two tokens). Bumping the epoch restarts the ids.
+    #[error("every token id of epoch {epoch:?} has been minted; bump the epoch")]
+    TokenIdsExhausted { epoch: Epoch },
 }
 
 /// Why a holder could not attenuate a token. Attenuation needs no secret; these are the format

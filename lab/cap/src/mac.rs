@@ -68,16 +68,53 @@ impl Algorithm {
 
 /// The device's long-term secret, from which every epoch key is derived.
 ///
-/// It never leaves the device service, zeroizes on drop and prints as `RootSecret(..)`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct RootSecret([u8; TAG_LEN]);
+/// It never leaves the device service, zeroizes on drop and prints as `RootSecret(..)`. The
+/// bytes live on the heap, at one address for the secret's whole life: moving a `RootSecret`
+/// (or the `Device` that owns it) copies a pointer, never the secret.
+#[derive(Clone)]
+pub struct RootSecret(Box<[u8; TAG_LEN]>);
 
 impl RootSecret {
-    /// Wraps 32 bytes of secret randomness (from the OS or a hardware RNG).
+    /// Wraps 32 bytes of secret randomness (from the OS or a hardware RNG). The array passed in
+    /// is wiped; copies the caller still holds are the caller's to wipe.
     pub fn from_bytes(secret_bytes: [u8; TAG_LEN]) -> Self {
-        Self(secret_bytes)
+        let secret = Self::move_to_heap(secret_bytes);
+        wipe_stack_below_caller();
+        secret
+    }
+
+    // Not inlined, so that every stack slot the copy touched lies below `from_bytes`, where
+    // the wipe reaches.
+    #[inline(never)]
+    fn move_to_heap(mut secret_bytes: [u8; TAG_LEN]) -> Self {
+        let mut secret = Self(Box::new([0; TAG_LEN]));
+        secret.0.copy_from_slice(&secret_bytes);
+        secret_bytes.zeroize();
+        secret
     }
 }
+
+#[cfg(test)]
+impl RootSecret {
+    /// Where the secret bytes are, for the tests that check they never move.
+    pub(crate) fn bytes_address(&self) -> *const u8 {
+        self.0.as_ptr()
+    }
+}
+
+impl Zeroize for RootSecret {
+    fn zeroize(&mut self) {
+        self.0.as_mut().zeroize();
+    }
+}
+
+impl Drop for RootSecret {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for RootSecret {}
 
 impl std::fmt::Debug for RootSecret {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +151,52 @@ impl std::fmt::Debug for ChainValue {
     }
 }
 
+/// Stack bytes overwritten after handling the root secret: more than key derivation and the
+/// hash libraries below it use (`mac::tests::key_derivation_leaves_no_secret_on_the_stack`
+/// checks that on x86-64).
+const STACK_WIPE_BYTES: usize = 16 * 1024;
+
+/// Overwrites the stack just below the caller's frame, where the functions it called left
+/// their locals: the hash libraries keep the root secret, keys and keyed states in their own
+/// frames and do not wipe them. Used after the rare operations that touch the root secret
+/// (wrapping it, deriving epoch keys: a few microseconds each), not after each MAC, where it
+/// would cost more than the MAC.
+#[inline(never)]
+fn wipe_stack_below_caller() {
+    // Words, not bytes: an eighth of the volatile stores.
+    let mut scratch = [0u64; STACK_WIPE_BYTES / 8];
+    // Volatile writes: the compiler cannot drop stores to memory that is never read again.
+    scratch.zeroize();
+    std::hint::black_box(&scratch);
+}
+
+/// The epoch key of every suite, in [`Algorithm::index`] order. The keys are derived straight
+/// into a heap allocation that never moves, and the stack the derivation used is wiped, so the
+/// root secret and the keys are left nowhere else this library controls.
+pub(crate) fn derive_epoch_keys(
+    root_secret: &RootSecret,
+    device_id: DeviceId,
+    epoch: Epoch,
+) -> Box<[ChainValue; Algorithm::ALL.len()]> {
+    let keys = derive_epoch_keys_on_heap(root_secret, device_id, epoch);
+    wipe_stack_below_caller();
+    keys
+}
+
+// Not inlined, so that every temporary of the derivation lies below `derive_epoch_keys`.
+#[inline(never)]
+fn derive_epoch_keys_on_heap(
+    root_secret: &RootSecret,
+    device_id: DeviceId,
+    epoch: Epoch,
+) -> Box<[ChainValue; Algorithm::ALL.len()]> {
+    let mut keys = Box::new(Algorithm::ALL.map(|_| ChainValue([0; TAG_LEN])));
+    for algorithm in Algorithm::ALL {
+        keys[algorithm.index()] = derive_epoch_key(algorithm, root_secret, device_id, epoch);
+    }
+    keys
+}
+
 /// Derives the root key of one device, epoch and suite.
 ///
 /// The suite is part of the input so that the two suites never share a key, and the device id
@@ -126,14 +209,14 @@ pub(crate) fn derive_epoch_key(
     epoch: Epoch,
 ) -> ChainValue {
     let mut derivation_input = [0u8; TAG_LEN + 1 + 8 + 8];
-    derivation_input[..TAG_LEN].copy_from_slice(&root_secret.0);
+    derivation_input[..TAG_LEN].copy_from_slice(root_secret.0.as_slice());
     derivation_input[TAG_LEN] = algorithm.byte();
     derivation_input[TAG_LEN + 1..TAG_LEN + 9].copy_from_slice(&device_id.0.to_le_bytes());
     derivation_input[TAG_LEN + 9..].copy_from_slice(&epoch.0.to_le_bytes());
     let key = match algorithm {
         Algorithm::KeyedBlake3 => blake3::derive_key(BLAKE3_EPOCH_KEY_CONTEXT, &derivation_input),
         Algorithm::HmacSha256 => {
-            let mut hmac = WipedHmacSha256::new(&root_secret.0);
+            let mut hmac = WipedHmacSha256::new(root_secret.0.as_slice());
             hmac.update(HMAC_EPOCH_KEY_LABEL);
             hmac.update(&derivation_input[TAG_LEN..]);
             hmac.finalize()
@@ -233,6 +316,67 @@ mod tests {
         // SAFETY: dropping zeroized every byte in place; nothing was deallocated.
         let dropped = unsafe { bytes_at(slot.as_ptr()) };
         assert!(dropped.iter().all(|byte| *byte == 0));
+    }
+
+    /// Copies the `window.len()` bytes just below the stack pointer into `window`: the dead
+    /// frames of the functions the caller called last.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn copy_dead_stack(window: &mut [u8]) {
+        let (window_start, window_len) = (window.as_mut_ptr(), window.len());
+        // SAFETY: reads `window_len` bytes below the stack pointer, which lie inside this
+        // thread's mapped stack (the window is far smaller than it), and writes them into
+        // `window`, which is that long. Nothing below the stack pointer is Rust-owned memory.
+        unsafe {
+            std::arch::asm!(
+                "mov rsi, rsp",
+                "sub rsi, rcx",
+                "rep movsb",
+                inout("rcx") window_len => _,
+                inout("rdi") window_start => _,
+                out("rsi") _,
+                options(nostack),
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn key_derivation_leaves_no_secret_on_the_stack() {
+        let secret_bytes = *b"root secret: find me on stack!!!";
+        let secret = RootSecret::from_bytes(secret_bytes);
+        let mut dead_stack = vec![0u8; 2 * STACK_WIPE_BYTES];
+        let keys = derive_epoch_keys(&secret, DeviceId(9), Epoch(4));
+        copy_dead_stack(&mut dead_stack);
+        // Every form the hash libraries hold the secret in: the BLAKE3 derivation input
+        // starts with it, and HMAC XORs the key into its inner and outer pads.
+        let inner_pad = secret_bytes.map(|byte| byte ^ 0x36);
+        let outer_pad = secret_bytes.map(|byte| byte ^ 0x5c);
+        let mut secrets = vec![
+            ("the root secret", secret_bytes),
+            ("the HMAC inner pad", inner_pad),
+            ("the HMAC outer pad", outer_pad),
+        ];
+        for algorithm in Algorithm::ALL {
+            secrets.push(("an epoch key", *keys[algorithm.index()].as_bytes()));
+        }
+        let left_on_stack: Vec<&str> = secrets
+            .iter()
+            .filter(|(_, bytes)| dead_stack.windows(TAG_LEN).any(|window| window == bytes))
+            .map(|(what, _)| *what)
+            .collect();
+        assert!(
+            left_on_stack.is_empty(),
+            "left on the stack: {left_on_stack:?}"
+        );
+    }
+
+    #[test]
+    fn moving_a_root_secret_leaves_its_bytes_where_they_are() {
+        let secret = RootSecret::from_bytes([0x11; TAG_LEN]);
+        let bytes_at = secret.bytes_address();
+        let moved = std::hint::black_box(Box::new(secret));
+        assert_eq!(moved.bytes_address(), bytes_at);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::mac::ChainValue;
 
 /// What the cache knows about a token's chain.
 pub(crate) enum CachedChain {
-    /// The chain value of the whole token: compare it with the tag, no MAC needed.
+    /// The chain value of the whole token, which matches its tag: no MAC needed.
     WholeToken(ChainValue),
     /// The chain value of the token without its last caveat: one MAC finishes the chain.
     Parent(ChainValue),
@@ -32,7 +32,9 @@ pub(crate) enum CachedChain {
 
 /// A chain value and the generation in which it was last inserted or looked up.
 struct CachedChainValue {
-    chain_value: ChainValue,
+    // Boxed: when the map grows or rehashes it moves its entries with a plain copy and never
+    // wipes the old slots, so an inline value would leave copies of the tag behind.
+    chain_value: Box<ChainValue>,
     last_used_generation: u64,
 }
 
@@ -73,15 +75,25 @@ impl TagCache {
     fn get_scratch_key(&mut self) -> Option<ChainValue> {
         let entry = self.entries.get_mut(self.key_scratch.as_slice())?;
         entry.last_used_generation = self.generation;
-        Some(entry.chain_value.clone())
+        Some(ChainValue::clone(&entry.chain_value))
     }
 
-    /// The longest cached chain value useful for `parsed`: the whole token, else its parent.
+    /// The longest cached chain value useful for `parsed`: the whole token if its tag matches
+    /// (compared in constant time), else its parent.
+    ///
+    /// A cached chain input presented with another tag is a forgery. It goes on exactly as a
+    /// miss does (the parent probe, then the MACs), so its verify time does not tell that the
+    /// input is cached (docs/capability-format.md, "Timing"), and it does not keep the entry
+    /// alive.
     pub fn lookup(&mut self, parsed: &ParsedToken<'_>) -> CachedChain {
         let caveat_count = parsed.caveat_count();
         write_chain_input(&mut self.key_scratch, parsed, caveat_count);
-        if let Some(whole_token) = self.get_scratch_key() {
-            return CachedChain::WholeToken(whole_token);
+        let generation = self.generation;
+        if let Some(entry) = self.entries.get_mut(self.key_scratch.as_slice()) {
+            if entry.chain_value.matches(parsed.tag) {
+                entry.last_used_generation = generation;
+                return CachedChain::WholeToken(ChainValue::clone(&entry.chain_value));
+            }
         }
         if caveat_count == 0 {
             return CachedChain::Miss;
@@ -117,7 +129,7 @@ impl TagCache {
         }
         write_chain_input(&mut self.key_scratch, parsed, parsed.caveat_count());
         let cached = CachedChainValue {
-            chain_value: tag.clone(),
+            chain_value: Box::new(tag.clone()),
             last_used_generation: self.generation,
         };
         if self
@@ -202,5 +214,53 @@ mod tests {
             cache.lookup(&ParsedToken::parse(&idle).unwrap()),
             CachedChain::Miss
         ));
+    }
+
+    #[test]
+    fn a_cached_chain_input_with_another_tag_is_looked_up_as_a_miss() {
+        let mut cache = TagCache::new(4);
+        let parent = encoded(1, &[not_after(0)]);
+        let parent_value = ChainValue::from_bytes([7; TAG_LEN]);
+        cache.remember(&ParsedToken::parse(&parent).unwrap(), &parent_value);
+        let child = encoded(1, &[not_after(0), not_after(1)]);
+        cache.remember(
+            &ParsedToken::parse(&child).unwrap(),
+            &ChainValue::from_bytes([8; TAG_LEN]),
+        );
+        // `encoded` writes an all-zero tag, which matches neither cached value.
+        match cache.lookup(&ParsedToken::parse(&child).unwrap()) {
+            CachedChain::Parent(found) => assert!(found.matches(parent_value.as_bytes())),
+            _ => panic!("a forged tag of a cached child must go on to the parent, as a miss"),
+        }
+        assert!(matches!(
+            cache.lookup(&ParsedToken::parse(&parent).unwrap()),
+            CachedChain::Miss
+        ));
+        let mut genuine_parent = parent.clone();
+        let tag_start = genuine_parent.len() - TAG_LEN;
+        genuine_parent[tag_start..].copy_from_slice(parent_value.as_bytes());
+        assert!(matches!(
+            cache.lookup(&ParsedToken::parse(&genuine_parent).unwrap()),
+            CachedChain::WholeToken(_)
+        ));
+    }
+
+    #[test]
+    fn growing_the_map_leaves_no_copy_of_a_chain_value() {
+        let mut cache = TagCache::new(4);
+        let token = encoded(1, &[]);
+        cache.remember(
+            &ParsedToken::parse(&token).unwrap(),
+            &ChainValue::from_bytes([9; TAG_LEN]),
+        );
+        let value_address = |cache: &TagCache| {
+            let entry = cache.entries.values().next().expect("one entry");
+            entry.chain_value.as_bytes().as_ptr()
+        };
+        let before = value_address(&cache);
+        // What a cache larger than its preallocation does as it fills: the map reallocates
+        // and moves every entry.
+        cache.entries.reserve(1 << 12);
+        assert_eq!(value_address(&cache), before);
     }
 }

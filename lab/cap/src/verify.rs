@@ -13,7 +13,7 @@ use crate::authority::{Authority, AuthorityFold};
 use crate::caveat::CaveatKind;
 use crate::error::VerifyError;
 use crate::format::{ParsedToken, MAX_CAVEATS, MAX_TOKEN_LEN};
-use crate::mac::{chain_step, derive_epoch_key, Algorithm, ChainValue, RootSecret};
+use crate::mac::{chain_step, derive_epoch_keys, Algorithm, ChainValue, RootSecret};
 use crate::tag_cache::{CachedChain, TagCache};
 use crate::values::{AccessKind, DeviceId, Epoch, RequesterId, Timestamp, TokenId};
 
@@ -83,7 +83,8 @@ pub struct Verified {
 /// Keys and deny set of the device's current epoch.
 pub(crate) struct EpochKeys {
     pub epoch: Epoch,
-    keys_by_algorithm: [ChainValue; Algorithm::ALL.len()],
+    // Boxed: replacing or moving the state moves a pointer, not the keys (`mac::derive_epoch_keys`).
+    keys_by_algorithm: Box<[ChainValue; Algorithm::ALL.len()]>,
     pub revoked_token_ids: HashSet<TokenId>,
 }
 
@@ -91,8 +92,7 @@ impl EpochKeys {
     pub fn derive(root_secret: &RootSecret, device_id: DeviceId, epoch: Epoch) -> Self {
         EpochKeys {
             epoch,
-            keys_by_algorithm: Algorithm::ALL
-                .map(|algorithm| derive_epoch_key(algorithm, root_secret, device_id, epoch)),
+            keys_by_algorithm: derive_epoch_keys(root_secret, device_id, epoch),
             revoked_token_ids: HashSet::new(),
         }
     }
@@ -167,11 +167,11 @@ impl VerifierContext<'_> {
     /// Recomputes the chain (from the cache where possible) and compares it with the tag in
     /// constant time. Returns how many MACs that took.
     ///
-    /// A forged tag costs the MACs of a cache miss whether or not its chain input (or its
-    /// parent's) is cached: a cached token whose tag does not match is recomputed in full, and
-    /// a child of a cached parent whose tag does not match runs the rest of a miss's MACs. So
-    /// verify time tells whether a token is cached only to whoever could compute its tag
-    /// (docs/capability-format.md, "Timing").
+    /// A forged tag costs what a cache miss costs whether or not its chain input (or its
+    /// parent's) is cached: the cache answers a cached chain input with another tag as it
+    /// answers a miss (the same probes), and a child of a cached parent whose tag does not
+    /// match runs the rest of a miss's MACs. So verify time tells whether a token is cached
+    /// only to whoever could compute its tag (docs/capability-format.md, "Timing").
     fn check_tag(&self, parsed: &ParsedToken<'_>) -> Result<u32, VerifyError> {
         let algorithm = parsed.identifier.algorithm;
         let caveat_count = parsed.caveat_count();
@@ -180,9 +180,7 @@ impl VerifierContext<'_> {
             None => CachedChain::Miss,
         };
         let (chain_value, macs_computed, newly_computed) = match cached {
-            CachedChain::WholeToken(chain_value) if chain_value.matches(parsed.tag) => {
-                (chain_value, 0, false)
-            }
+            CachedChain::WholeToken(chain_value) => (chain_value, 0, false),
             CachedChain::Parent(parent) => {
                 let last_caveat = parsed.caveat_bytes(caveat_count - 1);
                 let chain_value = chain_step(algorithm, &parent, last_caveat);
@@ -193,7 +191,7 @@ impl VerifierContext<'_> {
                 }
                 (chain_value, 1, true)
             }
-            CachedChain::WholeToken(_) | CachedChain::Miss => (
+            CachedChain::Miss => (
                 self.chain_from_key(parsed, caveat_count),
                 caveat_count as u32 + 1,
                 true,

@@ -349,6 +349,21 @@ fn bench_token_operations(criterion: &mut Criterion) {
     group.bench_function("attenuate_1_caveat", |bencher| {
         bencher.iter(|| black_box(&token).attenuate(black_box(narrower)))
     });
+    // Token equality must not tell how much of a guessed tag was right: a guess wrong in the
+    // tag's first byte and one wrong only in its last must take the same time.
+    let tag_start = token.as_bytes().len() - cxl_lab_cap::TAG_LEN;
+    for (label, wrong_byte) in [
+        ("equality_tag_first_byte_wrong", tag_start),
+        ("equality_tag_last_byte_wrong", token.as_bytes().len() - 1),
+    ] {
+        let mut guess_bytes = token.as_bytes().to_vec();
+        guess_bytes[wrong_byte] ^= 1;
+        let guess = Token::decode(&guess_bytes).unwrap();
+        assert_ne!(token, guess);
+        group.bench_function(label, |bencher| {
+            bencher.iter(|| black_box(&token) == black_box(&guess))
+        });
+    }
     group.finish();
 }
 

@@ -180,6 +180,14 @@ pub fn print_and_save(output_directory: &Path, run_started: SystemTime, sizes: &
         ),
         ("mint, 3 caveats", operations("mint_3_caveats")),
         ("attenuate, 1 caveat", operations("attenuate_1_caveat")),
+        (
+            "token equality, guess wrong in the tag's first byte (timing check)",
+            operations("equality_tag_first_byte_wrong"),
+        ),
+        (
+            "token equality, guess wrong in the tag's last byte (timing check)",
+            operations("equality_tag_last_byte_wrong"),
+        ),
     ] {
         let _ = writeln!(table, "| {label} | {} |", format_time(value));
     }
