@@ -39,6 +39,7 @@ const BENCH_LAB: &str = "bench";
 const BENCH_BOOT_LAB: &str = "bench-boot";
 const BENCH_SNAPSHOT_LAB: &str = "bench-snap";
 const BENCH_CAPABILITY_LAB: &str = "bench-cap";
+const BENCH_UNCHECKED_LAB: &str = "bench-cap-off";
 /// How many grants the capability-checked device holds in each measurement.
 const GRANT_COUNTS: [usize; 4] = [1, 10, 1_000, 10_000];
 /// Bytes read through the DAX device per measurement (2 Mi loads of 8 bytes).
@@ -70,7 +71,7 @@ pub enum BenchCommand {
     /// grants installed (`docs/capability-lab.md`; the source stack's QEMU, on `shared`).
     Capability {
         /// How many times to read 16 MiB in each configuration.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 7)]
         runs: usize,
     },
     /// `lab up --snapshot` restoring a saved lean boot, against the lean boot it saves; each with
@@ -344,54 +345,58 @@ fn bench_snapshot(context: &Context, runs: usize, profile: &str, stack: StackKin
     Ok(ExitCode::SUCCESS)
 }
 
-/// One configuration of `bench capability`: reads per second of each run, and the presents'
-/// latency line when tokens were presented.
+/// One configuration of `bench capability`: reads per second through the unchecked and the
+/// checked device, run after run in turn (so a change of load hits both), and the presents'
+/// latency line.
 struct CapabilityRun {
-    reads_per_second: Vec<f64>,
-    presents: Option<String>,
+    grants: usize,
+    unchecked: Vec<f64>,
+    checked: Vec<f64>,
+    presents: String,
 }
 
 fn bench_capability(context: &Context, runs: usize) -> anyhow::Result<ExitCode> {
     let lab = BenchLab::new(context, BENCH_CAPABILITY_LAB)?;
+    let unchecked_lab = BenchLab::new(context, BENCH_UNCHECKED_LAB)?;
     let shared = std::fs::read_to_string(context.paths.profile_path("shared"))?;
     anyhow::ensure!(shared.contains("capabilities: true"), "profiles/shared.yaml marks no backend `capabilities: true`");
     // The same profile with its backend unchecked: the patched QEMU's device without cap-service.
-    let unchecked = lab.files.dir.join("shared-unchecked.yaml");
-    std::fs::create_dir_all(&lab.files.dir)?;
+    let unchecked = unchecked_lab.files.dir.join("shared-unchecked.yaml");
+    std::fs::create_dir_all(&unchecked_lab.files.dir)?;
     std::fs::write(&unchecked, shared.replace("capabilities: true", "capabilities: false"))?;
     let unchecked = unchecked.display().to_string();
     let guest_tool = cxl_lab_core::suite::guest_tool::build(&context.paths, &lab.runner)?;
 
-    context.shell.status("Measuring", "the device unchecked");
-    lab.run("bench: lab up (unchecked)", &["up", "--detach", "--boot", "lean", "--stack", "source", "--profile", &unchecked])?;
+    context.shell.status("Booting", "the device unchecked and the device checked, side by side");
+    unchecked_lab.run("bench: lab up (unchecked)", &["up", "--detach", "--boot", "lean", "--stack", "source", "--profile", &unchecked])?;
+    lab.run("bench: lab up (checked)", &["up", "--detach", "--boot", "lean", "--stack", "source", "--profile", "shared"])?;
+    let unchecked_dax = unchecked_lab.dax_device(&guest_tool)?;
     let dax = lab.dax_device(&guest_tool)?;
-    let baseline = CapabilityRun { reads_per_second: lab.reads(&dax, READ_BYTES, runs)?, presents: None };
-    lab.run("bench: lab down (unchecked)", &["down"])?;
-
-    let mut checked = Vec::new();
-    for grants in GRANT_COUNTS {
-        context.shell.status("Measuring", format!("the device checked, {grants} grant(s) installed"));
-        lab.run(&format!("bench: lab up ({grants} grants)"), &["up", "--detach", "--boot", "lean", "--stack", "source", "--profile", "shared"])?;
-        let dax = lab.dax_device(&guest_tool)?;
+    let mut results = Vec::new();
+    for (stage, grants) in GRANT_COUNTS.into_iter().enumerate() {
+        context.shell.status("Measuring", format!("{grants} grant(s) installed"));
         let length = (READ_BYTES / grants as u64) & !7;
-        let presents = lab.present_grants(grants, length)?;
-        let reads_per_second = lab.reads(&dax, length * grants as u64, runs)?;
-        lab.run(&format!("bench: lab down ({grants} grants)"), &["down"])?;
-        context.shell.status("Measured", format!("{grants} grant(s): {presents}; {:.0} reads/s", median(reads_per_second.clone())));
-        checked.push((grants, CapabilityRun { reads_per_second, presents: Some(presents) }));
+        let presents = lab.present_grants(grants, length, stage > 0)?;
+        let (mut unchecked, mut checked) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            unchecked.extend(unchecked_lab.reads(&unchecked_dax, length * grants as u64, 1)?);
+            checked.extend(lab.reads(&dax, length * grants as u64, 1)?);
+        }
+        context.shell.status("Measured", format!("{grants} grant(s): {presents}; {:.0} reads/s checked, {:.0} unchecked", median(checked.clone()), median(unchecked.clone())));
+        results.push(CapabilityRun { grants, unchecked, checked, presents });
     }
+    lab.run("bench: lab down (checked)", &["down"])?;
+    unchecked_lab.run("bench: lab down (unchecked)", &["down"])?;
 
     let table = Table::new(&context.shell);
-    let per_second = |run: &CapabilityRun| run.reads_per_second.clone();
-    table.row("unchecked device: guest 8-byte reads per second (TCG)", &per_second(&baseline), 0);
-    for (grants, run) in &checked {
-        table.row(&format!("capability-checked, {grants} grant(s): reads per second"), &per_second(run), 0);
-        table.ratio(&format!("ratio unchecked / checked with {grants} grant(s) (goal at most 1.05)"), &per_second(&baseline), &per_second(run));
-        let unchecked_ns = 1e9 / median(per_second(&baseline));
-        context.shell.out(format_args!("| check time per read with {grants} grant(s), from the medians (ns) | {:.0} | |", 1e9 / median(per_second(run)) - unchecked_ns));
+    for run in &results {
+        let grants = run.grants;
+        table.row(&format!("unchecked device: guest 8-byte reads per second (TCG), beside {grants} grant(s)"), &run.unchecked, 0);
+        table.row(&format!("capability-checked, {grants} grant(s): reads per second"), &run.checked, 0);
+        table.ratio(&format!("ratio unchecked / checked, {grants} grant(s) (goal at most 1.05)"), &run.unchecked, &run.checked);
     }
-    for (grants, run) in &checked {
-        context.shell.out(format_args!("| presenting {grants} token(s) in the guest | {} | |", run.presents.as_deref().unwrap_or("")));
+    for run in &results {
+        context.shell.out(format_args!("| presenting {} token(s) in the guest | {} | |", run.grants, run.presents));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -410,16 +415,20 @@ impl BenchLab {
         Ok(self.runner.run_capture("bench: region and DAX device", &mut self.command(&["exec", "--host", "host0", "--", "sh", "-c", &script]))?.trim().to_owned())
     }
 
-    /// The owner mints a root token; the host narrows it into `grants` tokens of `length` bytes
-    /// each, side by side from DPA 0, read-only and read-write in turn (so no two neighbours
-    /// merge into one segment of the device's table); host0 presents them all. Returns the
-    /// guest's line with the present-to-verdict latency.
-    fn present_grants(&self, grants: usize, length: u64) -> anyhow::Result<String> {
+    /// The owner mints a root token (revoking the one before, and with it every grant of the
+    /// stage before); the host narrows it into `grants` tokens of `length` bytes each, side by
+    /// side from DPA 0, read-only and read-write in turn (so no two neighbours merge into one
+    /// segment of the device's table); host0 presents them all. Returns the guest's line with the
+    /// present-to-verdict latency.
+    fn present_grants(&self, grants: usize, length: u64, revoke_previous: bool) -> anyhow::Result<String> {
         use cxl_lab_cap::{AddressRange, Caveat, Rights, Token};
         let dir = self.files.data_dir().join("bench-tokens");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let root_file = self.files.data_dir().join("bench-root.tok");
+        if revoke_previous {
+            self.run("bench: lab cap revoke", &["cap", "revoke", &root_file.display().to_string()])?;
+        }
         self.run("bench: lab cap mint", &["cap", "mint", "--out", &root_file.display().to_string()])?;
         let root = Token::decode(&std::fs::read(&root_file)?)?;
         for index in 0..grants {
