@@ -1,7 +1,8 @@
 //! `cargo bench -p cxl-lab-core --bench grant_table`: the capability-checked device's check, one
 //! lookup in the grant table, with 10, 1,000 and 10,000 grants installed. `table::lookup` is the
-//! search the QEMU patch's `cap_lookup` does (a binary search over disjoint segments, then the
-//! next ones while an access runs on), pinned to it by the table's tests; the grants are laid out
+//! search the QEMU patch does when the segment of its last access misses (a binary search over
+//! disjoint segments, then the next ones while an access runs on), pinned to it by the table's
+//! tests; the accesses here stride across all the grants, so every one searches. The grants are laid out
 //! as `bench capability` installs them (side by side, read-only and read-write in turn, so none
 //! merge). Also the service's side: cutting that many grants into segments, done on every
 //! present and revocation. Figures go to `docs/BENCHMARKS.md`.

@@ -153,9 +153,10 @@ pub fn encode(segments: &[Segment]) -> Vec<u8> {
     bytes
 }
 
-/// What the device decides for an access, from the table's entries: the patch's `cap_lookup`
-/// (a binary search, then the next segments while the access runs on), so the tests pin and the
-/// benchmark measures the same algorithm.
+/// What the device decides for an access, from the table's entries: the patch's search when the
+/// segment of its last access does not hold the address (`cap_find`, a binary search, then
+/// `cap_segments_allow` over the next segments while the access runs on), so the tests pin and
+/// the benchmark measures the same algorithm.
 pub fn lookup(entries: &[u8], requester: u16, start: u64, length: u64, write: bool, now_ms: u64) -> bool {
     let word = |index: usize, offset: usize| u64::from_le_bytes(entries[index * ENTRY_BYTES + offset..][..8].try_into().expect("8 bytes"));
     let requester_of = |index: usize| u16::from_le_bytes(entries[index * ENTRY_BYTES + 32..][..2].try_into().expect("2 bytes"));
