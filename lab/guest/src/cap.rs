@@ -8,12 +8,14 @@ use std::path::Path;
 
 use cxl_lab_cap::{AddressRange, Caveat, RequesterId, Timestamp, Token};
 use cxl_lab_guest::capability::{
-    parse_rights, rights_text, TracedDenial, Verdict, VerdictReply, MAX_PRESENTED_TOKEN_LEN,
+    parse_range, parse_rights, rights_text, TracedDenial, Verdict, VerdictReply, MAX_PRESENTED_TOKEN_LEN,
     PRESENT_OPCODE,
 };
 use cxl_lab_guest::mailbox::{self, MailboxError};
 
-use crate::{parse_number, Failure};
+use cxl_lab_guest::parse_number;
+
+use crate::Failure;
 
 /// The mailbox return code of a command the device does not implement.
 const UNSUPPORTED: u32 = 3;
@@ -146,8 +148,8 @@ fn caveats(options: &[&str]) -> Result<Vec<Caveat>, String> {
         };
         caveats.push(match *flag {
             "--range" => {
-                let (start, length) = value.split_once('+').ok_or_else(|| format!("--range: `{value}` is not START+LEN"))?;
-                let range = AddressRange::new(number(flag, start)?, number(flag, length)?).map_err(|error| format!("--range {value}: {error}"))?;
+                let (start, length) = parse_range(value).ok_or_else(|| format!("--range: `{value}` is not START+LEN (numbers, 0x for hex)"))?;
+                let range = AddressRange::new(start, length).map_err(|error| format!("--range {value}: {error}"))?;
                 Caveat::Range(range)
             }
             "--rights" => Caveat::Rights(parse_rights(value).ok_or_else(|| format!("--rights: `{value}` is not r, w or rw"))?),

@@ -232,6 +232,13 @@ pub fn rights_text(rights: Rights) -> &'static str {
     }
 }
 
+/// A range of device addresses written `START+LENGTH`, each a number (`0x` for hex), as the
+/// guest program's `--range` and `lab cap mint --range` take it.
+pub fn parse_range(text: &str) -> Option<(u64, u64)> {
+    let (start, length) = text.split_once('+')?;
+    Some((crate::parse_number(start)?, crate::parse_number(length)?))
+}
+
 /// Rights from `r`, `w` or `rw` (the inverse of [`rights_text`] for rights that allow anything).
 pub fn parse_rights(text: &str) -> Option<Rights> {
     match text {

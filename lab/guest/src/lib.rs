@@ -21,6 +21,14 @@ pub fn granule_tag(label: &str, index: u64, hpa: u64) -> [u8; TAG_BYTES] {
     tag
 }
 
+/// A number, in hex with `0x` (what the guest program and `lab cap` take on their command lines).
+pub fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
 /// The text of a tag as found in memory, up to its padding.
 pub fn tag_text(bytes: &[u8]) -> String {
     let end = bytes

@@ -63,7 +63,7 @@ use std::ffi::CString;
 use std::os::unix::fs::FileTypeExt;
 use std::process::ExitCode;
 
-use cxl_lab_guest::{granule_tag, TAG_BYTES};
+use cxl_lab_guest::{granule_tag, parse_number, TAG_BYTES};
 
 mod cap;
 mod dax;
@@ -187,14 +187,6 @@ fn pattern(device: &str, bytes: usize) -> Result<String, Failure> {
         Ok(())
     })?;
     Ok(format!("{device}: wrote and read back {bytes} bytes"))
-}
-
-/// A number, in hex with `0x`.
-pub fn parse_number(text: &str) -> Option<u64> {
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
 }
 
 /// The block size direct I/O writes in: a pmem block device's logical block size.

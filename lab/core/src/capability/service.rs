@@ -160,12 +160,13 @@ impl Shared {
     /// Writes every installed grant of every requester into the table, expired ones dropped.
     fn republish(&self) -> anyhow::Result<()> {
         self.device.purge_expired_grants(Timestamp::now());
-        let grants: Vec<(RequesterId, InstalledGrant)> = self
-            .requesters
-            .iter()
-            .flat_map(|known| self.device.installed_grants(RequesterId(known.requester)).into_iter().map(move |grant| (RequesterId(known.requester), grant)))
-            .collect();
+        let grants: Vec<(RequesterId, InstalledGrant)> = self.installed().map(|(known, grant)| (RequesterId(known.requester), grant)).collect();
         self.table.lock().map_err(|_| anyhow::anyhow!("the grant table's lock is poisoned"))?.publish(&table::segments(&grants))
+    }
+
+    /// Every installed grant, with the port that holds it.
+    fn installed(&self) -> impl Iterator<Item = (&CapabilityRequester, InstalledGrant)> {
+        self.requesters.iter().flat_map(|known| self.device.installed_grants(RequesterId(known.requester)).into_iter().map(move |grant| (known, grant)))
     }
 
     fn requester_name(&self, requester: u16) -> String {
@@ -197,11 +198,7 @@ impl Shared {
             }
             OwnerRequest::Grants => {
                 self.device.purge_expired_grants(Timestamp::now());
-                let grants = self
-                    .requesters
-                    .iter()
-                    .flat_map(|known| self.device.installed_grants(RequesterId(known.requester)).into_iter().map(move |grant| GrantView::of(known, &grant)))
-                    .collect();
+                let grants = self.installed().map(|(known, grant)| GrantView::of(known, &grant)).collect();
                 Ok(OwnerReply::Grants { backend: self.backend.clone(), epoch: self.device.epoch().0, grants })
             }
         }

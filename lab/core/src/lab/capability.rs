@@ -85,17 +85,7 @@ pub fn grants(context: &LabContext, backend: Option<&str>) -> anyhow::Result<(St
 
 /// `START+LENGTH`, each decimal or `0x` hex.
 pub fn parse_range(text: &str) -> anyhow::Result<(u64, u64)> {
-    let (start, length) = text.split_once('+').with_context(|| format!("range `{text}`: write START+LENGTH (0x0+0x1000)"))?;
-    Ok((parse_number(start).with_context(|| format!("range `{text}`: start"))?, parse_number(length).with_context(|| format!("range `{text}`: length"))?))
-}
-
-fn parse_number(text: &str) -> anyhow::Result<u64> {
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.with_context(|| format!("`{text}` is not a number"))
+    cxl_lab_guest::capability::parse_range(text.trim()).with_context(|| format!("range `{text}`: write START+LENGTH (0x0+0x1000): the start and the length each a number, decimal or 0x hex"))
 }
 
 /// `r`, `w`, `rw` as rights bits (bit 0 read, bit 1 write).

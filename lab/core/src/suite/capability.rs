@@ -143,7 +143,7 @@ pub(super) fn check(name: &str, owner: &dyn CapabilityGuest, peer: &dyn Capabili
     };
     claims.record_if(needs_grant, AFTER_GRANT[0], |transcript| {
         let before = denials(other.guest, transcript)?;
-        let (_, read) = run(other.guest, &format!("{tool} dax read /dev/{} {PAGE} 8", other.dax), transcript)?;
+        let (_, read) = other.guest.run(&format!("{tool} dax read /dev/{} {PAGE} 8", other.dax), transcript)?;
         if !read.contains(ALL_ONES) {
             return Err(format!("the read at {PAGE:#x}, outside the page, was not denied: {}", read.trim()));
         }
@@ -175,7 +175,7 @@ pub(super) fn check(name: &str, owner: &dyn CapabilityGuest, peer: &dyn Capabili
             reply => return Err(format!("the service answered {reply:?} to a revocation")),
         }
         let before = denials(other.guest, transcript)?;
-        let (_, read) = run(other.guest, &format!("{tool} dax read /dev/{} 0 8", other.dax), transcript)?;
+        let (_, read) = other.guest.run(&format!("{tool} dax read /dev/{} 0 8", other.dax), transcript)?;
         if !read.contains(ALL_ONES) {
             return Err(format!("the peer still reads the page after the revocation: {}", read.trim()));
         }
@@ -263,7 +263,7 @@ fn mint(service: &ServiceConfig, request: OwnerRequest, file: &Path, transcript:
 }
 
 fn expect_granted(side: &Side, token: &str, transcript: &mut String) -> Result<(), String> {
-    let (code, stdout) = run(side.guest, &format!("{GUEST_TOOL} cap present {} {token}", side.memdev), transcript)?;
+    let (code, stdout) = side.guest.run(&format!("{GUEST_TOOL} cap present {} {token}", side.memdev), transcript)?;
     if code != 0 || !stdout.starts_with("granted") {
         return Err(format!("{} presented {token}: exit {code}, `{}`; expected granted", side.guest.host(), stdout.trim()));
     }
@@ -271,7 +271,7 @@ fn expect_granted(side: &Side, token: &str, transcript: &mut String) -> Result<(
 }
 
 fn expect_refused(side: &Side, token: &str, reason: &str, transcript: &mut String) -> Result<(), String> {
-    let (code, stdout) = run(side.guest, &format!("{GUEST_TOOL} cap present {} {token}", side.memdev), transcript)?;
+    let (code, stdout) = side.guest.run(&format!("{GUEST_TOOL} cap present {} {token}", side.memdev), transcript)?;
     if code != REFUSED_EXIT || !stdout.starts_with(&format!("refused {reason}")) {
         return Err(format!("{} presented {token}: exit {code}, `{}`; expected `refused {reason}` (exit {REFUSED_EXIT})", side.guest.host(), stdout.trim()));
     }
@@ -296,10 +296,6 @@ fn expect_denial(side: &Side, before: Vec<String>, dpa: u64, access: &str, trans
         std::thread::sleep(Duration::from_millis(250));
     }
     Err(format!("{}'s guest saw no denial event of a {access} at DPA {dpa:#x} by requester {}", side.guest.host(), side.requester))
-}
-
-fn run(guest: &dyn CapabilityGuest, script: &str, transcript: &mut String) -> Result<(i32, String), String> {
-    guest.run(script, transcript)
 }
 
 /// `script`'s stdout; any exit but 0 is the error.
